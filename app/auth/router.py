@@ -1,0 +1,26 @@
+"""`POST /auth/revoke`: revoke a bearer token before it expires."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.auth import service
+from app.auth.schemas import RevokeRequest, RevokeResponse
+from app.core.deps import CacheDep, CurrentPrincipal, SessionDep
+
+router = APIRouter(tags=["auth"])
+
+
+@router.post("/auth/revoke", response_model=RevokeResponse)
+async def revoke_token(
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    cache: CacheDep,
+    body: RevokeRequest | None = None,
+) -> RevokeResponse:
+    body = body or RevokeRequest()
+    jti, expires_at = await service.revoke(
+        session, request.app.state.revocations, cache, principal, body.jti, body.expires_at
+    )
+    return RevokeResponse(jti=jti, revoked=True, expires_at=expires_at)

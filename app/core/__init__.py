@@ -1,0 +1,1 @@
+"""Cross-cutting plumbing: settings, database, cache, crypto, auth, errors, logging, metrics."""

@@ -1,0 +1,162 @@
+"""Bearer-token authentication: pinned algorithms, required claims, revocation, tenant access."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+from app.core.config import Settings
+from app.core.errors import BadRequest, Forbidden, Unauthorized
+
+logger = logging.getLogger("junction.auth")
+
+ALL_TENANTS = "*"
+ROLE_ADMIN = "admin"
+ROLE_SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    tenants: frozenset[str]
+    roles: frozenset[str]
+    jti: str | None
+    expires_at: datetime
+
+    @property
+    def is_admin(self) -> bool:
+        return ROLE_ADMIN in self.roles
+
+    def can_access(self, tenant_id: str) -> bool:
+        return ALL_TENANTS in self.tenants or tenant_id in self.tenants
+
+    def require_tenant(self, tenant_id: str) -> str:
+        if not self.can_access(tenant_id):
+            raise Forbidden(f"the caller may not act for tenant '{tenant_id}'")
+        return tenant_id
+
+    def require_role(self, *roles: str) -> None:
+        if not self.roles.intersection(roles):
+            raise Forbidden(f"this route needs the role {' or '.join(roles)}")
+
+    def resolve_tenant(self, explicit: str | None) -> str:
+        """The tenant a request acts for: the one named, or the caller's only tenant."""
+        if explicit:
+            return self.require_tenant(explicit)
+        concrete = [t for t in self.tenants if t != ALL_TENANTS]
+        if len(concrete) == 1 and ALL_TENANTS not in self.tenants:
+            return concrete[0]
+        raise BadRequest("tenant_id is required: the token names more than one tenant")
+
+
+class TokenVerifier:
+    """Validates bearer JWTs against the configured key material, and only its algorithms."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithms = settings.jwt_algorithms
+        if "none" in [a.lower() for a in self.algorithms]:
+            raise ValueError("the 'none' algorithm is never accepted")
+        self.audience = settings.auth_audience
+        self.issuer = settings.auth_issuer
+        self._secret = settings.jwt_secret
+        self._public_key = settings.auth_jwt_public_key
+        self._jwks = jwt.PyJWKClient(settings.auth_jwks_url) if settings.auth_jwks_url else None
+
+    async def _key(self, token: str) -> Any:
+        if self._jwks is not None:
+            # PyJWKClient fetches with urllib; keys are cached, but keep any fetch off the loop.
+            signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            return signing_key.key
+        return self._public_key or self._secret
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            key = await self._key(token)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "aud", "sub"], "verify_iss": bool(self.issuer)},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("the token has expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {_reason(exc)}", code="invalid_token") from exc
+        return _principal_from(claims)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "wrong audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "wrong issuer"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"missing claim '{exc.claim}'"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "algorithm not allowed"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "bad signature"
+    return "malformed or unverifiable"
+
+
+def _str_set(value: Any, claim: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Unauthorized(f"invalid token: claim '{claim}' must be a list of strings")
+    return frozenset(value)
+
+
+def _principal_from(claims: dict[str, Any]) -> Principal:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("invalid token: claim 'sub' must be a non-empty string")
+    return Principal(
+        sub=sub,
+        tenants=_str_set(claims.get("tenants"), "tenants"),
+        roles=_str_set(claims.get("roles"), "roles"),
+        jti=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+    )
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    sub: str,
+    tenants: list[str],
+    roles: list[str] | None = None,
+    ttl_s: int = 3600,
+    jti: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """A development token signed with the local HS256 secret (the CLI and the tests use it)."""
+    import uuid
+
+    secret = settings.jwt_secret
+    if not secret:
+        raise RuntimeError("minting needs AUTH_JWT_SECRET (HS256); this service verifies only")
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "tenants": tenants,
+        "roles": roles or [],
+        "aud": settings.auth_audience,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl_s)).timestamp()),
+        "jti": jti or uuid.uuid4().hex,
+    }
+    if settings.auth_issuer:
+        claims["iss"] = settings.auth_issuer
+    claims.update(extra or {})
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,160 @@
+"""Settings: one class, read from the environment (and `.env`), validated at start-up."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only defaults. Outside ENVIRONMENT=dev the service refuses to start with them.
+DEV_JWT_SECRET = "junction-dev-secret-change-me-0123456789abcdef"  # noqa: S105
+DEV_ENCRYPTION_KEY = "dev:ZGV2LWtleS1qdW5jdGlvbi0zMi1ieXRlcy1sb25nISE="  # base64 of 32 bytes
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/junction.db"
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run the service; the message names the setting."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs operators paste (`postgresql://`, `postgres://`) and pick the async driver."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- runtime -------------------------------------------------------------------------
+    environment: str = "dev"
+    log_level: str = "INFO"
+    log_json: bool | None = None  # default: JSON outside dev
+    database_url: str = DEFAULT_SQLITE_URL
+    redis_url: str | None = None
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_timeout_s: float = Field(default=3.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    cache_socket_timeout_s: float = Field(default=0.25, gt=0)
+    cache_breaker_failures: int = Field(default=3, ge=1)
+    cache_breaker_reset_s: float = Field(default=5.0, gt=0)
+    http_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- secrets -------------------------------------------------------------------------
+    encryption_keys: str = DEV_ENCRYPTION_KEY
+
+    # --- auth ----------------------------------------------------------------------------
+    auth_jwt_secret: str | None = None
+    auth_jwt_public_key: str | None = None
+    auth_jwks_url: str | None = None
+    auth_audience: str = "junction"
+    auth_issuer: str | None = None
+    auth_algorithms: list[str] | None = None  # default: HS256 with a secret, RS256/ES256 with a key
+    auth_revocation_sync_s: float = Field(default=15.0, gt=0)
+
+    # --- token management (app/tokens) ---------------------------------------------------
+    # {"google_search_console": {"token_url": "http://127.0.0.1:9999/token", ...}, ...}
+    oauth_provider_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    oauth_state_ttl_s: int = Field(default=600, ge=30, le=600)
+    oauth_callback_url: str | None = None
+    token_refresh_lock_ttl_s: float = Field(default=30.0, gt=0)
+    token_refresh_wait_s: float = Field(default=15.0, gt=0)
+    token_refresh_cooldown_s: float = Field(default=30.0, ge=0)
+    token_refresh_backoff_max_s: float = Field(default=3600.0, gt=0)
+
+    # --- monitoring (app/monitoring) -----------------------------------------------------
+    monitor_enabled: bool = True
+    monitor_interval_s: float = Field(default=60.0, gt=0)
+    monitor_batch_size: int = Field(default=200, ge=1)
+    monitor_concurrency: int = Field(default=10, ge=1)
+    monitor_per_provider_concurrency: int = Field(default=4, ge=1)
+    monitor_lease_s: float = Field(default=120.0, gt=0)
+    monitor_idle_refresh_s: float = Field(default=86400.0, gt=0)
+    monitor_shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+    # --- provider configurations (app/provider_configs) ----------------------------------
+    provider_config_defaults: str | None = None  # a JSON document or a path to one
+    provider_config_cache_ttl_s: int = Field(default=300, ge=1)
+    provider_config_cache_enabled: bool = True
+
+    # --- usage (app/usage) ---------------------------------------------------------------
+    # {"gpt-4o": {"prompt": 2.5, "completion": 10.0}}: USD per million tokens, merged over defaults
+    usage_model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # {"free": {"tokens": 100000, "calls": 1000}}: monthly limits, merged over defaults
+    usage_tier_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("auth_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_outside_dev(self) -> Settings:
+        if self.is_dev:
+            return self
+        missing: list[str] = []
+        if not (self.auth_jwt_secret or self.auth_jwt_public_key or self.auth_jwks_url):
+            missing.append("AUTH_JWT_SECRET (or AUTH_JWT_PUBLIC_KEY / AUTH_JWKS_URL)")
+        elif self.auth_jwt_secret == DEV_JWT_SECRET:
+            missing.append("AUTH_JWT_SECRET (the development default is refused)")
+        if DEV_ENCRYPTION_KEY in [k.strip() for k in self.encryption_keys.split(",")]:
+            missing.append("ENCRYPTION_KEYS (the development default key is refused)")
+        if missing:
+            raise ConfigurationError(
+                f"ENVIRONMENT={self.environment} needs real secrets; set: " + "; ".join(missing)
+            )
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.environment.lower() in {"dev", "development", "test"}
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def json_logs(self) -> bool:
+        return (not self.is_dev) if self.log_json is None else self.log_json
+
+    @property
+    def jwt_secret(self) -> str | None:
+        if self.auth_jwt_secret:
+            return self.auth_jwt_secret
+        if self.auth_jwt_public_key or self.auth_jwks_url:
+            return None
+        return DEV_JWT_SECRET if self.is_dev else None
+
+    @cached_property
+    def jwt_algorithms(self) -> list[str]:
+        if self.auth_algorithms:
+            return list(self.auth_algorithms)
+        if self.jwt_secret:
+            return ["HS256"]
+        return ["RS256", "ES256"]
+
+    def load_provider_config_defaults(self) -> dict[str, Any]:
+        """The defaults document for tenants without configuration: inline JSON or a file path."""
+        raw = self.provider_config_defaults
+        if not raw:
+            return {}
+        text = raw if raw.lstrip().startswith("{") else open(raw, encoding="utf-8").read()  # noqa: SIM115
+        loaded = json.loads(text)
+        if not isinstance(loaded, dict):
+            raise ConfigurationError("PROVIDER_CONFIG_DEFAULTS must be a JSON object")
+        return loaded

@@ -1,0 +1,85 @@
+"""`Annotated` dependency aliases, so route signatures read like sentences."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Path, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, Principal, TokenVerifier
+from app.core.cache import Cache
+from app.core.config import Settings
+from app.core.crypto import Keyring
+from app.core.db import unit_of_work
+from app.core.errors import Unauthorized
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async for session in unit_of_work(request.app.state.sessionmaker):
+        yield session
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_cache(request: Request) -> Cache:
+    cache: Cache = request.app.state.cache
+    return cache
+
+
+def get_keyring(request: Request) -> Keyring:
+    keyring: Keyring = request.app.state.keyring
+    return keyring
+
+
+def get_http(request: Request) -> httpx.AsyncClient:
+    client: httpx.AsyncClient = request.app.state.http
+    return client
+
+
+async def get_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <JWT>'")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = await verifier.verify(token.strip())
+    if request.app.state.revocations.is_revoked(principal.jti):
+        raise Unauthorized("the token has been revoked", code="token_revoked")
+    request.state.principal = principal
+    return principal
+
+
+async def get_service_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    principal.require_role(ROLE_SERVICE, ROLE_ADMIN)
+    return principal
+
+
+async def get_admin_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    principal.require_role(ROLE_ADMIN)
+    return principal
+
+
+# scope="function": commit (and after-commit hooks such as cache invalidation) complete before the
+# response is sent, so a caller that has the response can trust that the write is visible.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
+KeyringDep = Annotated[Keyring, Depends(get_keyring)]
+HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+ServicePrincipal = Annotated[Principal, Depends(get_service_principal)]
+AdminPrincipal = Annotated[Principal, Depends(get_admin_principal)]
+
+TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# A tenant id in a route path: 1-128 characters, letters, digits and . _ : -
+TenantIdPath = Annotated[
+    str, Path(pattern=TENANT_ID_PATTERN, description="the tenant (workspace) id")
+]

@@ -1,0 +1,106 @@
+"""Prometheus metrics: request counts and latencies by route, database pool and cache figures."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.logging import request_id_var
+
+registry = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "junction_http_requests_total",
+    "HTTP requests by route template, method and status",
+    ["route", "method", "status"],
+    registry=registry,
+)
+LATENCY = Histogram(
+    "junction_http_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=registry,
+)
+DB_POOL = Gauge(
+    "junction_db_pool_connections", "Database pool connections by state", ["state"],
+    registry=registry,
+)
+CACHE_OPS = Gauge(
+    "junction_cache_operations", "Cache operations since start by outcome", ["outcome"],
+    registry=registry,
+)
+CACHE_UP = Gauge("junction_cache_available", "1 when the shared cache answers", registry=registry)
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def _valid_request_id(value: bytes) -> str | None:
+    text = value.decode("latin-1")[:128]
+    return text if text and all(c.isalnum() or c in "-_.:" for c in text) else None
+
+
+class RequestContextMiddleware:
+    """Pure ASGI: a request id in and out, per-route metrics. (No BaseHTTPMiddleware overhead.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER)
+        request_id = (_valid_request_id(incoming) if incoming else None) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            REQUESTS.labels(template, method, str(status)).inc()
+            LATENCY.labels(template, method).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+
+def render_metrics(state: Any) -> tuple[bytes, str]:
+    """Collect the point-in-time gauges from the app's clients, then render everything."""
+    engine = getattr(state, "engine", None)
+    pool = getattr(engine, "pool", None) if engine is not None else None
+    if pool is not None and hasattr(pool, "checkedout"):
+        DB_POOL.labels("checked_out").set(pool.checkedout())
+        DB_POOL.labels("idle").set(pool.checkedin())
+        DB_POOL.labels("size").set(pool.size())
+        DB_POOL.labels("overflow").set(max(0, pool.overflow()))
+    cache = getattr(state, "cache", None)
+    if cache is not None:
+        CACHE_OPS.labels("hit").set(cache.stats.hits)
+        CACHE_OPS.labels("miss").set(cache.stats.misses)
+        CACHE_OPS.labels("error").set(cache.stats.errors)
+        CACHE_UP.set(1 if cache.available else 0)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,85 @@
+"""Health, liveness, readiness and metrics: no authentication."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app import __version__
+from app.core.metrics import render_metrics
+
+router = APIRouter(tags=["health"])
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+async def _database_ok(request: Request) -> bool:
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT_S), request.app.state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
+async def _schema_revision(request: Request) -> str | None:
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT_S), request.app.state.engine.connect() as conn:
+            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+    except Exception:
+        return None
+
+
+def _monitor_state(request: Request) -> str:
+    monitor = getattr(request.app.state, "monitor", None)
+    if monitor is None:
+        return "disabled"
+    return "running" if monitor.running else "stopped"
+
+
+@router.get("/api/v1/health")
+async def health(request: Request) -> JSONResponse:
+    database = await _database_ok(request)
+    cache = request.app.state.cache
+    cache_ok = await cache.ping()
+    monitor = _monitor_state(request)
+    checks: dict[str, Any] = {
+        "database": "ok" if database else "unavailable",
+        "cache": f"{cache.backend}:{'ok' if cache_ok else 'unavailable'}",
+        "monitor": monitor,
+    }
+    degraded = not cache_ok or monitor == "stopped"
+    status = "unavailable" if not database else ("degraded" if degraded else "ok")
+    return JSONResponse(
+        status_code=503 if not database else 200,
+        content={"status": status, "version": __version__, "checks": checks},
+    )
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    expected = request.app.state.schema_head
+    current = await _schema_revision(request)
+    ready = current is not None and current == expected
+    return JSONResponse(
+        status_code=200 if ready else 503,
+        content={
+            "status": "ready" if ready else "not_ready",
+            "schema": {"current": current, "expected": expected},
+        },
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    body, content_type = render_metrics(request.app.state)
+    return Response(content=body, media_type=content_type)

@@ -1,0 +1,130 @@
+"""The ASGI application: `create_app()` wires settings, clients, routers and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.auth import router as auth_router
+from app.auth.service import RevocationList
+from app.core.auth import TokenVerifier
+from app.core.cache import build_cache
+from app.core.config import Settings
+from app.core.crypto import Keyring
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import install_error_handlers
+from app.core.http import build_http_client
+from app.core.logging import configure_logging, secrets
+from app.core.metrics import RequestContextMiddleware
+from app.core.migrations import head_revision
+from app.health import router as health_router
+from app.monitoring import lifecycle as monitoring_lifecycle
+from app.monitoring import router as monitoring_router
+from app.platforms import lifecycle as platforms_lifecycle
+from app.platforms import router as platforms_router
+from app.provider_configs import lifecycle as provider_configs_lifecycle
+from app.provider_configs import router as provider_configs_router
+from app.tokens import lifecycle as tokens_lifecycle
+from app.tokens import router as tokens_router
+from app.usage import lifecycle as usage_lifecycle
+from app.usage import router as usage_router
+from app.workspaces import router as workspaces_router
+
+logger = logging.getLogger("junction")
+
+# Each domain's start-up and shutdown, in start order (stopped in reverse).
+DOMAIN_LIFESPANS = [
+    provider_configs_lifecycle.lifespan,
+    tokens_lifecycle.lifespan,
+    platforms_lifecycle.lifespan,
+    usage_lifecycle.lifespan,
+    monitoring_lifecycle.lifespan,
+]
+
+
+def _register_secrets(settings: Settings) -> None:
+    # Known secret values are masked wherever they would appear in a log line.
+    secrets.add(settings.auth_jwt_secret)
+    secrets.add(settings.jwt_secret)
+    for entry in settings.encryption_keys.split(","):
+        secrets.add(entry.partition(":")[2] or entry)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    state = app.state
+    state.engine = create_engine(settings)
+    state.sessionmaker = create_sessionmaker(state.engine)
+    state.cache = build_cache(
+        settings.redis_url,
+        socket_timeout_s=settings.cache_socket_timeout_s,
+        breaker_failures=settings.cache_breaker_failures,
+        breaker_reset_s=settings.cache_breaker_reset_s,
+    )
+    state.keyring = Keyring(settings.encryption_keys)
+    state.http = build_http_client(settings)
+    state.token_verifier = TokenVerifier(settings)
+    state.schema_head = head_revision()
+    state.revocations = RevocationList(
+        state.sessionmaker, state.cache, settings.auth_revocation_sync_s
+    )
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(state.engine.dispose)
+        stack.push_async_callback(state.http.aclose)
+        stack.push_async_callback(state.cache.close)
+        await state.revocations.start()
+        stack.push_async_callback(state.revocations.stop)
+        for domain_lifespan in DOMAIN_LIFESPANS:
+            await stack.enter_async_context(domain_lifespan(app))
+        # Subscriptions are registered by now; open the cache bus once for all of them.
+        await state.cache.start()
+        logger.info(
+            "junction %s started (database=%s, cache=%s)",
+            __version__,
+            state.engine.dialect.name,
+            state.cache.backend,
+        )
+        yield
+        logger.info("junction stopping")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.json_logs)
+    _register_secrets(settings)
+    app = FastAPI(
+        title="Junction",
+        version=__version__,
+        summary="OAuth connections, provider configurations and AI usage for SaaS products.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (
+        health_router.router,
+        auth_router.router,
+        workspaces_router.router,
+        tokens_router.router,
+        platforms_router.router,
+        monitoring_router.router,
+        provider_configs_router.router,
+        usage_router.router,
+    ):
+        app.include_router(router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` builds the app from the environment on first access, not at import,
+    # so tests and scripts that import this module choose their own settings.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

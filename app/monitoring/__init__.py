@@ -1,0 +1,1 @@
+"""The background token-monitoring loop and its events."""

@@ -1,0 +1,3 @@
+"""Tables of the monitoring domain."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Which platforms each user or branch has connected, and in what state."""

@@ -1,0 +1,3 @@
+"""Tables of the platforms domain."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Per-tenant provider configurations with version history, rollback and a two-tier cache."""

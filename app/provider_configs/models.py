@@ -1,0 +1,3 @@
+"""Tables of the provider_configs domain."""
+
+from __future__ import annotations

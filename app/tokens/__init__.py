@@ -1,0 +1,1 @@
+"""Connected third-party platforms over OAuth 2.0: providers, clients, connections, refresh."""

@@ -1,0 +1,3 @@
+"""Tables of the tokens domain."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""AI usage events, tier limits and summaries."""

@@ -1,0 +1,3 @@
+"""Tables of the usage domain."""
+
+from __future__ import annotations

@@ -1,0 +1,22 @@
+"""Workspace bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from app.core.schemas import RequestModel, ResponseModel
+
+
+class WorkspaceUpdate(RequestModel):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    tier: str | None = Field(default=None, min_length=1, max_length=32)
+
+
+class WorkspaceRead(ResponseModel):
+    tenant_id: str
+    name: str | None
+    tier: str
+    created_at: datetime
+    updated_at: datetime
