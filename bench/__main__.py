@@ -79,7 +79,8 @@ async def main(only: list[str] | None) -> int:
     for report in ctx.reports:
         target = f" (target {report.target})" if report.target else ""
         print(
-            f"  {report.section:<18} {report.label:<58} {report.value:>12,.3f} {report.unit}{target}"
+            f"  {report.section:<18} {report.label:<58} "
+            f"{report.value:>12,.3f} {report.unit}{target}"
         )
     await _admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
     return 1 if failures else 0
