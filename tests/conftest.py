@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -121,7 +122,9 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[Any, httpx.Asyn
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://junction.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://junction.test"
+        ) as client:
             yield app, client
 
 
@@ -163,6 +166,12 @@ def make_token(settings: Settings) -> TokenFactory:
         )
 
     return _make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -295,7 +295,8 @@ class RedisCache(Cache):
             return None
         try:
             await self._flush_pending_deletes()
-            value: bytes | None = await self.client.get(key)
+            raw = await self.client.get(key)
+            value = raw.encode() if isinstance(raw, str) else raw
         except (RedisError, OSError) as exc:
             self._failed(exc)
             self.stats.misses += 1
@@ -405,7 +406,7 @@ class RedisCache(Cache):
                 delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):
                     await bus.aclose()
 

@@ -57,7 +57,9 @@ async def get_principal(request: Request) -> Principal:
     return principal
 
 
-async def get_service_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_service_principal(
+    principal: Annotated[Principal, Depends(get_principal)],
+) -> Principal:
     principal.require_role(ROLE_SERVICE, ROLE_ADMIN)
     return principal
 

@@ -16,7 +16,7 @@ logger = logging.getLogger("junction.errors")
 
 
 class DomainError(Exception):
-    """Raised below the routers; mapped to `{"error": code, "detail": detail}` with `status_code`."""
+    """Raised below the routers; rendered as `{"error": code, "detail": detail}`."""
 
     status_code = 400
     code = "bad_request"
@@ -152,13 +152,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    request_id = getattr(request.state, "request_id", None)
+    # This handler answers from Starlette's outermost middleware, outside the request-id
+    # middleware, so it sets the header itself.
     return JSONResponse(
         status_code=500,
         content=error_body(
             "internal_error",
             "an unexpected error occurred; it has been logged",
-            request_id=getattr(request.state, "request_id", None),
+            request_id=request_id,
         ),
+        headers={"X-Request-ID": request_id} if request_id else None,
     )
 
 

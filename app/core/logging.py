@@ -43,9 +43,7 @@ class SecretRegistry:
             if value in text:
                 text = text.replace(value, _REDACTED)
         for pattern in _PATTERNS:
-            if pattern.groups >= 2:
-                text = pattern.sub(lambda m: m.group(1) + _REDACTED, text)
-            elif pattern.groups == 1:
+            if pattern.groups >= 2 or pattern.groups == 1:
                 text = pattern.sub(lambda m: m.group(1) + _REDACTED, text)
             else:
                 text = pattern.sub(_REDACTED, text)

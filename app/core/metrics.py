@@ -34,11 +34,15 @@ LATENCY = Histogram(
     registry=registry,
 )
 DB_POOL = Gauge(
-    "junction_db_pool_connections", "Database pool connections by state", ["state"],
+    "junction_db_pool_connections",
+    "Database pool connections by state",
+    ["state"],
     registry=registry,
 )
 CACHE_OPS = Gauge(
-    "junction_cache_operations", "Cache operations since start by outcome", ["outcome"],
+    "junction_cache_operations",
+    "Cache operations since start by outcome",
+    ["outcome"],
     registry=registry,
 )
 CACHE_UP = Gauge("junction_cache_available", "1 when the shared cache answers", registry=registry)

@@ -29,7 +29,9 @@ async def _database_ok(request: Request) -> bool:
 async def _schema_revision(request: Request) -> str | None:
     try:
         async with asyncio.timeout(_CHECK_TIMEOUT_S), request.app.state.engine.connect() as conn:
-            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+            result = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            revision = result.scalar()
+            return str(revision) if revision is not None else None
     except Exception:
         return None
 

@@ -1,0 +1,126 @@
+"""The cache: Redis behind a circuit breaker, the in-process fallback, and Redis dying mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from app.core.cache import CacheUnavailable, MemoryCache, RedisCache
+from app.core.config import Settings
+from tests.conftest import (
+    REDIS_URL,
+    TokenFactory,
+    bearer,
+    build_settings,
+    free_port,
+    running_app,
+)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A Redis server of this test's own, so the test can kill it."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is required for this test"
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield process, port
+    process.kill()
+    process.wait()
+
+
+async def test_memory_cache_expires_entries() -> None:
+    cache = MemoryCache()
+    await cache.set("k", "v", ttl_s=0.05)
+    assert await cache.get("k") == b"v"
+    await asyncio.sleep(0.08)
+    assert await cache.get("k") is None
+
+
+async def test_memory_cache_lock_is_released_only_by_its_owner() -> None:
+    cache = MemoryCache()
+    assert await cache.acquire_lock("lock:x", "owner-1", ttl_s=5)
+    assert not await cache.acquire_lock("lock:x", "owner-2", ttl_s=5)
+    assert not await cache.release_lock("lock:x", "owner-2")
+    assert await cache.release_lock("lock:x", "owner-1")
+    assert await cache.acquire_lock("lock:x", "owner-2", ttl_s=5)
+
+
+async def test_redis_lock_is_released_only_by_its_owner() -> None:
+    cache = RedisCache(REDIS_URL)
+    try:
+        await cache.delete("lock:test")
+        assert await cache.acquire_lock("lock:test", "owner-1", ttl_s=5)
+        assert not await cache.acquire_lock("lock:test", "owner-2", ttl_s=5)
+        assert not await cache.release_lock("lock:test", "owner-2")
+        assert await cache.release_lock("lock:test", "owner-1")
+    finally:
+        await cache.delete("lock:test")
+        await cache.close()
+
+
+async def test_redis_round_trip_and_ttl() -> None:
+    cache = RedisCache(REDIS_URL)
+    try:
+        await cache.set("cache:test", b"value", ttl_s=10)
+        assert await cache.get("cache:test") == b"value"
+        await cache.delete("cache:test")
+        assert await cache.get("cache:test") is None
+    finally:
+        await cache.close()
+
+
+async def test_an_unreachable_redis_is_a_miss_and_opens_the_breaker() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", breaker_failures=2, breaker_reset_s=60)
+    try:
+        assert await cache.get("a") is None
+        assert await cache.get("b") is None
+        assert cache.available is False
+        assert cache.stats.breaker_opened == 1
+        errors_when_opened = cache.stats.errors
+        # While open, calls do not touch the network at all.
+        assert await cache.get("c") is None
+        assert cache.stats.errors == errors_when_opened
+        with pytest.raises(CacheUnavailable):
+            await cache.acquire_lock("lock:x", "me", ttl_s=1)
+    finally:
+        await cache.close()
+
+
+async def test_redis_dying_mid_run_degrades_health_and_requests_still_work(
+    database_url: str,
+    redis_server: tuple[subprocess.Popen[bytes], int],
+    make_token: TokenFactory,
+) -> None:
+    process, port = redis_server
+    settings: Settings = build_settings(
+        database_url, redis_url=f"redis://127.0.0.1:{port}/0", cache_breaker_reset_s=60
+    )
+    token = make_token(roles=["admin"])
+    async with running_app(settings) as (_, client):
+        healthy = await client.get("/api/v1/health")
+        assert healthy.json()["status"] == "ok"
+        process.kill()
+        process.wait()
+        degraded = await client.get("/api/v1/health")
+        assert degraded.status_code == 200
+        assert degraded.json()["status"] == "degraded"
+        assert degraded.json()["checks"]["cache"] == "redis:unavailable"
+        response = await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
+        assert response.status_code == 200

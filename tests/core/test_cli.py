@@ -1,0 +1,28 @@
+"""The `junction` command."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.cli import main
+from app.core.auth import TokenVerifier
+from app.core.config import Settings
+from tests.conftest import bearer
+
+
+async def test_token_command_mints_a_token_the_service_accepts(
+    client: httpx.AsyncClient, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "--tenant", "tenant-a", "--role", "admin", "--ttl", "120"]) == 0
+    token = capsys.readouterr().out.strip()
+    principal = await TokenVerifier(settings).verify(token)
+    assert principal.tenants == {"tenant-a"}
+    assert principal.roles == {"admin"}
+    response = await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
+    assert response.status_code == 200
+
+
+def test_an_unknown_role_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["token", "--tenant", "t", "--role", "root"])

@@ -1,0 +1,102 @@
+"""One JSON error shape: validation names the field, unknown fields are refused, no stack traces."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import APIRouter
+
+from app.core.config import Settings
+from tests.conftest import TokenFactory, bearer, build_settings, running_app
+
+ROUTE = "/api/admin/workspaces/tenant-a"
+
+
+async def test_an_unknown_field_is_refused_by_name(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    response = await client.put(
+        ROUTE, headers=bearer(make_token(roles=["admin"])), json={"tier": "pro", "tierr": "x"}
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert body["fields"] == [{"field": "tierr", "message": "unknown field"}]
+
+
+async def test_a_validation_error_names_the_field(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    response = await client.put(
+        ROUTE, headers=bearer(make_token(roles=["admin"])), json={"name": ""}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("name:")
+
+
+async def test_a_malformed_json_body_is_a_422_not_a_500(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    headers = {**bearer(make_token(roles=["admin"])), "content-type": "application/json"}
+    response = await client.put(ROUTE, headers=headers, content=b"{not json")
+    assert response.status_code == 422
+    assert response.json()["error"] == "validation_error"
+
+
+async def test_an_unknown_route_answers_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "detail": "Not Found"}
+
+
+async def test_a_bad_tenant_id_in_the_path_is_a_422(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    response = await client.get(
+        "/api/admin/workspaces/bad%20tenant!",
+        headers=bearer(make_token(tenants=["*"], roles=["admin"])),
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "path.tenant_id"
+
+
+async def test_an_unexpected_error_is_a_json_500_without_a_stack_trace(settings: Settings) -> None:
+    async with running_app(settings) as (app, _):
+        router = APIRouter()
+
+        @router.get("/boom")
+        async def boom() -> None:
+            raise RuntimeError("internal detail that must not leak: password=hunter2")
+
+        app.include_router(router)
+        # Starlette re-raises after answering so servers can log; the client must still get JSON.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/boom")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "internal_error"
+    assert "hunter2" not in response.text
+    assert "Traceback" not in response.text
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_an_exhausted_database_pool_answers_503_not_a_hang(database_url: str) -> None:
+    settings = build_settings(
+        database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.2
+    )
+    async with running_app(settings) as (app, client):
+        token = build_token(settings)
+        async with app.state.engine.connect() as held:  # the only pooled connection
+            await held.exec_driver_sql("SELECT 1")
+            response = await asyncio.wait_for(client.get(ROUTE, headers=bearer(token)), 10)
+        assert response.status_code == 503
+        assert response.json()["error"] == "database_unavailable"
+        assert (await client.get(ROUTE, headers=bearer(token))).status_code == 200
+
+
+def build_token(settings: Settings) -> str:
+    from app.core.auth import mint_token
+
+    return mint_token(settings, sub="u", tenants=["tenant-a"], roles=["admin"])

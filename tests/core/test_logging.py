@@ -1,0 +1,62 @@
+"""Secrets never reach a log line: known values, bearer tokens and key=value pairs are masked."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from app.core.logging import secrets
+from tests.conftest import TokenFactory, bearer
+
+SENTINEL = "SENTINEL-secret-7f3a9c"
+
+
+def test_a_registered_secret_value_is_masked_in_any_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secrets.add(SENTINEL)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("junction.test").info("calling provider with %s", SENTINEL)
+    assert SENTINEL not in caplog.text
+    assert "[REDACTED]" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Authorization: Bearer abc.def-ghi_jkl",
+        "POST body grant_type=refresh_token&refresh_token=rt-8d7f6e5c&client_id=x",
+        '{"access_token": "at-1a2b3c4d", "token_type": "Bearer"}',
+        "client_secret='cs-99887766'",
+    ],
+)
+def test_secret_shaped_values_are_masked(caplog: pytest.LogCaptureFixture, message: str) -> None:
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("junction.test").info(message)
+    for leaked in ("abc.def-ghi_jkl", "rt-8d7f6e5c", "at-1a2b3c4d", "cs-99887766"):
+        assert leaked not in caplog.text
+
+
+def test_an_exception_carrying_a_secret_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    secrets.add(SENTINEL)
+    with caplog.at_level(logging.INFO):
+        try:
+            raise ValueError(f"provider echoed {SENTINEL}")
+        except ValueError:
+            logging.getLogger("junction.test").exception("refresh failed")
+    assert SENTINEL not in caplog.text
+    assert "refresh failed" in caplog.text
+
+
+async def test_a_bearer_token_used_in_requests_never_reaches_the_logs(
+    client: httpx.AsyncClient, make_token: TokenFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = make_token(roles=["admin"])
+    with caplog.at_level(logging.DEBUG):
+        await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
+        await client.post("/auth/revoke", headers=bearer(token))
+        await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
+    assert token not in caplog.text
+    assert token.split(".")[2] not in caplog.text
