@@ -7,7 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.usage.prices import PriceTable
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The price table is settings plus defaults, built once rather than per event.
+    app.state.usage_prices = PriceTable.from_settings(app.state.settings)
     yield

@@ -1,3 +1,55 @@
-"""Tables of the usage domain."""
+"""Tables of the usage domain: one row per AI call, and monthly counters per tenant."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, Index, Numeric, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, UTCDateTime, new_id, utcnow
+
+# USD with ten decimal places: exact for a single token of any listed model.
+CostType = Numeric(20, 10)
+
+
+class UsageEvent(Base):
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        # Idempotency key; NULL request ids never collide, so events without one always insert.
+        UniqueConstraint("tenant_id", "request_id"),
+        # The admin summary filters one tenant and a time range; see docs/usage.md.
+        Index("ix_usage_events_tenant_id_occurred_at", "tenant_id", "occurred_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(64))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    # NULL: the model has no price, the cost is unknown (not zero).
+    estimated_cost_usd: Mapped[Decimal | None] = mapped_column(CostType, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # "YYYY-MM" of occurred_at (UTC): the counter row this event was added to.
+    period: Mapped[str] = mapped_column(String(7))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageCounter(Base):
+    """Running totals per tenant and month, only ever changed by an adding upsert."""
+
+    __tablename__ = "usage_counters"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated_cost_usd: Mapped[Decimal] = mapped_column(CostType, default=Decimal(0))
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -2,6 +2,147 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError
+
+from app.core.db import utcnow
+from app.core.deps import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    ServicePrincipal,
+    SessionDep,
+    SettingsDep,
+    TenantIdPath,
+)
+from app.usage import service
+from app.usage.prices import PriceTable
+from app.usage.schemas import (
+    MAX_BATCH,
+    GroupBy,
+    QuotaRead,
+    UsageBatchRead,
+    UsageEventIn,
+    UsageEventRead,
+    UsageSummary,
+)
 
 router = APIRouter(tags=["usage"])
+
+_ONE_EVENT = TypeAdapter(UsageEventIn)
+_EVENT_LIST = TypeAdapter(Annotated[list[UsageEventIn], Field(min_length=1, max_length=MAX_BATCH)])
+_EVENT_SCHEMA = UsageEventIn.model_json_schema()
+_BODY_SCHEMA = {
+    "oneOf": [
+        _EVENT_SCHEMA,
+        {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1, "maxItems": MAX_BATCH},
+    ]
+}
+
+
+class EventsBody:
+    """The body of POST /usage/openai: one event object, or a list of up to 1,000."""
+
+    def __init__(self, events: list[UsageEventIn], *, is_batch: bool) -> None:
+        self.events = events
+        self.is_batch = is_batch
+
+
+async def events_body(request: Request) -> EventsBody:
+    # Parsed here rather than by a union-typed parameter, so errors name the field plainly
+    # ("prompt_tokens", "[3].prompt_tokens") instead of the union member that was tried.
+    raw = await request.body()
+    is_batch = raw.lstrip()[:1] == b"["
+    try:
+        events = _EVENT_LIST.validate_json(raw) if is_batch else [_ONE_EVENT.validate_json(raw)]
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
+    return EventsBody(events, is_batch=is_batch)
+
+
+def get_prices(request: Request) -> PriceTable:
+    prices: PriceTable = request.app.state.usage_prices
+    return prices
+
+
+@router.post(
+    "/usage/openai",
+    response_model=UsageEventRead | UsageBatchRead,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+    },
+    responses={200: {"description": "every event was a repeat of a known request_id"}},
+)
+async def record_openai_usage(
+    body: Annotated[EventsBody, Depends(events_body)],
+    principal: ServicePrincipal,
+    session: SessionDep,
+    prices: Annotated[PriceTable, Depends(get_prices)],
+    response: Response,
+) -> Any:
+    """Record one AI call, or a list of up to 1,000 (all or nothing).
+
+    201 when at least one event was new; 200 when all were repeats (the first events are
+    returned unchanged and the counters do not move). A list answers `{items, created,
+    duplicates}` in the order sent.
+    """
+    for tenant_id in {event.tenant_id for event in body.events}:
+        principal.require_tenant(tenant_id)
+    recorded = await service.record_events(
+        session, prices, body.events, now=utcnow(), indexed=body.is_batch
+    )
+    created = sum(not event.duplicate for event in recorded)
+    if created == 0:
+        response.status_code = 200
+    if not body.is_batch:
+        return recorded[0]
+    return UsageBatchRead(items=recorded, created=created, duplicates=len(recorded) - created)
+
+
+@router.get("/usage/{tenant_id}/quota", response_model=QuotaRead)
+async def read_quota(
+    tenant_id: TenantIdPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> QuotaRead:
+    """The tenant's limits, usage and what remains for the current month (UTC)."""
+    principal.require_tenant(tenant_id)
+    quota = await service.current_quota(session, settings, tenant_id, now=utcnow())
+    return QuotaRead(tenant_id=tenant_id, **quota.model_dump())
+
+
+@router.get(
+    "/api/admin/workspaces/{tenant_id}/usage",
+    response_model=UsageSummary,
+    tags=["workspaces"],
+)
+async def read_usage_summary(
+    tenant_id: TenantIdPath,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="ISO 8601 date or date-time (UTC); default: to - 30 days"),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(description="ISO 8601, exclusive; a date alone includes that day; default: now"),
+    ] = None,
+    group_by: Annotated[GroupBy, Query(description="the breakdown: model, day or source")] = (
+        GroupBy.model
+    ),
+) -> UsageSummary:
+    """Totals and a breakdown of the tenant's AI usage over [from, to) (at most a year), with
+    the current month's counters against the tier's limits."""
+    principal.require_tenant(tenant_id)
+    now = utcnow()
+    window = service.parse_range(from_, to, now=now)
+    return await service.summarize(session, settings, tenant_id, window, group_by, now=now)

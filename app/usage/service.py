@@ -1,0 +1,365 @@
+"""Usage logic: record events idempotently, add them to the counters, summarise in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Date,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    type_coerce,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.db import UTCDateTime, dialect_insert, is_postgres, new_id
+from app.usage.exceptions import InvalidUsageInput
+from app.usage.models import CostType, UsageCounter, UsageEvent
+from app.usage.prices import PriceTable
+from app.usage.schemas import (
+    GroupBy,
+    LimitFigures,
+    PeriodQuota,
+    UsageBucket,
+    UsageEventIn,
+    UsageEventRead,
+    UsageFigures,
+    UsageSummary,
+)
+from app.workspaces import service as workspace_service
+
+# Callers' clocks drift; an event further in the future than this is refused, since it would be
+# counted against a period that has not started.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+DEFAULT_RANGE = timedelta(days=30)
+# "At most a year": 366 days, so a leap year fits.
+MAX_RANGE = timedelta(days=366)
+
+events_table = UsageEvent.__table__
+counters_table = UsageCounter.__table__
+
+
+def period_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+def period_bounds(moment: datetime) -> tuple[datetime, datetime]:
+    start = moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+# --- recording ----------------------------------------------------------------------------
+
+
+async def record_events(
+    session: AsyncSession,
+    prices: PriceTable,
+    events: Sequence[UsageEventIn],
+    *,
+    now: datetime,
+    indexed: bool = False,
+) -> list[UsageEventRead]:
+    """Insert the events (a repeated request_id is skipped) and add the new ones to the counters.
+
+    All or nothing: the caller's unit of work commits events and counters together. A repeat,
+    including one racing in another transaction, returns the stored first event.
+    """
+    rows = [
+        _event_row(prices, event, now, f"[{i}]." if indexed else "")
+        for i, event in enumerate(events)
+    ]
+    for tenant_id in sorted({row["tenant_id"] for row in rows}):
+        await workspace_service.ensure_workspace(session, tenant_id)
+
+    insert = (
+        dialect_insert(session, events_table)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
+        .returning(events_table.c.id)
+    )
+    inserted = set((await session.execute(insert)).scalars())
+    if inserted:
+        await _add_to_counters(session, inserted, now)
+
+    firsts = await _first_events(session, [row for row in rows if row["id"] not in inserted])
+    results: list[UsageEventRead] = []
+    for row in rows:
+        if row["id"] in inserted:
+            results.append(UsageEventRead(**row, duplicate=False))
+        else:
+            first = firsts[(row["tenant_id"], row["request_id"])]
+            results.append(UsageEventRead(**first._mapping, duplicate=True))
+    return results
+
+
+def _event_row(
+    prices: PriceTable, event: UsageEventIn, now: datetime, field: str
+) -> dict[str, Any]:
+    occurred_at = (event.occurred_at or now).astimezone(UTC)
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise InvalidUsageInput(f"{field}occurred_at", "is in the future")
+    return {
+        "id": new_id(),
+        "tenant_id": event.tenant_id,
+        "request_id": event.request_id,
+        "model": event.model,
+        "source": event.source,
+        "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "total_tokens": event.prompt_tokens + event.completion_tokens,
+        "estimated_cost_usd": prices.cost_of(
+            event.model, event.prompt_tokens, event.completion_tokens
+        ),
+        "occurred_at": occurred_at,
+        "period": period_of(occurred_at),
+        "recorded_at": now,
+    }
+
+
+async def _add_to_counters(session: AsyncSession, event_ids: set[str], now: datetime) -> None:
+    """One adding upsert per (tenant, period), summed in SQL from the rows just inserted.
+
+    Never read-modify-write: concurrent writers queue on the counter row and each adds its own
+    figures. Rows are locked in (tenant, period) order so two batches cannot deadlock.
+    """
+    ev = events_table.c
+    figures = (
+        select(
+            ev.tenant_id,
+            ev.period,
+            func.count(),
+            func.sum(ev.prompt_tokens),
+            func.sum(ev.completion_tokens),
+            func.sum(ev.total_tokens),
+            func.coalesce(func.sum(ev.estimated_cost_usd), 0),
+            func.count() - func.count(ev.estimated_cost_usd),
+            literal(now, UTCDateTime()),
+        )
+        .where(ev.id.in_(event_ids))
+        .group_by(ev.tenant_id, ev.period)
+        .order_by(ev.tenant_id, ev.period)
+    )
+    columns = [
+        "tenant_id",
+        "period",
+        "calls",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "estimated_cost_usd",
+        "unpriced_calls",
+        "updated_at",
+    ]
+    upsert = dialect_insert(session, counters_table).from_select(columns, figures)
+    counter = counters_table.c
+    added = {
+        name: counter[name] + upsert.excluded[name]
+        for name in columns
+        if name not in {"tenant_id", "period", "updated_at"}
+    }
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["tenant_id", "period"],
+        set_={**added, "updated_at": upsert.excluded.updated_at},
+    )
+    await session.execute(upsert)
+
+
+async def _first_events(
+    session: AsyncSession, repeats: list[dict[str, Any]]
+) -> dict[tuple[str, str | None], Any]:
+    if not repeats:
+        return {}
+    keys = {(row["tenant_id"], row["request_id"]) for row in repeats}
+    ev = events_table.c
+    result = await session.execute(
+        select(events_table).where(tuple_(ev.tenant_id, ev.request_id).in_(list(keys)))
+    )
+    return {(row.tenant_id, row.request_id): row for row in result}
+
+
+# --- quota ----------------------------------------------------------------------------------
+
+
+async def current_quota(
+    session: AsyncSession, settings: Settings, tenant_id: str, *, now: datetime
+) -> PeriodQuota:
+    """The tenant's counters for the current month against its tier's limits."""
+    period = period_of(now)
+    tier = await workspace_service.get_tier(session, tenant_id)
+    limits = workspace_service.tier_limits(settings).get(tier, {})
+    counter = await session.scalar(
+        select(UsageCounter).where(
+            UsageCounter.tenant_id == tenant_id, UsageCounter.period == period
+        )
+    )
+    used_tokens = counter.total_tokens if counter else 0
+    used_calls = counter.calls if counter else 0
+    token_limit, call_limit = limits.get("tokens"), limits.get("calls")
+    return PeriodQuota(
+        period=period,
+        tier=tier,
+        limits=LimitFigures(tokens=token_limit, calls=call_limit),
+        used=LimitFigures(tokens=used_tokens, calls=used_calls),
+        remaining=LimitFigures(
+            tokens=_remaining(token_limit, used_tokens), calls=_remaining(call_limit, used_calls)
+        ),
+        exceeded=_over(token_limit, used_tokens) or _over(call_limit, used_calls),
+        resets_at=period_bounds(now)[1],
+    )
+
+
+def _remaining(limit: int | None, used: int) -> int | None:
+    return None if limit is None else max(limit - used, 0)
+
+
+def _over(limit: int | None, used: int) -> bool:
+    return limit is not None and used >= limit
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryRange:
+    start: datetime
+    end: datetime
+
+
+def parse_range(raw_from: str | None, raw_to: str | None, *, now: datetime) -> SummaryRange:
+    """[from, to) in UTC. A date-only `to` includes that whole day; defaults: the last 30 days."""
+    end = _parse_instant(raw_to, "query.to", end_of_day=True) if raw_to else now
+    start = (
+        _parse_instant(raw_from, "query.from", end_of_day=False)
+        if raw_from
+        else end - DEFAULT_RANGE
+    )
+    if end <= start:
+        raise InvalidUsageInput("query.to", "must be after 'from'")
+    if end - start > MAX_RANGE:
+        raise InvalidUsageInput("query.to", "the range may span at most a year (366 days)")
+    return SummaryRange(start=start, end=end)
+
+
+def _parse_instant(raw: str, field: str, *, end_of_day: bool) -> datetime:
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        pass
+    else:
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return moment + timedelta(days=1) if end_of_day else moment
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidUsageInput(
+            field, "must be an ISO 8601 date or date-time, e.g. 2026-11-01 or 2026-11-01T00:00:00Z"
+        ) from None
+    # Naive times are UTC, as documented.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _bucket(session: AsyncSession, group_by: GroupBy) -> ColumnElement[Any]:
+    ev = events_table.c
+    if group_by is GroupBy.model:
+        return ev.model
+    if group_by is GroupBy.source:
+        return ev.source
+    if is_postgres(session):
+        # A literal, not a bind parameter: PostgreSQL must see the GROUP BY expression and the
+        # selected one as identical.
+        return cast(func.timezone(literal_column("'UTC'"), ev.occurred_at), Date)
+    # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'; date() takes its day.
+    return func.date(ev.occurred_at)
+
+
+_FIGURES = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "estimated_cost_usd",
+    "unpriced_calls",
+)
+
+
+async def summarize(
+    session: AsyncSession,
+    settings: Settings,
+    tenant_id: str,
+    window: SummaryRange,
+    group_by: GroupBy,
+    *,
+    now: datetime,
+) -> UsageSummary:
+    """Totals and one bucket per model, source or day, in one grouped scan of the range."""
+    ev = events_table.c
+    key = _bucket(session, group_by).label("key")
+    aggregates: dict[str, ColumnElement[Any]] = {
+        "calls": func.count(),
+        "prompt_tokens": func.sum(ev.prompt_tokens),
+        "completion_tokens": func.sum(ev.completion_tokens),
+        "total_tokens": func.sum(ev.total_tokens),
+        "estimated_cost_usd": func.coalesce(func.sum(ev.estimated_cost_usd), 0),
+        "unpriced_calls": func.count() - func.count(ev.estimated_cost_usd),
+    }
+    bucket_columns = [_typed(name, expr).label(name) for name, expr in aggregates.items()]
+    # The totals ride on every bucket row as window sums over the groups: no second scan.
+    total_columns = [
+        _typed(name, func.sum(expr).over()).label(f"total_{name}")
+        for name, expr in aggregates.items()
+    ]
+    statement = (
+        select(key, *bucket_columns, *total_columns)
+        .where(
+            ev.tenant_id == tenant_id,
+            ev.occurred_at >= window.start,
+            ev.occurred_at < window.end,
+        )
+        .group_by(key)
+    )
+    rows = (await session.execute(statement)).mappings().all()
+    buckets = [
+        UsageBucket(key=_key_text(row["key"]), **{name: row[name] for name in _FIGURES})
+        for row in rows
+    ]
+    if group_by is GroupBy.day:
+        buckets.sort(key=lambda bucket: bucket.key)
+    else:
+        buckets.sort(key=lambda bucket: (-bucket.total_tokens, bucket.key))
+    totals = (
+        UsageFigures(**{name: rows[0][f"total_{name}"] for name in _FIGURES})
+        if rows
+        else UsageFigures(**{name: 0 for name in _FIGURES})
+    )
+    return UsageSummary(
+        tenant_id=tenant_id,
+        from_=window.start,
+        to=window.end,
+        group_by=group_by,
+        totals=totals,
+        breakdown=buckets,
+        current_period=await current_quota(session, settings, tenant_id, now=now),
+    )
+
+
+def _typed(name: str, expr: ColumnElement[Any]) -> ColumnElement[Any]:
+    # Sums of BIGINT are NUMERIC on PostgreSQL and costs are REAL on SQLite: give each figure
+    # its type back (integers, and Decimals quantized to the cost scale).
+    if name == "estimated_cost_usd":
+        return type_coerce(expr, CostType)
+    return cast(func.coalesce(expr, 0), BigInteger)
+
+
+def _key_text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
