@@ -132,3 +132,7 @@ def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
     for name in ("httpx", "httpcore"):
         # httpx logs full URLs at INFO; some carry codes or tokens in their query strings.
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Masking starts when the package is imported, before any app or handler is configured.
+install_redaction()

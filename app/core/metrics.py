@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -17,6 +18,8 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import request_id_var
+
+access_logger = logging.getLogger("junction.access")
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -87,8 +90,24 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            elapsed = time.perf_counter() - started
             REQUESTS.labels(template, method, str(status)).inc()
-            LATENCY.labels(template, method).observe(time.perf_counter() - started)
+            LATENCY.labels(template, method).observe(elapsed)
+            if access_logger.isEnabledFor(logging.INFO):
+                # The path only: query strings can carry OAuth codes and states.
+                access_logger.info(
+                    "%s %s %s %.1fms",
+                    method,
+                    scope.get("path", ""),
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "method": method,
+                        "path": scope.get("path", ""),
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
             request_id_var.reset(token)
 
 

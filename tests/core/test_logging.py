@@ -60,3 +60,32 @@ async def test_a_bearer_token_used_in_requests_never_reaches_the_logs(
         await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
     assert token not in caplog.text
     assert token.split(".")[2] not in caplog.text
+
+
+async def test_each_request_logs_one_access_line_with_its_request_id(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="junction.access"):
+        response = await client.get("/livez?code=abc123")
+    lines = [r for r in caplog.records if r.name == "junction.access"]
+    assert len(lines) == 1
+    assert lines[0].request_id == response.headers["x-request-id"]  # type: ignore[attr-defined]
+    assert "abc123" not in caplog.text
+
+
+def test_json_lines_carry_level_logger_message_and_request_id() -> None:
+    import json
+
+    from app.core.logging import JsonFormatter, request_id_var
+
+    token = request_id_var.set("req-42")
+    try:
+        record = logging.getLogger("junction.test").makeRecord(
+            "junction.test", logging.INFO, __file__, 1, "hello %s", ("world",), None
+        )
+    finally:
+        request_id_var.reset(token)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "hello world"
+    assert entry["level"] == "info"
+    assert entry["request_id"] == "req-42"
