@@ -1,0 +1,63 @@
+"""Database settings applied to every PostgreSQL connection; the unit of work per request."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from app.core.db import after_commit, create_sessionmaker, unit_of_work
+from app.workspaces.models import Workspace
+from tests.conftest import build_settings, postgres_only, running_app
+
+
+@postgres_only
+async def test_the_statement_timeout_is_set_on_each_postgresql_connection(
+    database_url: str,
+) -> None:
+    settings = build_settings(database_url, db_statement_timeout_ms=1234)
+    async with running_app(settings) as (app, _), app.state.engine.connect() as conn:
+        assert (await conn.execute(text("SHOW statement_timeout"))).scalar() == "1234ms"
+
+
+@postgres_only
+async def test_the_pool_size_comes_from_settings(database_url: str) -> None:
+    settings = build_settings(database_url, db_pool_size=7)
+    async with running_app(settings) as (app, _):
+        assert app.state.engine.pool.size() == 7
+
+
+async def test_the_unit_of_work_commits_then_runs_after_commit_callbacks(database_url: str) -> None:
+    settings = build_settings(database_url)
+    ran: list[str] = []
+    async with running_app(settings) as (app, _):
+        sessionmaker = create_sessionmaker(app.state.engine)
+        async for session in unit_of_work(sessionmaker):
+            session.add(Workspace(id="uow-tenant"))
+
+            async def callback() -> None:
+                async with sessionmaker() as check:
+                    ran.append(str(await check.scalar(text("SELECT id FROM workspaces"))))
+
+            after_commit(session, callback)
+    assert ran == ["uow-tenant"]
+
+
+async def test_the_unit_of_work_rolls_back_on_error_and_skips_callbacks(database_url: str) -> None:
+    settings = build_settings(database_url)
+    ran: list[str] = []
+    async with running_app(settings) as (app, _):
+        sessionmaker = create_sessionmaker(app.state.engine)
+        try:
+            async for session in unit_of_work(sessionmaker):
+                session.add(Workspace(id="rolled-back"))
+                await session.flush()
+
+                async def callback() -> None:
+                    ran.append("ran")
+
+                after_commit(session, callback)
+                raise RuntimeError("the request failed")
+        except RuntimeError:
+            pass
+        async with sessionmaker() as check:
+            assert await check.scalar(text("SELECT count(*) FROM workspaces")) == 0
+    assert ran == []
