@@ -1,7 +1,238 @@
-"""HTTP routes of the tokens domain."""
+"""HTTP routes of the tokens domain (the review-fetcher's /token-management/... routes, kept)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-router = APIRouter(tags=["tokens"])
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from app.core.deps import (
+    TENANT_ID_PATTERN,
+    CurrentPrincipal,
+    KeyringDep,
+    ServicePrincipal,
+    SessionDep,
+    SettingsDep,
+)
+from app.core.errors import error_body
+from app.tokens import service
+from app.tokens.oauth import with_query
+from app.tokens.refresh import TokenContext
+from app.tokens.schemas import (
+    BRANCH_ID_PATTERN,
+    PROVIDER_PATTERN,
+    CallbackOut,
+    ClientCreate,
+    ClientList,
+    ClientOut,
+    ClientUpdate,
+    DisconnectOut,
+    LoginOut,
+    ProviderList,
+    ProviderOut,
+    RefreshRequest,
+    TokenOut,
+)
+
+router = APIRouter(prefix="/token-management", tags=["tokens"])
+
+
+def get_token_context(request: Request) -> TokenContext:
+    context: TokenContext = request.app.state.token_context
+    return context
+
+
+TokenContextDep = Annotated[TokenContext, Depends(get_token_context)]
+TenantQuery = Annotated[
+    str | None,
+    Query(pattern=TENANT_ID_PATTERN, description="the tenant; default: the token's only tenant"),
+]
+ProviderQuery = Annotated[str, Query(pattern=PROVIDER_PATTERN)]
+BranchPath = Annotated[str, Path(pattern=BRANCH_ID_PATTERN)]
+ClientPath = Annotated[
+    str, Path(min_length=1, max_length=64, description="Junction's id of the registered client")
+]
+
+# The browser lands on the callback with a code and state in its URL: the answer must not be
+# cached and the next page must not see it in a Referer.
+_CALLBACK_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _token_out(view: service.TokenView) -> TokenOut:
+    return TokenOut(
+        provider=view.provider,
+        branch_id=view.branch_id,
+        access_token=view.access_token,
+        token_type=view.token_type,
+        expires_at=view.expires_at,
+        scope=view.scope,
+    )
+
+
+@router.get("/providers", response_model=ProviderList)
+async def list_providers(principal: CurrentPrincipal, ctx: TokenContextDep) -> ProviderList:
+    providers = [ProviderOut(**spec.capabilities()) for spec in ctx.registry.all_builtin()]
+    return ProviderList(providers=providers)
+
+
+@router.post("/clients", response_model=ClientOut, status_code=201)
+async def create_client(
+    body: ClientCreate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    keyring: KeyringDep,
+    settings: SettingsDep,
+    ctx: TokenContextDep,
+) -> Any:
+    tenant_id = principal.resolve_tenant(body.tenant_id)
+    return await service.create_client(session, keyring, ctx.registry, settings, tenant_id, body)
+
+
+@router.get("/clients", response_model=ClientList)
+async def list_clients(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    tenant_id: TenantQuery = None,
+    provider: Annotated[str | None, Query(pattern=PROVIDER_PATTERN)] = None,
+) -> Any:
+    tenant = principal.resolve_tenant(tenant_id)
+    clients = await service.list_clients(session, tenant, provider)
+    return ClientList(items=[ClientOut.model_validate(client) for client in clients])
+
+
+@router.get("/clients/{client_id}", response_model=ClientOut)
+async def read_client(
+    client_id: ClientPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    tenant_id: TenantQuery = None,
+) -> Any:
+    return await service.get_client(session, principal, client_id, tenant_id)
+
+
+@router.patch("/clients/{client_id}", response_model=ClientOut)
+async def update_client(
+    client_id: ClientPath,
+    body: ClientUpdate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    keyring: KeyringDep,
+    ctx: TokenContextDep,
+    tenant_id: TenantQuery = None,
+) -> Any:
+    client = await service.get_client(session, principal, client_id, tenant_id)
+    return await service.update_client(session, keyring, ctx.registry, client, body)
+
+
+@router.delete("/clients/{client_id}", status_code=204)
+async def delete_client(
+    client_id: ClientPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    tenant_id: TenantQuery = None,
+) -> Response:
+    client = await service.get_client(session, principal, client_id, tenant_id)
+    await service.delete_client(session, client)
+    return Response(status_code=204)
+
+
+@router.get("/oauth/login/{client_id}", response_model=LoginOut)
+async def start_login(
+    client_id: ClientPath,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    ctx: TokenContextDep,
+    branch_id: Annotated[str, Query(pattern=BRANCH_ID_PATTERN)],
+    return_url: Annotated[str | None, Query(max_length=2048)] = None,
+    redirect: bool = False,
+    tenant_id: TenantQuery = None,
+) -> Any:
+    client = await service.get_client(session, principal, client_id, tenant_id)
+    login = await service.start_login(
+        session, ctx, client, branch_id=branch_id, return_url=return_url
+    )
+    if redirect:
+        return RedirectResponse(login.authorization_url, status_code=307)
+    return LoginOut(
+        authorization_url=login.authorization_url, state=login.state, expires_at=login.expires_at
+    )
+
+
+@router.get(
+    "/auth/callback",
+    response_model=CallbackOut,
+    responses={303: {"description": "back to the return URL with status=connected|error"}},
+)
+async def auth_callback(
+    ctx: TokenContextDep,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response:
+    """The provider's redirect: no bearer token; the state says whose login this is."""
+    result = await service.complete_callback(ctx, state=state, code=code, error=error)
+    if result.return_url:
+        params = {"status": "connected" if result.connected else "error"}
+        if result.reason:
+            params["reason"] = result.reason
+        params.update(provider=result.provider, branch_id=result.branch_id)
+        return RedirectResponse(
+            with_query(result.return_url, params), status_code=303, headers=_CALLBACK_HEADERS
+        )
+    if result.connected:
+        body = CallbackOut(
+            status="connected",
+            provider=result.provider,
+            branch_id=result.branch_id,
+            expires_at=result.expires_at,
+        )
+        return JSONResponse(body.model_dump(mode="json"), headers=_CALLBACK_HEADERS)
+    denied = result.reason in {"access_denied", "missing_code"} or result.reason is None
+    code_name = "authorization_denied" if denied else "token_exchange_failed"
+    return JSONResponse(
+        error_body(
+            code_name,
+            f"the login did not complete ({result.reason})",
+            reason=result.reason,
+            provider=result.provider,
+            branch_id=result.branch_id,
+        ),
+        status_code=400 if denied else 502,
+        headers=_CALLBACK_HEADERS,
+    )
+
+
+@router.get("/tokens/{branch_id}", response_model=TokenOut)
+async def read_token(
+    branch_id: BranchPath,
+    provider: ProviderQuery,
+    principal: ServicePrincipal,
+    ctx: TokenContextDep,
+    tenant_id: TenantQuery = None,
+) -> TokenOut:
+    tenant = principal.resolve_tenant(tenant_id)
+    return _token_out(await service.read_token(ctx, tenant, provider, branch_id))
+
+
+@router.post("/tokens/refresh", response_model=TokenOut)
+async def refresh_token(
+    body: RefreshRequest, principal: ServicePrincipal, ctx: TokenContextDep
+) -> TokenOut:
+    tenant = principal.resolve_tenant(body.tenant_id)
+    return _token_out(await service.force_refresh(ctx, tenant, body.provider, body.branch_id))
+
+
+@router.delete("/tokens/{branch_id}", response_model=DisconnectOut)
+async def disconnect(
+    branch_id: BranchPath,
+    provider: ProviderQuery,
+    principal: ServicePrincipal,
+    ctx: TokenContextDep,
+    tenant_id: TenantQuery = None,
+) -> DisconnectOut:
+    tenant = principal.resolve_tenant(tenant_id)
+    revoked = await service.disconnect(ctx, tenant, provider, branch_id)
+    return DisconnectOut(
+        provider=provider, branch_id=branch_id, disconnected=True, revoked_at_provider=revoked
+    )

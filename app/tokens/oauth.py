@@ -1,0 +1,221 @@
+"""OAuth 2.0 wire protocol: authorization URLs, PKCE, and the token and revoke calls."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from app.tokens.exceptions import ProviderError
+from app.tokens.providers import ProviderSpec
+
+# A provider's `error` value is kept only when it looks like an OAuth error code, so a provider
+# that echoes a request back cannot smuggle a secret into our errors or logs.
+_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str
+    token_type: str
+    expires_in: int | None
+    refresh_token: str | None
+    scope: str | None
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str
+    client_secret: str
+
+
+def new_state() -> str:
+    return secrets.token_urlsafe(32)  # 256 bits
+
+
+def state_key(state: str) -> str:
+    """States are stored by hash: a database reader cannot complete someone else's login."""
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def new_code_verifier() -> str:
+    return secrets.token_urlsafe(48)  # 64 characters, inside RFC 7636's 43..128
+
+
+def code_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def authorization_url(
+    spec: ProviderSpec,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    scopes: list[str],
+    state: str,
+    challenge: str | None,
+) -> str:
+    names = spec.authorize_param_names
+    params: dict[str, str] = {
+        "response_type": "code",
+        names.get("client_id", "client_id"): client_id,
+        names.get("redirect_uri", "redirect_uri"): redirect_uri,
+        "state": state,
+    }
+    if scopes:
+        params["scope"] = spec.scope_separator.join(scopes)
+    if challenge is not None:
+        params["code_challenge"] = challenge
+        params["code_challenge_method"] = "S256"
+    params.update(spec.extra_authorize_params)
+    return with_query(spec.authorization_url, params)
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query.extend(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def _basic_auth(credentials: ClientCredentials) -> str:
+    # RFC 6749 §2.3.1: both parts form-urlencoded before base64.
+    raw = f"{quote(credentials.client_id, safe='')}:{quote(credentials.client_secret, safe='')}"
+    return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+async def _token_call(
+    http: httpx.AsyncClient,
+    spec: ProviderSpec,
+    url: str,
+    credentials: ClientCredentials,
+    body: dict[str, str],
+) -> dict[str, Any]:
+    headers = {"Accept": "application/json"}
+    payload = dict(body)
+    if spec.client_auth == "basic":
+        headers["Authorization"] = _basic_auth(credentials)
+    else:
+        payload["client_id"] = credentials.client_id
+        payload["client_secret"] = credentials.client_secret
+    try:
+        if spec.body_format == "json":
+            response = await http.post(url, json=payload, headers=headers)
+        else:
+            response = await http.post(url, data=payload, headers=headers)
+    # `from None`: httpx's exception names the URL and request; keep only a safe code.
+    except httpx.TimeoutException:
+        raise ProviderError("timeout") from None
+    except httpx.HTTPError:
+        raise ProviderError("network_error") from None
+    data = _parse_body(response)
+    if response.status_code >= 400 or "error" in data:
+        raise ProviderError(
+            _error_code(data, response.status_code), status_code=response.status_code
+        )
+    return data
+
+
+def _parse_body(response: httpx.Response) -> dict[str, Any]:
+    text = response.text
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = dict(parse_qsl(text)) if "=" in text else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_code(data: dict[str, Any], status_code: int) -> str:
+    error = data.get("error")
+    if isinstance(error, str) and _ERROR_CODE.match(error):
+        return error
+    return f"http_{status_code}"
+
+
+def parse_token_response(data: dict[str, Any], spec: ProviderSpec) -> TokenSet:
+    """Validate a token endpoint's answer; anything malformed is `invalid_response`."""
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise ProviderError("invalid_response")
+    token_type = data.get("token_type")
+    if token_type is None and not spec.token_type_required:
+        token_type = "Bearer"
+    if not isinstance(token_type, str) or not token_type or len(token_type) > 64:
+        raise ProviderError("invalid_response")
+    expires_in = data.get("expires_in")
+    if expires_in is not None:
+        if isinstance(expires_in, str) and expires_in.isdigit():
+            expires_in = int(expires_in)
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 0:
+            raise ProviderError("invalid_response")
+    refresh_token = data.get("refresh_token")
+    if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
+        raise ProviderError("invalid_response")
+    scope = data.get("scope")
+    if isinstance(scope, list):
+        scope = spec.scope_separator.join(str(s) for s in scope)
+    if scope is not None and not isinstance(scope, str):
+        raise ProviderError("invalid_response")
+    return TokenSet(
+        access_token=access_token,
+        token_type=token_type,
+        expires_in=expires_in,
+        refresh_token=refresh_token,
+        scope=scope,
+    )
+
+
+async def exchange_code(
+    http: httpx.AsyncClient,
+    spec: ProviderSpec,
+    credentials: ClientCredentials,
+    *,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str | None,
+) -> TokenSet:
+    body = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+    if code_verifier is not None:
+        body["code_verifier"] = code_verifier
+    data = await _token_call(http, spec, spec.token_url, credentials, body)
+    return parse_token_response(data, spec)
+
+
+async def refresh_grant(
+    http: httpx.AsyncClient,
+    spec: ProviderSpec,
+    credentials: ClientCredentials,
+    *,
+    refresh_token: str,
+) -> TokenSet:
+    body = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    data = await _token_call(http, spec, spec.effective_refresh_url, credentials, body)
+    return parse_token_response(data, spec)
+
+
+async def revoke_token(
+    http: httpx.AsyncClient,
+    spec: ProviderSpec,
+    credentials: ClientCredentials,
+    *,
+    token: str,
+    token_type_hint: str,
+) -> None:
+    """RFC 7009 revocation; a no-op for providers without a revoke URL."""
+    if spec.revoke_url is None:
+        return
+    await _token_call(
+        http,
+        spec,
+        spec.revoke_url,
+        credentials,
+        {"token": token, "token_type_hint": token_type_hint},
+    )

@@ -1,0 +1,76 @@
+"""Queries of the tokens domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
+
+
+async def get_client(session: AsyncSession, client_pk: str) -> OAuthClient | None:
+    return await session.get(OAuthClient, client_pk)
+
+
+async def list_clients(
+    session: AsyncSession, tenant_id: str, provider: str | None = None
+) -> list[OAuthClient]:
+    statement = select(OAuthClient).where(OAuthClient.tenant_id == tenant_id)
+    if provider:
+        statement = statement.where(OAuthClient.provider == provider)
+    result = await session.scalars(statement.order_by(OAuthClient.created_at, OAuthClient.id))
+    return list(result)
+
+
+async def get_connection(
+    session: AsyncSession, connection_id: str, *, for_update: bool = False
+) -> OAuthConnection | None:
+    statement = select(OAuthConnection).where(OAuthConnection.id == connection_id)
+    if for_update:
+        statement = statement.with_for_update()
+    # populate_existing: a re-read after another worker's commit must not return the cached copy.
+    return await session.scalar(statement.execution_options(populate_existing=True))
+
+
+async def find_connection(
+    session: AsyncSession, tenant_id: str, provider: str, branch_id: str
+) -> OAuthConnection | None:
+    statement = select(OAuthConnection).where(
+        OAuthConnection.tenant_id == tenant_id,
+        OAuthConnection.provider == provider,
+        OAuthConnection.branch_id == branch_id,
+    )
+    return await session.scalar(statement.execution_options(populate_existing=True))
+
+
+async def find_connection_with_provider_settings(
+    session: AsyncSession, tenant_id: str, provider: str, branch_id: str
+) -> tuple[OAuthConnection, dict[str, Any]] | None:
+    """The connection and its client's provider settings, in one query (the hot read path)."""
+    statement = (
+        select(OAuthConnection, OAuthClient.provider_settings)
+        .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+        .where(
+            OAuthConnection.tenant_id == tenant_id,
+            OAuthConnection.provider == provider,
+            OAuthConnection.branch_id == branch_id,
+        )
+        .execution_options(populate_existing=True)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    return row[0], row[1] or {}
+
+
+async def consume_state(session: AsyncSession, key: str) -> OAuthState | None:
+    """Delete the state and return it, in one statement: of two concurrent callbacks with the same
+    state exactly one gets the row."""
+    statement = delete(OAuthState).where(OAuthState.id == key).returning(OAuthState)
+    return (await session.execute(statement)).scalars().first()
+
+
+async def delete_expired_states(session: AsyncSession, now: Any) -> None:
+    await session.execute(delete(OAuthState).where(OAuthState.expires_at < now))
