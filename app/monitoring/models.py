@@ -1,3 +1,35 @@
-"""Tables of the monitoring domain."""
+"""Tables of the monitoring domain: the events raised when a connection changes state."""
 
 from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, UTCDateTime, new_id, utcnow
+
+EVENT_REFRESH_FAILED = "refresh_failed"
+EVENT_NEEDS_REAUTH = "needs_reauth"
+EVENT_RECOVERED = "recovered"
+EVENT_TYPES = (EVENT_REFRESH_FAILED, EVENT_NEEDS_REAUTH, EVENT_RECOVERED)
+
+
+class MonitoringEvent(Base):
+    """One state change of one connection; kept after the connection itself is deleted."""
+
+    __tablename__ = "monitoring_events"
+    __table_args__ = (
+        # The listing: one tenant's events, newest first, keyset-paginated on (occurred_at, id).
+        Index("ix_monitoring_events_tenant_id_occurred_at", "tenant_id", "occurred_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(32))
+    provider: Mapped[str] = mapped_column(String(64))
+    branch_id: Mapped[str] = mapped_column(String(255))
+    # No foreign key: the history outlives a disconnected connection.
+    connection_id: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -1,7 +1,40 @@
-"""HTTP routes of the platforms domain."""
+"""HTTP routes of the platforms domain: which platforms a branch (or a tenant) has connected."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from app.core.db import utcnow
+from app.core.deps import TENANT_ID_PATTERN, CurrentPrincipal, SessionDep
+from app.platforms import service
+from app.platforms.schemas import ConnectedPlatforms, PlatformsSummary
+from app.tokens.service import TokenContext
 
 router = APIRouter(tags=["platforms"])
+
+
+@router.get("/platforms/connected", response_model=ConnectedPlatforms | PlatformsSummary)
+async def connected_platforms(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    tenant_id: Annotated[
+        str | None,
+        Query(pattern=TENANT_ID_PATTERN, description="required when the token has several tenants"),
+    ] = None,
+    branch_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=255, description="omit for per-provider counts"),
+    ] = None,
+) -> ConnectedPlatforms | PlatformsSummary:
+    """A branch's status per provider, or without `branch_id` the tenant's counts per provider."""
+    tenant = principal.resolve_tenant(tenant_id)
+    registry = TokenContext.from_state(request.app.state).registry
+    now = utcnow()
+    if branch_id is None:
+        summary = await service.tenant_summary(session, registry, tenant, now)
+        return PlatformsSummary(tenant_id=tenant, platforms=summary)
+    platforms = await service.branch_platforms(session, registry, tenant, branch_id, now)
+    return ConnectedPlatforms(tenant_id=tenant, branch_id=branch_id, platforms=platforms)

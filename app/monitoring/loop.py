@@ -1,0 +1,275 @@
+"""The monitoring loop: lease due connections, refresh them with bounded concurrency, release."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.monitoring import metrics, repository
+from app.monitoring.repository import LeasedConnection
+
+logger = logging.getLogger("junction.monitoring")
+
+# Outcomes a refresher reports (RefreshOutcome.result of app/tokens), plus the loop's own.
+RESULT_REFRESHED = "refreshed"
+RESULT_SKIPPED = "skipped"
+RESULT_ERROR = "error"  # the refresher raised; logged
+RESULT_ABANDONED = "abandoned"  # shutdown came first
+FAILED_RESULTS = frozenset({"refresh_failed", "needs_reauth", RESULT_ERROR})
+
+# A provider may hold this many rounds of its concurrency limit in flight on one instance; beyond
+# that the loop leases other providers' connections, so a slow provider cannot fill the batch.
+PROVIDER_QUEUE_ROUNDS = 4
+# When a pass filled its batch, wait this long after a slot frees so refills come in small batches
+# rather than one leasing query per finished refresh.
+REFILL_DELAY_S = 0.05
+
+Refresher = Callable[[LeasedConnection], Awaitable[str]]
+
+
+def instance_owner() -> str:
+    """A lease owner id unique to this loop: host, process and a random suffix."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class TickStats:
+    """One leasing pass and the refreshes it started; complete when the last one has finished."""
+
+    started_at: datetime
+    due: int = 0
+    refreshed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    finished_at: datetime | None = None
+    pending: int = 0
+    _started_monotonic: float = field(default_factory=time.monotonic, repr=False)
+    duration_s: float | None = None
+
+    def record(self, result: str) -> None:
+        if result == RESULT_REFRESHED:
+            self.refreshed += 1
+        elif result in FAILED_RESULTS:
+            self.failed += 1
+        else:
+            self.skipped += 1
+
+    def finish(self) -> None:
+        self.finished_at = utcnow()
+        self.duration_s = time.monotonic() - self._started_monotonic
+
+
+class MonitorLoop:
+    """Runs in the background of one app instance; any number of instances share the work."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        refresher: Refresher,
+        *,
+        owner: str | None = None,
+        on_tick: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.owner = owner or instance_owner()
+        self._sessionmaker = sessionmaker
+        self._refresher = refresher
+        self._on_tick = on_tick
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._global_slots = asyncio.Semaphore(settings.monitor_concurrency)
+        self._provider_slots: dict[str, asyncio.Semaphore] = {}
+        self._queued: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._in_flight_by_provider: Counter[str] = Counter()
+        self.last_tick: TickStats | None = None
+        self.ticks = 0
+        # Results since start (refreshed, skipped, ...), for the status route and the tests.
+        self.totals: Counter[str] = Counter()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._stopping.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queued) + len(self._running)
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=f"monitor-loop:{self.owner}")
+        metrics.MONITOR_RUNNING.set(1)
+        logger.info("monitoring loop started (owner %s)", self.owner)
+
+    async def stop(self) -> None:
+        """Stop leasing, drop queued work, give running refreshes the grace period, then cancel.
+
+        A refresh writes its outcome in one transaction, so a cancelled one leaves the previous
+        token set in place; dropped and cancelled connections have their leases released.
+        """
+        if self._task is None:
+            return
+        self._stopping.set()
+        await self._task
+        self._task = None
+        for task in list(self._queued.values()):
+            task.cancel()
+        running = list(self._running.values())
+        if running:
+            _, late = await asyncio.wait(running, timeout=self.settings.monitor_shutdown_grace_s)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*self._all_tasks(), return_exceptions=True)
+        metrics.MONITOR_RUNNING.set(0)
+        logger.info("monitoring loop stopped (owner %s)", self.owner)
+
+    def _all_tasks(self) -> list[asyncio.Task[None]]:
+        return [*self._queued.values(), *self._running.values()]
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            more_due = False
+            try:
+                more_due = await self._lease_and_dispatch()
+            except Exception:
+                logger.exception("monitoring tick failed; retrying next interval")
+            await self._pause(more_due)
+
+    async def _pause(self, more_due: bool) -> None:
+        """Wait out the interval; with more due than the last pass took, only until a slot frees."""
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if more_due:
+            waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+        try:
+            await asyncio.wait(
+                waits, timeout=self.settings.monitor_interval_s, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if more_due and not self._stopping.is_set():
+            await asyncio.sleep(REFILL_DELAY_S)
+
+    async def run_once(self) -> TickStats:
+        """One pass, waiting for its refreshes to finish (tests and benchmarks drive this)."""
+        tick = await self._lease(self.settings.monitor_batch_size - self.in_flight)
+        await asyncio.gather(*self._all_tasks(), return_exceptions=True)
+        return tick
+
+    async def _lease_and_dispatch(self) -> bool:
+        capacity = self.settings.monitor_batch_size - self.in_flight
+        if capacity <= 0:
+            return True
+        tick = await self._lease(capacity)
+        return tick.due >= capacity or bool(self._saturated_providers())
+
+    def _saturated_providers(self) -> list[str]:
+        limit = self.settings.monitor_per_provider_concurrency * PROVIDER_QUEUE_ROUNDS
+        return [p for p, n in self._in_flight_by_provider.items() if n >= limit]
+
+    async def _lease(self, capacity: int) -> TickStats:
+        self._slot_freed.clear()
+        now = utcnow()
+        tick = TickStats(started_at=now)
+        leased: list[LeasedConnection] = []
+        if capacity > 0:
+            async with self._sessionmaker() as session, session.begin():
+                leased = await repository.lease_due_connections(
+                    session,
+                    owner=self.owner,
+                    now=now,
+                    lease_until=now + timedelta(seconds=self.settings.monitor_lease_s),
+                    limit=capacity,
+                    exclude_providers=self._saturated_providers(),
+                )
+        tick.due = tick.pending = len(leased)
+        for connection in leased:
+            self._in_flight_by_provider[connection.provider] += 1
+            self._queued[connection.id] = asyncio.create_task(
+                self._refresh_leased(connection, tick), name=f"monitor-refresh:{connection.id}"
+            )
+        if not leased:
+            await self._complete(tick)
+        return tick
+
+    # --- one connection -------------------------------------------------------------------
+
+    def _provider_slot(self, provider: str) -> asyncio.Semaphore:
+        slot = self._provider_slots.get(provider)
+        if slot is None:
+            slot = asyncio.Semaphore(self.settings.monitor_per_provider_concurrency)
+            self._provider_slots[provider] = slot
+        return slot
+
+    async def _refresh_leased(self, connection: LeasedConnection, tick: TickStats) -> None:
+        result = RESULT_ABANDONED
+        try:
+            # The provider's slot first: a task waiting on a slow provider holds no global slot.
+            async with self._provider_slot(connection.provider), self._global_slots:
+                if self._stopping.is_set():
+                    return
+                self._running[connection.id] = self._queued.pop(connection.id)
+                try:
+                    result = await self._refresher(connection)
+                except Exception:
+                    logger.exception("monitoring refresh of connection %s failed", connection.id)
+                    result = RESULT_ERROR
+        finally:
+            self._queued.pop(connection.id, None)
+            self._running.pop(connection.id, None)
+            self._in_flight_by_provider[connection.provider] -= 1
+            if self._in_flight_by_provider[connection.provider] <= 0:
+                del self._in_flight_by_provider[connection.provider]
+            # A skipped connection keeps its lease until it expires: the tokens service declined
+            # to call the provider (cooldown, backoff), and retrying it every pass would spin.
+            if result != RESULT_SKIPPED:
+                await self._release(connection.id)
+            metrics.REFRESHES.labels(connection.provider, result).inc()
+            self.totals[result] += 1
+            tick.record(result)
+            tick.pending -= 1
+            self._slot_freed.set()
+            if tick.pending == 0:
+                await self._complete(tick)
+
+    async def _release(self, connection_id: str) -> None:
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await repository.release_leases(session, [connection_id], self.owner)
+        except Exception:
+            # The lease then simply expires and another pass takes the connection.
+            logger.warning("could not release the lease of connection %s", connection_id)
+
+    async def _complete(self, tick: TickStats) -> None:
+        tick.finish()
+        self.last_tick = tick
+        self.ticks += 1
+        metrics.LAST_TICK_TIMESTAMP.set(tick.started_at.timestamp())
+        metrics.LAST_TICK_DURATION.set(tick.duration_s or 0.0)
+        for outcome in ("due", "refreshed", "failed", "skipped"):
+            metrics.LAST_TICK_CONNECTIONS.labels(outcome).set(getattr(tick, outcome))
+        if self._on_tick is not None:
+            try:
+                await self._on_tick()
+            except Exception:
+                logger.warning("monitoring after-tick hook failed", exc_info=True)

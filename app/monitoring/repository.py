@@ -1,0 +1,97 @@
+"""Queries of the monitoring loop: leasing due connections, releasing them, counting statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import is_postgres
+from app.tokens import models as token_models
+
+Connection = token_models.OAuthConnection
+
+
+@dataclass(frozen=True)
+class LeasedConnection:
+    id: str
+    provider: str
+
+
+def due_connections_query(
+    now: datetime, limit: int, exclude_providers: Collection[str] = ()
+) -> Select[str]:
+    """The due connections, oldest due first: a range scan of the refresh_due_at index.
+
+    Rows in backoff or without a refresh token have refresh_due_at in the future or NULL (kept by
+    app/tokens), so they never match; a lease is skipped until it has expired.
+    """
+    query = (
+        select(Connection.id)
+        .where(
+            Connection.refresh_due_at <= now,
+            or_(Connection.lease_expires_at.is_(None), Connection.lease_expires_at < now),
+        )
+        .order_by(Connection.refresh_due_at)
+        .limit(limit)
+    )
+    if exclude_providers:
+        query = query.where(Connection.provider.not_in(list(exclude_providers)))
+    return query
+
+
+async def lease_due_connections(
+    session: AsyncSession,
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    exclude_providers: Collection[str] = (),
+) -> list[LeasedConnection]:
+    """Claim up to `limit` due connections for `owner` until `lease_until`, in one statement.
+
+    On PostgreSQL the candidate rows are locked with SKIP LOCKED, so concurrent replicas each
+    claim different rows without waiting on one another; on SQLite the single UPDATE is atomic.
+    """
+    due = due_connections_query(now, limit, exclude_providers)
+    if is_postgres(session):
+        due = due.with_for_update(skip_locked=True)
+    candidates = due.cte("due_connections")
+    statement = (
+        update(Connection)
+        .where(Connection.id.in_(select(candidates.c.id)))
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .returning(Connection.id, Connection.provider)
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(statement)).all()
+    return [LeasedConnection(id=row.id, provider=row.provider) for row in rows]
+
+
+async def release_leases(session: AsyncSession, connection_ids: Sequence[str], owner: str) -> int:
+    """Clear our leases; fenced by owner, so a lease another instance took over stays theirs."""
+    if not connection_ids:
+        return 0
+    statement = (
+        update(Connection)
+        .where(Connection.id.in_(list(connection_ids)), Connection.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(statement)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def status_counts_by_provider(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """Stored statuses per provider, across tenants: one GROUP BY."""
+    statement = select(Connection.provider, Connection.status, func.count()).group_by(
+        Connection.provider, Connection.status
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for provider, status, count in (await session.execute(statement)).all():
+        counts.setdefault(provider, {})[status] = int(count)
+    return counts

@@ -1,0 +1,155 @@
+"""Monitoring events (written when a connection changes state, listed per tenant) and the status."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import insert, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import new_id
+from app.core.errors import BadRequest
+from app.monitoring import metrics, repository
+from app.monitoring.loop import Refresher
+from app.monitoring.models import (
+    EVENT_NEEDS_REAUTH,
+    EVENT_RECOVERED,
+    EVENT_REFRESH_FAILED,
+    MonitoringEvent,
+)
+from app.monitoring.repository import LeasedConnection
+from app.tokens import service as token_service
+from app.tokens.models import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_REFRESH_FAILED
+
+MAX_PAGE_SIZE = 200
+
+
+class StatusChangeLike(Protocol):
+    """The fields of app.tokens' StatusChange that an event records."""
+
+    tenant_id: str
+    provider: str
+    branch_id: str
+    connection_id: str
+    previous_status: str
+    new_status: str
+    reason: str | None
+    occurred_at: datetime
+
+
+def event_type_for(previous_status: str, new_status: str) -> str | None:
+    """The event a stored-status change raises; None when it is not worth an alert."""
+    if previous_status == new_status:
+        return None
+    if new_status == STATUS_NEEDS_REAUTH:
+        return EVENT_NEEDS_REAUTH
+    if new_status == STATUS_REFRESH_FAILED:
+        return EVENT_REFRESH_FAILED
+    if new_status == STATUS_ACTIVE and previous_status in (
+        STATUS_REFRESH_FAILED,
+        STATUS_NEEDS_REAUTH,
+    ):
+        return EVENT_RECOVERED
+    return None
+
+
+async def record_status_change(session: AsyncSession, change: StatusChangeLike) -> None:
+    """The status listener: runs inside the transaction that stores the new status."""
+    event_type = event_type_for(change.previous_status, change.new_status)
+    if event_type is None:
+        return
+    await session.execute(
+        insert(MonitoringEvent).values(
+            id=new_id(),
+            tenant_id=change.tenant_id,
+            type=event_type,
+            provider=change.provider,
+            branch_id=change.branch_id,
+            connection_id=change.connection_id,
+            occurred_at=change.occurred_at,
+            reason=(change.reason or None) and change.reason[:255],
+        )
+    )
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventCursor:
+    occurred_at: datetime
+    id: str
+
+    def encode(self) -> str:
+        raw = json.dumps({"t": self.occurred_at.isoformat(), "i": self.id}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> EventCursor:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            data: Any = json.loads(raw)
+            occurred_at = datetime.fromisoformat(data["t"])
+            event_id = data["i"]
+            if occurred_at.tzinfo is None or not isinstance(event_id, str):
+                raise ValueError("incomplete cursor")
+        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise BadRequest(
+                "cursor: not a cursor returned by this listing", code="invalid_cursor"
+            ) from exc
+        return cls(occurred_at=occurred_at.astimezone(UTC), id=event_id)
+
+
+async def list_events(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    since: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[MonitoringEvent], str | None]:
+    """A tenant's events, newest first, back to `since`; keyset-paginated on (occurred_at, id)."""
+    query = select(MonitoringEvent).where(MonitoringEvent.tenant_id == tenant_id)
+    if since is not None:
+        query = query.where(MonitoringEvent.occurred_at >= since)
+    if cursor:
+        after = EventCursor.decode(cursor)
+        query = query.where(
+            tuple_(MonitoringEvent.occurred_at, MonitoringEvent.id) < (after.occurred_at, after.id)
+        )
+    query = query.order_by(MonitoringEvent.occurred_at.desc(), MonitoringEvent.id.desc())
+    rows = list((await session.scalars(query.limit(limit + 1))).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = EventCursor(last.occurred_at, last.id).encode()
+    return rows, next_cursor
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+async def connection_status_counts(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """Stored statuses per provider (one GROUP BY); also refreshes the Prometheus gauges."""
+    counts = await repository.status_counts_by_provider(session)
+    metrics.set_status_counts(counts)
+    return counts
+
+
+# --- the loop's refresh ----------------------------------------------------------------------
+
+
+def monitor_refresher(ctx: token_service.TokenContext) -> Refresher:
+    """Refresh a leased connection through the tokens service's single-flight path."""
+
+    async def refresh(connection: LeasedConnection) -> str:
+        outcome = await token_service.refresh_connection(ctx, connection.id, trigger="monitor")
+        return outcome.result
+
+    return refresh
