@@ -1,0 +1,51 @@
+"""Small helpers shared by the tokens tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from app.core.db import utcnow
+from app.tokens.models import OAuthConnection
+from tests.conftest import bearer
+from tests.oauth_fixtures import LOCAL_PROVIDER
+
+
+async def read_token(
+    client: httpx.AsyncClient,
+    token: str,
+    branch_id: str = "branch-1",
+    provider: str = LOCAL_PROVIDER,
+    **params: str,
+) -> httpx.Response:
+    return await client.get(
+        f"/token-management/tokens/{branch_id}",
+        params={"provider": provider, **params},
+        headers=bearer(token),
+    )
+
+
+async def connection_row(app: Any, branch_id: str = "branch-1") -> OAuthConnection:
+    async with app.state.sessionmaker() as session:
+        row = await session.scalar(
+            select(OAuthConnection).where(OAuthConnection.branch_id == branch_id)
+        )
+    assert row is not None
+    return row
+
+
+async def all_connections(app: Any) -> list[OAuthConnection]:
+    async with app.state.sessionmaker() as session:
+        return list(await session.scalars(select(OAuthConnection)))
+
+
+async def end_cooldown(app: Any, branch_id: str = "branch-1") -> None:
+    """Move the failure cooldown into the past (instead of sleeping through it)."""
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(OAuthConnection)
+            .where(OAuthConnection.branch_id == branch_id)
+            .values(next_attempt_at=utcnow(), refresh_due_at=utcnow())
+        )
