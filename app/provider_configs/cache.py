@@ -1,0 +1,306 @@
+"""The two-tier configuration cache: a per-process dict in front of Redis, coherent across replicas.
+
+Entries are the response bodies, already serialized, so a warm read is a dict lookup.
+
+Coherence, in order, after a write commits (see `invalidate`):
+1. the writer bumps the tenant's generation in Redis and deletes the shared entries;
+2. it publishes an invalidation; every replica (itself included) drops its local entries and
+   answers on an acknowledgement channel;
+3. the writer waits for as many acknowledgements as Redis reported receivers (bounded by a short
+   timeout), so once its response is sent no replica still holds the old document.
+A reader that loaded from the database while a write committed must not store what it read: the
+shared fill is a compare-and-set on the generation read before loading, and a local fill is dropped
+when an invalidation arrived meanwhile (the epoch moved). With Redis unreachable the local tier is
+bypassed (it could not hear invalidations) and reads go to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from app.core.cache import Cache, RedisCache
+from app.core.db import new_id
+
+logger = logging.getLogger("junction.provider_configs.cache")
+
+INVALIDATION_CHANNEL = "provider_config:invalidate"
+ACK_CHANNEL = "provider_config:invalidated"
+ALL_TYPES = "all"  # the key suffix of the whole document (not a provider type)
+
+Loader = Callable[[str, str | None], Awaitable[bytes]]
+LocalKey = tuple[str, str | None]
+
+# Store the document only if the generation is still the one read before the database load.
+_FILL_IF_GENERATION = """
+local g = redis.call('get', KEYS[2])
+if (g == false and ARGV[1] == '') or g == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def cache_key(tenant_id: str, provider_type: str | None) -> str:
+    return f"provider_config:{tenant_id}:{provider_type or ALL_TYPES}"
+
+
+def generation_key(tenant_id: str) -> str:
+    return f"provider_config_generation:{tenant_id}"
+
+
+@dataclass(slots=True)
+class _Entry:
+    body: bytes
+    expires_at: float
+
+
+@dataclass
+class _Acks:
+    received: int = 0
+    expected: int | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _check(self) -> None:
+        if self.expected is not None and self.received >= self.expected:
+            self.done.set()
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        self._check()
+
+    def ack(self) -> None:
+        self.received += 1
+        self._check()
+
+
+@dataclass
+class CacheCounters:
+    local_hits: int = 0
+    shared_hits: int = 0
+    database_loads: int = 0
+
+
+class ConfigCache:
+    def __init__(
+        self,
+        cache: Cache,
+        loader: Loader,
+        *,
+        ttl_s: float,
+        enabled: bool = True,
+        ack_timeout_s: float = 0.5,
+        max_local_entries: int = 10_000,
+    ) -> None:
+        self.enabled = enabled
+        self.ttl_s = ttl_s
+        self.counters = CacheCounters()
+        self._cache = cache
+        self._loader = loader
+        # Without Redis the shared cache is this process's memory: the local tier is enough.
+        self._redis = cache if isinstance(cache, RedisCache) else None
+        self._ack_timeout_s = ack_timeout_s
+        self._max_local_entries = max_local_entries
+        self._local: dict[LocalKey, _Entry] = {}
+        self._inflight: dict[LocalKey, asyncio.Task[bytes]] = {}
+        self._acks: dict[str, _Acks] = {}
+        self._epoch = 0
+        self._fill_script = (
+            self._redis.client.register_script(_FILL_IF_GENERATION) if self._redis else None
+        )
+
+    def subscribe(self) -> None:
+        """Join the invalidation bus; called from the domain's lifespan, before the cache starts."""
+        if self._redis is None or not self.enabled:
+            return
+        self._cache.subscribe(INVALIDATION_CHANNEL, self._on_invalidation, on_reset=self.clear)
+        self._cache.subscribe(ACK_CHANNEL, self._on_ack)
+
+    async def close(self) -> None:
+        tasks = list(self._inflight.values())
+        self._inflight.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    # --- reads ------------------------------------------------------------------------------
+    async def get(self, tenant_id: str, provider_type: str | None) -> bytes:
+        """The serialized document: local tier, then Redis, then one database load per key."""
+        if not self.enabled:
+            return await self._loader(tenant_id, provider_type)
+        key = (tenant_id, provider_type)
+        entry = self._local.get(key)
+        if (
+            entry is not None
+            and entry.expires_at > time.monotonic()
+            and (self._redis is None or self._redis.available)
+        ):
+            self.counters.local_hits += 1
+            return entry.body
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fill(key, self._epoch))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        # Shielded: a reader that gives up does not cancel the load the others are waiting for.
+        return await asyncio.shield(task)
+
+    def _forget(self, key: LocalKey, task: asyncio.Task[bytes]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, raised in every waiter
+
+    async def _fill(self, key: LocalKey, epoch: int) -> bytes:
+        tenant_id, provider_type = key
+        shared_ok = self._redis is None
+        generation = ""
+        if self._redis is not None:
+            body, generation, shared_ok = await self._shared_read(tenant_id, provider_type)
+            if body is not None:
+                self.counters.shared_hits += 1
+                self._store_local(key, body, epoch)
+                return body
+        self.counters.database_loads += 1
+        body = await self._loader(tenant_id, provider_type)
+        if self._redis is not None and shared_ok:
+            await self._shared_fill(tenant_id, provider_type, generation, body)
+        if shared_ok:
+            self._store_local(key, body, epoch)
+        return body
+
+    def _store_local(self, key: LocalKey, body: bytes, epoch: int) -> None:
+        if epoch != self._epoch:
+            return  # an invalidation arrived while loading: what we hold may predate it
+        if len(self._local) >= self._max_local_entries:
+            self._local.pop(next(iter(self._local)))
+        self._local[key] = _Entry(body, time.monotonic() + self.ttl_s)
+
+    async def _shared_read(
+        self, tenant_id: str, provider_type: str | None
+    ) -> tuple[bytes | None, str, bool]:
+        redis = self._redis
+        assert redis is not None
+        if not redis.available:
+            return None, "", False
+        try:
+            body, generation = await redis.client.mget(
+                cache_key(tenant_id, provider_type), generation_key(tenant_id)
+            )
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            return None, "", False
+        redis.breaker.success()
+        return (
+            body.encode() if isinstance(body, str) else body,
+            generation.decode() if isinstance(generation, bytes) else str(generation or ""),
+            True,
+        )
+
+    async def _shared_fill(
+        self, tenant_id: str, provider_type: str | None, generation: str, body: bytes
+    ) -> None:
+        assert self._fill_script is not None
+        try:
+            await self._fill_script(
+                keys=[cache_key(tenant_id, provider_type), generation_key(tenant_id)],
+                args=[generation, body, int(self.ttl_s * 1000)],
+            )
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        assert self._redis is not None
+        self._redis.stats.errors += 1
+        if self._redis.breaker.failure():
+            logger.warning(
+                "redis unreachable (%s); reading configurations from the database",
+                type(exc).__name__,
+            )
+
+    # --- invalidation -----------------------------------------------------------------------
+    async def clear(self) -> None:
+        """Drop every local entry (the bus reconnected: invalidations may have been missed)."""
+        self._local.clear()
+        self._inflight.clear()
+        self._epoch += 1
+
+    def _drop_local(self, tenant_id: str, provider_types: Iterable[str]) -> None:
+        self._epoch += 1
+        for key in [(tenant_id, None), *((tenant_id, t) for t in provider_types)]:
+            self._local.pop(key, None)
+            self._inflight.pop(key, None)
+
+    async def invalidate(self, tenant_id: str, provider_types: Iterable[str]) -> None:
+        """After a commit: no replica serves the tenant's old document once this returns."""
+        if not self.enabled:
+            return
+        types = sorted(set(provider_types))
+        self._drop_local(tenant_id, types)
+        redis = self._redis
+        if redis is None:
+            return
+        keys = [cache_key(tenant_id, None), *(cache_key(tenant_id, t) for t in types)]
+        if not redis.available:
+            await redis.delete(*keys)  # queued by the foundation, replayed once Redis answers
+            return
+        generation = generation_key(tenant_id)
+        try:
+            async with redis.client.pipeline(transaction=True) as pipe:
+                pipe.incr(generation)
+                pipe.pexpire(generation, int(self.ttl_s * 1000) * 2)
+                pipe.delete(*keys)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            await redis.delete(*keys)
+            return
+        await self._broadcast(tenant_id, types)
+
+    async def _broadcast(self, tenant_id: str, provider_types: list[str]) -> None:
+        redis = self._redis
+        assert redis is not None
+        nonce = new_id()
+        acks = self._acks[nonce] = _Acks()
+        message = json.dumps({"tenant_id": tenant_id, "types": provider_types, "nonce": nonce})
+        try:
+            receivers = await redis.client.publish(INVALIDATION_CHANNEL, message)
+            acks.expect(int(receivers))
+            await asyncio.wait_for(acks.done.wait(), self._ack_timeout_s)
+        except TimeoutError:
+            logger.warning(
+                "configuration invalidation: %d of %s replicas acknowledged in time",
+                acks.received,
+                acks.expected,
+            )
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+        finally:
+            self._acks.pop(nonce, None)
+
+    async def _on_invalidation(self, message: str) -> None:
+        try:
+            payload = json.loads(message)
+            tenant_id = str(payload["tenant_id"])
+            types = [str(t) for t in payload["types"]]
+            nonce = str(payload["nonce"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring a malformed configuration invalidation")
+            return
+        self._drop_local(tenant_id, types)
+        await self._cache.publish(ACK_CHANNEL, nonce)
+
+    async def _on_ack(self, message: str) -> None:
+        acks = self._acks.get(message)
+        if acks is not None:
+            acks.ack()

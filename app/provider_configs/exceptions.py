@@ -1,0 +1,30 @@
+"""Errors of the provider_configs domain, mapped to HTTP by the foundation's one handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.errors import BadRequest, Conflict, InvalidInput, NotFound
+
+
+class ConfigNotFound(NotFound):
+    code = "config_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+
+    def __init__(self, detail: str, *, current_version: int, **extra: Any) -> None:
+        super().__init__(detail, current_version=current_version, **extra)
+
+
+class NotRestorable(InvalidInput):
+    code = "not_restorable"
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"

@@ -1,0 +1,167 @@
+"""Request and response shapes of /config: the older service's document, kept field for field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from app.core.schemas import RequestModel
+
+ProviderType = Literal["map", "weather", "satellite", "payment", "sms", "notification"]
+Priority = Literal["primary", "secondary", "fallback"]
+ChangeType = Literal["created", "updated", "enabled", "disabled", "deleted", "rolled_back"]
+
+PROVIDER_TYPES: tuple[str, ...] = ("map", "weather", "satellite", "payment", "sms", "notification")
+PRIORITY_RANK = {"primary": 0, "secondary": 1, "fallback": 2}
+MAX_CONFIG_DATA_BYTES = 64 * 1024
+MAX_HISTORY_LIMIT = 200
+
+
+def list_field(provider_type: str) -> str:
+    return f"{provider_type}_providers"
+
+
+class ProviderIn(RequestModel):
+    """One provider to upsert. Omitted fields keep their current value (or the default on create);
+    `api_key: null` removes the key; the masked value a GET returned means "unchanged"."""
+
+    provider_name: str = Field(min_length=1, max_length=100)
+    priority: Priority | None = None
+    enabled: bool | None = None
+    config_data: dict[str, Any] | None = None
+    api_key: str | None = Field(default=None, min_length=1, max_length=4096)
+    api_secret: str | None = Field(default=None, min_length=1, max_length=4096)
+    expected_version: int | None = Field(
+        default=None, ge=0, description="0 = create only; otherwise the version you last read"
+    )
+    # Read-only fields of a GET document: accepted and ignored, so a document can be posted back.
+    id: str | None = None
+    version: int | None = None
+    updated_at: str | None = None
+    updated_by: str | None = None
+    source: str | None = None
+
+
+class ConfigWrite(RequestModel):
+    """Body of POST /config/{tenant_id}: any of the six provider lists, each upserted by name."""
+
+    tenant_id: str | None = None
+    map_providers: list[ProviderIn] | None = None
+    weather_providers: list[ProviderIn] | None = None
+    satellite_providers: list[ProviderIn] | None = None
+    payment_providers: list[ProviderIn] | None = None
+    sms_providers: list[ProviderIn] | None = None
+    notification_providers: list[ProviderIn] | None = None
+    change_reason: str | None = Field(default=None, max_length=1000)
+    source: str | None = None  # read-only in a GET document; ignored
+
+    def providers(self) -> list[tuple[str, ProviderIn]]:
+        listed: list[tuple[str, ProviderIn]] = []
+        for provider_type in PROVIDER_TYPES:
+            for provider in getattr(self, list_field(provider_type)) or []:
+                listed.append((provider_type, provider))
+        return listed
+
+
+class RollbackRequest(RequestModel):
+    config_id: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=1)
+    expected_version: int | None = Field(default=None, ge=0)
+    reason: str | None = Field(default=None, min_length=1, max_length=1000)
+    change_reason: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="alias of `reason`"
+    )
+
+    @model_validator(mode="after")
+    def _one_reason(self) -> RollbackRequest:
+        if not (self.reason or self.change_reason):
+            raise ValueError("reason is required for a rollback")
+        return self
+
+    @property
+    def why(self) -> str:
+        return self.reason or self.change_reason or ""
+
+
+# --- responses (documentation; the routes serialize these shapes themselves) ------------------
+
+
+class ProviderOut(BaseModel):
+    id: str | None
+    provider_name: str
+    priority: Priority
+    enabled: bool
+    config_data: dict[str, Any]
+    api_key: str | None = Field(description="masked ('****' + last four) unless include_secrets")
+    api_secret: str | None
+    version: int = Field(description="0 for a default that was never stored")
+    updated_at: datetime | None
+    updated_by: str | None
+    source: Literal["tenant", "default"]
+
+
+class ConfigDocument(BaseModel):
+    tenant_id: str
+    source: Literal["tenant", "default"] = Field(
+        description="'default' when the tenant has stored no configuration at all"
+    )
+    map_providers: list[ProviderOut] | None = None
+    weather_providers: list[ProviderOut] | None = None
+    satellite_providers: list[ProviderOut] | None = None
+    payment_providers: list[ProviderOut] | None = None
+    sms_providers: list[ProviderOut] | None = None
+    notification_providers: list[ProviderOut] | None = None
+
+
+class SnapshotOut(BaseModel):
+    provider_type: ProviderType
+    provider_name: str
+    priority: Priority
+    enabled: bool
+    config_data: dict[str, Any]
+    api_key: str | None
+    api_secret: str | None
+    deleted: bool
+
+
+class HistoryItem(BaseModel):
+    config_id: str
+    version: int
+    change_type: ChangeType
+    changed_at: datetime
+    changed_by: str
+    change_reason: str | None
+    source_version: int | None
+    snapshot: SnapshotOut
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryItem]
+    next_cursor: str | None = None
+
+
+# --- defaults from settings ------------------------------------------------------------------
+
+
+class DefaultProvider(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    provider_name: str = Field(min_length=1, max_length=100)
+    priority: Priority = "primary"
+    enabled: bool = True
+    config_data: dict[str, Any] = Field(default_factory=dict)
+    api_key: str | None = None
+    api_secret: str | None = None
+
+
+class DefaultsDocument(BaseModel):
+    model_config = {"extra": "ignore"}
+
+    map_providers: list[DefaultProvider] = Field(default_factory=list)
+    weather_providers: list[DefaultProvider] = Field(default_factory=list)
+    satellite_providers: list[DefaultProvider] = Field(default_factory=list)
+    payment_providers: list[DefaultProvider] = Field(default_factory=list)
+    sms_providers: list[DefaultProvider] = Field(default_factory=list)
+    notification_providers: list[DefaultProvider] = Field(default_factory=list)

@@ -1,0 +1,173 @@
+"""The two-tier cache: warm reads skip the database, writes reach every replica, Redis may die."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from sqlalchemy import event
+
+from app.core.config import Settings
+from tests.conftest import (
+    REDIS_URL,
+    TokenFactory,
+    bearer,
+    build_settings,
+    postgres_only,
+    running_app,
+)
+from tests.provider_configs.conftest import TENANT, find, post_config, provider
+
+
+@contextmanager
+def config_selects(app: Any) -> Iterator[list[str]]:
+    """Statements that read provider_configs, as the database driver receives them."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM provider_configs" in statement:
+            seen.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_a_warm_read_does_not_touch_the_database(
+    app: Any, client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")])
+    await client.get(f"/config/{TENANT}", headers=user)
+    with config_selects(app) as selects:
+        for _ in range(5):
+            response = await client.get(f"/config/{TENANT}", headers=user)
+            assert response.status_code == 200
+    assert selects == []
+
+
+async def test_concurrent_cold_reads_cost_one_database_read(
+    app: Any, client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")])
+    with config_selects(app) as selects:
+        responses = await asyncio.gather(
+            *(client.get(f"/config/{TENANT}", headers=user) for _ in range(30))
+        )
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.content for r in responses}) == 1
+    assert len(selects) == 1
+
+
+async def test_a_write_is_visible_on_the_next_read(client: httpx.AsyncClient, user: dict) -> None:
+    await post_config(client, user, map=[provider("google", config_data={"v": 1})])
+    for value in range(2, 6):
+        await client.get(f"/config/{TENANT}?provider_type=map", headers=user)
+        await client.get(f"/config/{TENANT}", headers=user)
+        await post_config(client, user, map=[provider("google", config_data={"v": value})])
+        typed = (await client.get(f"/config/{TENANT}?provider_type=map", headers=user)).json()
+        whole = (await client.get(f"/config/{TENANT}", headers=user)).json()
+        assert find(typed, "map", "google")["config_data"] == {"v": value}
+        assert find(whole, "map", "google")["config_data"] == {"v": value}
+
+
+async def test_delete_and_rollback_invalidate_the_cache(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    created = await post_config(client, user, map=[provider("google")])
+    config_id = created.json()["map_providers"][0]["id"]
+    await client.get(f"/config/{TENANT}", headers=user)
+    await client.delete(f"/config/{TENANT}", params={"change_reason": "x"}, headers=user)
+    assert (await client.get(f"/config/{TENANT}", headers=user)).json()["map_providers"] == []
+    await client.post(
+        f"/config/{TENANT}/rollback",
+        json={"config_id": config_id, "version": 1, "reason": "undo"},
+        headers=user,
+    )
+    document = (await client.get(f"/config/{TENANT}", headers=user)).json()
+    assert find(document, "map", "google")["version"] == 3
+
+
+async def test_with_the_cache_disabled_every_read_goes_to_the_database(
+    settings: Settings, make_token: TokenFactory
+) -> None:
+    headers = bearer(make_token([TENANT]))
+    uncached = build_settings(settings.database_url, provider_config_cache_enabled=False)
+    async with running_app(uncached) as (app, client):
+        await post_config(client, headers, map=[provider("google")])
+        with config_selects(app) as selects:
+            for _ in range(3):
+                assert (await client.get(f"/config/{TENANT}", headers=headers)).status_code == 200
+    assert len(selects) == 3
+
+
+async def test_with_redis_unreachable_reads_and_writes_still_work(
+    settings: Settings, make_token: TokenFactory
+) -> None:
+    headers = bearer(make_token([TENANT]))
+    dead = build_settings(
+        settings.database_url, redis_url="redis://127.0.0.1:1/0", cache_socket_timeout_s=0.05
+    )
+    async with running_app(dead) as (_, client):
+        written = await post_config(client, headers, map=[provider("google", config_data={"v": 1})])
+        assert written.status_code == 200
+        for value in (2, 3):
+            await post_config(client, headers, map=[provider("google", config_data={"v": value})])
+            document = (await client.get(f"/config/{TENANT}", headers=headers)).json()
+            assert find(document, "map", "google")["config_data"] == {"v": value}
+        health = (await client.get("/api/v1/health")).json()
+    assert health["status"] == "degraded"
+
+
+@postgres_only
+async def test_a_typed_read_fills_the_redis_key_and_a_write_deletes_it(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await post_config(client, user, sms=[provider("twilio")])
+        await client.get(f"/config/{TENANT}?provider_type=sms", headers=user)
+        key = f"provider_config:{TENANT}:sms"
+        assert await redis.exists(key)
+        assert 0 < await redis.ttl(key) <= 300
+        await post_config(client, user, sms=[provider("twilio", enabled=False)])
+        assert not await redis.exists(key)
+    finally:
+        await redis.aclose()
+
+
+@postgres_only
+async def test_a_write_through_one_instance_is_visible_through_another(
+    settings: Settings, make_token: TokenFactory
+) -> None:
+    headers = bearer(make_token([TENANT]))
+    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
+        await post_config(first, headers, map=[provider("google", config_data={"v": 0})])
+        for value in range(1, 11):
+            writer, reader = (first, second) if value % 2 else (second, first)
+            # Both replicas hold the document in their local tier before the write.
+            await reader.get(f"/config/{TENANT}", headers=headers)
+            await writer.get(f"/config/{TENANT}", headers=headers)
+            await post_config(writer, headers, map=[provider("google", config_data={"v": value})])
+            document = (await reader.get(f"/config/{TENANT}", headers=headers)).json()
+            assert find(document, "map", "google")["config_data"] == {"v": value}
+
+
+@postgres_only
+async def test_the_second_instance_reads_a_warm_document_from_redis(
+    settings: Settings, make_token: TokenFactory
+) -> None:
+    headers = bearer(make_token([TENANT]))
+    async with running_app(settings) as (_, first), running_app(settings) as (app2, second):
+        await post_config(first, headers, map=[provider("google")])
+        await first.get(f"/config/{TENANT}", headers=headers)
+        with config_selects(app2) as selects:
+            response = await second.get(f"/config/{TENANT}", headers=headers)
+        assert response.status_code == 200
+        assert selects == []

@@ -1,0 +1,92 @@
+"""GET /config/{tenant_id}/history: filters, newest first, cursor pagination, a capped limit."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import TokenFactory, bearer
+from tests.provider_configs.conftest import TENANT, history, post_config, provider
+
+
+async def test_history_is_newest_first(client: httpx.AsyncClient, user: dict) -> None:
+    for value in range(3):
+        await post_config(client, user, map=[provider("google", config_data={"v": value})])
+    items = await history(client, user)
+    assert [i["version"] for i in items] == [3, 2, 1]
+    assert items[0]["snapshot"]["config_data"] == {"v": 2}
+    assert set(items[0]) == {
+        "config_id",
+        "version",
+        "change_type",
+        "changed_at",
+        "changed_by",
+        "change_reason",
+        "source_version",
+        "snapshot",
+    }
+
+
+async def test_history_filters_by_type_name_and_config_id(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    response = await post_config(
+        client, user, map=[provider("google"), provider("mapbox")], sms=[provider("twilio")]
+    )
+    mapbox_id = next(
+        p["id"] for p in response.json()["map_providers"] if p["provider_name"] == "mapbox"
+    )
+    assert len(await history(client, user, provider_type="map")) == 2
+    by_name = await history(client, user, provider_name="twilio")
+    assert [i["snapshot"]["provider_name"] for i in by_name] == ["twilio"]
+    by_id = await history(client, user, config_id=mapbox_id)
+    assert [i["config_id"] for i in by_id] == [mapbox_id]
+
+
+async def test_history_pages_with_a_cursor(client: httpx.AsyncClient, user: dict) -> None:
+    for value in range(5):
+        await post_config(client, user, map=[provider("google", config_data={"v": value})])
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(f"/config/{TENANT}/history", params=params, headers=user)).json()
+        seen += [i["version"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [5, 4, 3, 2, 1]
+
+
+async def test_history_limit_is_capped(client: httpx.AsyncClient, user: dict) -> None:
+    await post_config(client, user, map=[provider(f"p{i:03d}") for i in range(205)])
+    page = (await client.get(f"/config/{TENANT}/history?limit=1000", headers=user)).json()
+    assert len(page["items"]) == 200
+    assert page["next_cursor"] is not None
+
+
+async def test_a_bad_cursor_is_a_400(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.get(f"/config/{TENANT}/history?cursor=garbage!", headers=user)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_cursor"
+
+
+async def test_a_zero_limit_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.get(f"/config/{TENANT}/history?limit=0", headers=user)
+    assert response.status_code == 422
+
+
+async def test_another_tenants_config_id_is_a_404(
+    client: httpx.AsyncClient, user: dict, make_token: TokenFactory
+) -> None:
+    response = await post_config(client, user, map=[provider("google")])
+    config_id = response.json()["map_providers"][0]["id"]
+    other = bearer(make_token(["tenant-b"]))
+    found = await client.get(f"/config/tenant-b/history?config_id={config_id}", headers=other)
+    assert found.status_code == 404
+
+
+async def test_history_of_another_tenant_is_a_403(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    other = bearer(make_token(["tenant-b"]))
+    assert (await client.get(f"/config/{TENANT}/history", headers=other)).status_code == 403

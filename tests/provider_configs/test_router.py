@@ -1,0 +1,342 @@
+"""Reading and writing /config/{tenant_id}: document shape, change types, optimistic concurrency."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from tests.conftest import TokenFactory, bearer, build_settings, running_app
+from tests.provider_configs.conftest import TENANT, find, history, post_config, provider
+
+DEFAULTS = {
+    "map_providers": [
+        {"provider_name": "osm", "priority": "primary", "config_data": {"style": "basic"}}
+    ],
+    "sms_providers": [{"provider_name": "twilio", "api_key": "default-key-123456"}],
+}
+
+
+async def test_tenant_without_configuration_gets_defaults_marked_default(
+    settings: Settings, make_token: TokenFactory
+) -> None:
+    custom = build_settings(settings.database_url, provider_config_defaults=json.dumps(DEFAULTS))
+    async with running_app(custom) as (_, client):
+        response = await client.get(f"/config/{TENANT}", headers=bearer(make_token([TENANT])))
+    assert response.status_code == 200
+    document = response.json()
+    assert document["source"] == "default"
+    osm = find(document, "map", "osm")
+    assert osm["source"] == "default"
+    assert osm["config_data"] == {"style": "basic"}
+    assert find(document, "sms", "twilio")["api_key"] == "****3456"
+    assert document["weather_providers"] == []
+
+
+async def test_defaults_can_come_from_a_file(
+    settings: Settings, make_token: TokenFactory, tmp_path: pytest.TempPathFactory
+) -> None:
+    path = tmp_path / "defaults.json"  # type: ignore[operator]
+    path.write_text(json.dumps(DEFAULTS))
+    custom = build_settings(settings.database_url, provider_config_defaults=str(path))
+    async with running_app(custom) as (_, client):
+        response = await client.get(
+            f"/config/{TENANT}?provider_type=map", headers=bearer(make_token([TENANT]))
+        )
+    assert response.json()["map_providers"][0]["provider_name"] == "osm"
+
+
+async def test_the_document_has_every_provider_list(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.get(f"/config/{TENANT}", headers=user)
+    assert set(response.json()) == {
+        "tenant_id",
+        "source",
+        "map_providers",
+        "weather_providers",
+        "satellite_providers",
+        "payment_providers",
+        "sms_providers",
+        "notification_providers",
+    }
+
+
+async def test_provider_type_filter_returns_only_that_list(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")], sms=[provider("twilio")])
+    response = await client.get(f"/config/{TENANT}?provider_type=sms", headers=user)
+    document = response.json()
+    assert "map_providers" not in document
+    assert [p["provider_name"] for p in document["sms_providers"]] == ["twilio"]
+
+
+async def test_unknown_provider_type_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.get(f"/config/{TENANT}?provider_type=fax", headers=user)
+    assert response.status_code == 422
+    assert "provider_type" in response.json()["detail"]
+
+
+async def test_a_caller_without_the_tenant_gets_403(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    other = bearer(make_token(["tenant-b"]))
+    assert (await client.get(f"/config/{TENANT}", headers=other)).status_code == 403
+    written = await post_config(client, other, map=[provider("google")])
+    assert written.status_code == 403
+
+
+async def test_reads_need_a_bearer_token(client: httpx.AsyncClient) -> None:
+    assert (await client.get(f"/config/{TENANT}")).status_code == 401
+
+
+async def test_post_creates_a_provider_and_answers_the_whole_document(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    response = await post_config(
+        client, user, map=[provider("google", priority="secondary", config_data={"zoom": 3})]
+    )
+    assert response.status_code == 200
+    document = response.json()
+    assert document["tenant_id"] == TENANT
+    assert document["source"] == "tenant"
+    google = find(document, "map", "google")
+    assert google["version"] == 1
+    assert google["priority"] == "secondary"
+    assert google["enabled"] is True
+    assert google["config_data"] == {"zoom": 3}
+    assert google["updated_by"] == "alice"
+    assert google["id"] and google["updated_at"]
+    assert "weather_providers" in document
+
+
+async def test_post_leaves_unlisted_providers_untouched(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google", config_data={"a": 1})])
+    await post_config(client, user, map=[provider("mapbox")])
+    document = (await client.get(f"/config/{TENANT}", headers=user)).json()
+    assert find(document, "map", "google")["config_data"] == {"a": 1}
+    assert find(document, "map", "google")["version"] == 1
+
+
+async def test_providers_are_ordered_by_priority(client: httpx.AsyncClient, user: dict) -> None:
+    await post_config(
+        client,
+        user,
+        map=[
+            provider("zeta", priority="fallback"),
+            provider("alpha", priority="secondary"),
+            provider("mid", priority="primary"),
+        ],
+    )
+    document = (await client.get(f"/config/{TENANT}", headers=user)).json()
+    assert [p["provider_name"] for p in document["map_providers"]] == ["mid", "alpha", "zeta"]
+
+
+async def test_a_post_that_changes_nothing_writes_no_version(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google", config_data={"a": 1})])
+    again = await post_config(client, user, map=[provider("google", config_data={"a": 1})])
+    assert find(again.json(), "map", "google")["version"] == 1
+    assert len(await history(client, user)) == 1
+
+
+async def test_changing_config_data_writes_an_updated_version(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google", config_data={"a": 1})])
+    response = await post_config(
+        client, user, map=[provider("google", config_data={"a": 2})], change_reason="new zoom"
+    )
+    assert find(response.json(), "map", "google")["version"] == 2
+    latest = (await history(client, user))[0]
+    assert latest["change_type"] == "updated"
+    assert latest["change_reason"] == "new zoom"
+    assert latest["changed_by"] == "alice"
+
+
+async def test_disabling_and_enabling_are_their_own_change_types(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")])
+    await post_config(client, user, map=[provider("google", enabled=False)])
+    await post_config(client, user, map=[provider("google", enabled=True)])
+    types = [item["change_type"] for item in await history(client, user)]
+    assert types == ["enabled", "disabled", "created"]
+
+
+async def test_omitted_fields_keep_their_values_on_update(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(
+        client, user, map=[provider("google", priority="fallback", config_data={"k": "v"})]
+    )
+    response = await post_config(client, user, map=[provider("google", enabled=False)])
+    google = find(response.json(), "map", "google")
+    assert google["priority"] == "fallback"
+    assert google["config_data"] == {"k": "v"}
+    assert google["enabled"] is False
+
+
+async def test_a_get_document_can_be_posted_back_unchanged(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google", api_key="key-abcdefgh1234")])
+    document = (await client.get(f"/config/{TENANT}", headers=user)).json()
+    response = await client.post(f"/config/{TENANT}", json=document, headers=user)
+    assert response.status_code == 200
+    assert find(response.json(), "map", "google")["version"] == 1
+
+
+async def test_expected_version_mismatch_is_a_409_with_the_current_version(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google", config_data={"a": 1})])
+    response = await post_config(
+        client, user, map=[provider("google", config_data={"a": 2}, expected_version=5)]
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "version_conflict"
+    assert response.json()["current_version"] == 1
+    document = (await client.get(f"/config/{TENANT}", headers=user)).json()
+    assert find(document, "map", "google")["config_data"] == {"a": 1}
+
+
+async def test_matching_expected_version_is_accepted(client: httpx.AsyncClient, user: dict) -> None:
+    await post_config(client, user, map=[provider("google")])
+    response = await post_config(
+        client, user, map=[provider("google", config_data={"a": 2}, expected_version=1)]
+    )
+    assert response.status_code == 200
+    assert find(response.json(), "map", "google")["version"] == 2
+
+
+async def test_expected_version_zero_creates_only(client: httpx.AsyncClient, user: dict) -> None:
+    created = await post_config(client, user, map=[provider("google", expected_version=0)])
+    assert created.status_code == 200
+    again = await post_config(
+        client, user, map=[provider("google", config_data={"x": 1}, expected_version=0)]
+    )
+    assert again.status_code == 409
+    assert again.json()["current_version"] == 1
+
+
+async def test_a_conflict_in_one_provider_writes_none_of_the_others(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")])
+    response = await post_config(
+        client,
+        user,
+        map=[provider("google", config_data={"a": 1}, expected_version=9)],
+        sms=[provider("twilio")],
+    )
+    assert response.status_code == 409
+    assert len(await history(client, user)) == 1
+
+
+async def test_unknown_fields_are_a_422_naming_the_field(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    response = await post_config(client, user, map=[provider("google", colour="red")])
+    assert response.status_code == 422
+    assert "map_providers[0].colour" in response.json()["detail"]
+
+
+async def test_an_unknown_priority_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
+    response = await post_config(client, user, map=[provider("google", priority="urgent")])
+    assert response.status_code == 422
+    assert "priority" in response.json()["detail"]
+
+
+async def test_an_unknown_provider_list_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.post(
+        f"/config/{TENANT}", json={"fax_providers": [provider()]}, headers=user
+    )
+    assert response.status_code == 422
+    assert "fax_providers" in response.json()["detail"]
+
+
+async def test_a_provider_listed_twice_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
+    response = await post_config(client, user, map=[provider("google"), provider("google")])
+    assert response.status_code == 422
+    assert len(await history(client, user)) == 0
+
+
+async def test_an_empty_body_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.post(f"/config/{TENANT}", json={}, headers=user)
+    assert response.status_code == 422
+
+
+async def test_a_body_for_another_tenant_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.post(
+        f"/config/{TENANT}",
+        json={"tenant_id": "tenant-b", "map_providers": [provider()]},
+        headers=user,
+    )
+    assert response.status_code == 422
+    assert "tenant_id" in response.json()["detail"]
+
+
+async def test_config_data_must_be_an_object(client: httpx.AsyncClient, user: dict) -> None:
+    response = await post_config(client, user, map=[provider("google", config_data=[1, 2])])
+    assert response.status_code == 422
+
+
+async def test_delete_removes_the_config_and_records_a_deleted_version(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")], sms=[provider("twilio")])
+    response = await client.delete(
+        f"/config/{TENANT}",
+        params={"provider_type": "map", "provider_name": "google", "change_reason": "retired"},
+        headers=user,
+    )
+    assert response.status_code == 200
+    assert response.json()["map_providers"] == []
+    assert find(response.json(), "sms", "twilio")["version"] == 1
+    latest = (await history(client, user, provider_type="map"))[0]
+    assert latest["change_type"] == "deleted"
+    assert latest["version"] == 2
+    assert latest["change_reason"] == "retired"
+
+
+async def test_delete_without_filters_deletes_every_config_of_the_tenant(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")], sms=[provider("twilio")])
+    response = await client.delete(
+        f"/config/{TENANT}", params={"change_reason": "offboarding"}, headers=user
+    )
+    assert response.json()["source"] == "default"
+    deleted = [i for i in await history(client, user) if i["change_type"] == "deleted"]
+    assert len(deleted) == 2
+
+
+async def test_delete_needs_a_change_reason(client: httpx.AsyncClient, user: dict) -> None:
+    await post_config(client, user, map=[provider("google")])
+    response = await client.delete(f"/config/{TENANT}", headers=user)
+    assert response.status_code == 422
+    assert "change_reason" in response.json()["detail"]
+
+
+async def test_deleting_nothing_is_a_404(client: httpx.AsyncClient, user: dict) -> None:
+    response = await client.delete(
+        f"/config/{TENANT}", params={"provider_type": "sms", "change_reason": "x"}, headers=user
+    )
+    assert response.status_code == 404
+
+
+async def test_posting_a_deleted_provider_creates_it_again_continuing_its_versions(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google", config_data={"old": True})])
+    await client.delete(f"/config/{TENANT}", params={"change_reason": "x"}, headers=user)
+    response = await post_config(client, user, map=[provider("google")])
+    google = find(response.json(), "map", "google")
+    assert google["version"] == 3
+    assert google["config_data"] == {}
+    assert (await history(client, user))[0]["change_type"] == "created"
