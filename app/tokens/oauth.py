@@ -18,7 +18,7 @@ from app.tokens.providers import ProviderSpec
 
 # A provider's `error` value is kept only when it looks like an OAuth error code, so a provider
 # that echoes a request back cannot smuggle a secret into our errors or logs.
-_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 
 
 @dataclass(frozen=True)

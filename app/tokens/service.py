@@ -87,7 +87,7 @@ logger = logging.getLogger("junction.tokens")
 # A connection's last_used_at is written at most this often, so hot reads stay read-only.
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
 # What of a provider's `error=` we pass on to the return URL: an OAuth error code, nothing else.
-_OAUTH_ERROR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
 
 
 @dataclass(frozen=True)
