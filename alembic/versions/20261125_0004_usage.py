@@ -47,6 +47,7 @@ def upgrade() -> None:
         "usage_counters",
         sa.Column("tenant_id", sa.String(128), nullable=False),
         sa.Column("period", sa.String(7), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("calls", sa.BigInteger(), nullable=False),
         sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
         sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
@@ -54,7 +55,7 @@ def upgrade() -> None:
         sa.Column("estimated_cost_usd", sa.Numeric(20, 10), nullable=False),
         sa.Column("unpriced_calls", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("tenant_id", "period", name=op.f("pk_usage_counters")),
+        sa.PrimaryKeyConstraint("tenant_id", "period", "shard", name=op.f("pk_usage_counters")),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Index, Numeric, String, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Numeric, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
@@ -39,13 +39,23 @@ class UsageEvent(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# A tenant's monthly counter is spread over this many rows; see UsageCounter.
+COUNTER_SHARDS = 8
+
+
 class UsageCounter(Base):
-    """Running totals per tenant and month, only ever changed by an adding upsert."""
+    """Running totals per tenant and month, only ever changed by an adding upsert.
+
+    A tenant's month is split over COUNTER_SHARDS rows and read as their sum: every writer must
+    lock the row it adds to until it commits, and with one row per month a busy tenant's writes
+    would queue behind each other.
+    """
 
     __tablename__ = "usage_counters"
 
     tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

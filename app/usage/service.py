@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -11,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Date,
+    SmallInteger,
     cast,
     func,
     literal,
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.core.db import UTCDateTime, dialect_insert, is_postgres, new_id
 from app.usage.exceptions import InvalidUsageInput
-from app.usage.models import CostType, UsageCounter, UsageEvent
+from app.usage.models import COUNTER_SHARDS, CostType, UsageCounter, UsageEvent
 from app.usage.prices import PriceTable
 from app.usage.schemas import (
     GroupBy,
@@ -84,11 +86,12 @@ async def record_events(
 
     insert = (
         dialect_insert(session, events_table)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
         .returning(events_table.c.id)
     )
-    inserted = set((await session.execute(insert)).scalars())
+    # Rows as execute() parameters, not .values(rows): the statement is compiled once and cached,
+    # and SQLAlchemy packs the rows into multi-row INSERTs itself ("insertmanyvalues").
+    inserted = set((await session.execute(insert, rows)).scalars())
     if inserted:
         await _add_to_counters(session, inserted, now)
 
@@ -130,14 +133,17 @@ def _event_row(
 async def _add_to_counters(session: AsyncSession, event_ids: set[str], now: datetime) -> None:
     """One adding upsert per (tenant, period), summed in SQL from the rows just inserted.
 
-    Never read-modify-write: concurrent writers queue on the counter row and each adds its own
-    figures. Rows are locked in (tenant, period) order so two batches cannot deadlock.
+    Never read-modify-write: each writer adds its own figures to one of the month's shard rows
+    (picked at random, so concurrent writers seldom wait on each other). A request uses one shard
+    for all its rows and locks them in (tenant, period) order, so two batches cannot deadlock.
     """
     ev = events_table.c
+    shard = random.randrange(COUNTER_SHARDS)
     figures = (
         select(
             ev.tenant_id,
             ev.period,
+            literal(shard, SmallInteger()),
             func.count(),
             func.sum(ev.prompt_tokens),
             func.sum(ev.completion_tokens),
@@ -153,6 +159,7 @@ async def _add_to_counters(session: AsyncSession, event_ids: set[str], now: date
     columns = [
         "tenant_id",
         "period",
+        "shard",
         "calls",
         "prompt_tokens",
         "completion_tokens",
@@ -166,10 +173,10 @@ async def _add_to_counters(session: AsyncSession, event_ids: set[str], now: date
     added = {
         name: counter[name] + upsert.excluded[name]
         for name in columns
-        if name not in {"tenant_id", "period", "updated_at"}
+        if name not in {"tenant_id", "period", "shard", "updated_at"}
     }
     upsert = upsert.on_conflict_do_update(
-        index_elements=["tenant_id", "period"],
+        index_elements=["tenant_id", "period", "shard"],
         set_={**added, "updated_at": upsert.excluded.updated_at},
     )
     await session.execute(upsert)
@@ -198,13 +205,14 @@ async def current_quota(
     period = period_of(now)
     tier = await workspace_service.get_tier(session, tenant_id)
     limits = workspace_service.tier_limits(settings).get(tier, {})
-    counter = await session.scalar(
-        select(UsageCounter).where(
-            UsageCounter.tenant_id == tenant_id, UsageCounter.period == period
-        )
+    counter = counters_table.c
+    used = await session.execute(
+        select(
+            cast(func.coalesce(func.sum(counter.total_tokens), 0), BigInteger),
+            cast(func.coalesce(func.sum(counter.calls), 0), BigInteger),
+        ).where(counter.tenant_id == tenant_id, counter.period == period)
     )
-    used_tokens = counter.total_tokens if counter else 0
-    used_calls = counter.calls if counter else 0
+    used_tokens, used_calls = used.one()
     token_limit, call_limit = limits.get("tokens"), limits.get("calls")
     return PeriodQuota(
         period=period,
