@@ -13,9 +13,9 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     SmallInteger,
+    bindparam,
     cast,
     func,
-    literal,
     literal_column,
     select,
     tuple_,
@@ -84,14 +84,9 @@ async def record_events(
     for tenant_id in sorted({row["tenant_id"] for row in rows}):
         await workspace_service.ensure_workspace(session, tenant_id)
 
-    insert = (
-        dialect_insert(session, events_table)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
-        .returning(events_table.c.id)
-    )
     # Rows as execute() parameters, not .values(rows): the statement is compiled once and cached,
     # and SQLAlchemy packs the rows into multi-row INSERTs itself ("insertmanyvalues").
-    inserted = set((await session.execute(insert, rows)).scalars())
+    inserted = set((await session.execute(_statements(session).insert_events, rows)).scalars())
     if inserted:
         await _add_to_counters(session, inserted, now)
 
@@ -137,49 +132,73 @@ async def _add_to_counters(session: AsyncSession, event_ids: set[str], now: date
     (picked at random, so concurrent writers seldom wait on each other). A request uses one shard
     for all its rows and locks them in (tenant, period) order, so two batches cannot deadlock.
     """
+    await session.execute(
+        _statements(session).add_to_counters,
+        {"event_ids": list(event_ids), "shard": random.randrange(COUNTER_SHARDS), "now": now},
+    )
+
+
+@dataclass(frozen=True)
+class _Statements:
+    insert_events: Any
+    add_to_counters: Any
+
+
+_COUNTER_FIGURES = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "estimated_cost_usd",
+    "unpriced_calls",
+)
+
+
+def _statements(session: AsyncSession) -> _Statements:
+    # Built once per dialect with bind parameters: constructing these per request cost more
+    # Python time than running them.
+    name = session.get_bind().dialect.name
+    if name not in _STATEMENTS:
+        _STATEMENTS[name] = _build_statements(session)
+    return _STATEMENTS[name]
+
+
+def _build_statements(session: AsyncSession) -> _Statements:
     ev = events_table.c
-    shard = random.randrange(COUNTER_SHARDS)
+    insert_events = (
+        dialect_insert(session, events_table)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
+        .returning(ev.id)
+    )
     figures = (
         select(
             ev.tenant_id,
             ev.period,
-            literal(shard, SmallInteger()),
+            bindparam("shard", type_=SmallInteger()),
             func.count(),
             func.sum(ev.prompt_tokens),
             func.sum(ev.completion_tokens),
             func.sum(ev.total_tokens),
             func.coalesce(func.sum(ev.estimated_cost_usd), 0),
             func.count() - func.count(ev.estimated_cost_usd),
-            literal(now, UTCDateTime()),
+            bindparam("now", type_=UTCDateTime()),
         )
-        .where(ev.id.in_(event_ids))
+        .where(ev.id.in_(bindparam("event_ids", expanding=True)))
         .group_by(ev.tenant_id, ev.period)
         .order_by(ev.tenant_id, ev.period)
     )
-    columns = [
-        "tenant_id",
-        "period",
-        "shard",
-        "calls",
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-        "estimated_cost_usd",
-        "unpriced_calls",
-        "updated_at",
-    ]
+    columns = ["tenant_id", "period", "shard", *_COUNTER_FIGURES, "updated_at"]
     upsert = dialect_insert(session, counters_table).from_select(columns, figures)
     counter = counters_table.c
-    added = {
-        name: counter[name] + upsert.excluded[name]
-        for name in columns
-        if name not in {"tenant_id", "period", "shard", "updated_at"}
-    }
-    upsert = upsert.on_conflict_do_update(
+    added = {name: counter[name] + upsert.excluded[name] for name in _COUNTER_FIGURES}
+    add_to_counters = upsert.on_conflict_do_update(
         index_elements=["tenant_id", "period", "shard"],
         set_={**added, "updated_at": upsert.excluded.updated_at},
     )
-    await session.execute(upsert)
+    return _Statements(insert_events=insert_events, add_to_counters=add_to_counters)
+
+
+_STATEMENTS: dict[str, _Statements] = {}
 
 
 async def _first_events(
