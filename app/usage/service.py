@@ -86,7 +86,12 @@ async def record_events(
 
     # Rows as execute() parameters, not .values(rows): the statement is compiled once and cached,
     # and SQLAlchemy packs the rows into multi-row INSERTs itself ("insertmanyvalues").
-    inserted = set((await session.execute(_statements(session).insert_events, rows)).scalars())
+    # Sorted by the idempotency key: a writer that meets another's uncommitted request_id waits
+    # for it, and two batches sharing ids in opposite orders would otherwise deadlock.
+    in_key_order = sorted(rows, key=lambda row: (row["tenant_id"], row["request_id"] or ""))
+    inserted = set(
+        (await session.execute(_statements(session).insert_events, in_key_order)).scalars()
+    )
     if inserted:
         await _add_to_counters(session, inserted, now)
 

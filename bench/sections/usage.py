@@ -29,7 +29,7 @@ SELECT md5(g::text), '{SUMMARY_TENANT}', 'seed-' || g,
        CASE WHEN g % 5 = 4 THEN NULL ELSE ((100 + g % 900) * 2.5 + (50 + g % 400) * 10) / 1e6 END,
        at, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM'), now()
 FROM generate_series(1, {SUMMARY_EVENTS}) AS g,
-     LATERAL (SELECT now() - (g % (29 * 86400)) * interval '1 second' AS at) AS t
+     LATERAL (SELECT now() - g * (29 * 86400 / {SUMMARY_EVENTS}.0) * interval '1 second' AS at) AS t
 """
 
 

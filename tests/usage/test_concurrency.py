@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from app.core.config import Settings
+from app.usage import service
+from app.usage.prices import PriceTable
+from app.usage.schemas import UsageEventIn
 from tests.conftest import TokenFactory, bearer, postgres_only, running_app
 from tests.usage.conftest import Summary, event_body
 
@@ -70,3 +75,23 @@ async def test_concurrent_batches_add_up_exactly(
     assert [r.status_code for r in responses] == [201] * 10
     assert (await summary("tenant-a"))["current_period"]["used"] == {"tokens": 500, "calls": 500}
     assert (await summary("tenant-b"))["current_period"]["used"] == {"tokens": 500, "calls": 500}
+
+
+@postgres_only
+async def test_batches_sharing_request_ids_in_opposite_orders_do_not_deadlock(
+    app: Any, summary: Summary
+) -> None:
+    # At the service level, so both inserts reach PostgreSQL at the same moment.
+    prices = PriceTable.from_settings(app.state.settings)
+    events = [
+        UsageEventIn(**event_body(request_id=f"r{i}", prompt_tokens=1, completion_tokens=0))
+        for i in range(5000)
+    ]
+
+    async def record(batch: list[UsageEventIn]) -> None:
+        async with app.state.sessionmaker() as session, session.begin():
+            await service.record_events(session, prices, batch, now=datetime.now(UTC))
+
+    await record([UsageEventIn(**event_body(request_id=None))])  # the workspace row exists
+    await asyncio.gather(record(events), record(list(reversed(events))))
+    assert (await summary())["current_period"]["used"]["calls"] == 5001
