@@ -31,8 +31,10 @@ from app.core.db import new_id
 
 logger = logging.getLogger("junction.provider_configs.cache")
 
-INVALIDATION_CHANNEL = "provider_config:invalidate"
-ACK_CHANNEL = "provider_config:invalidated"
+# Pub/sub channels are server-wide, not per Redis database: the database number is part of the
+# name, so deployments (or test runs) sharing a Redis server never count each other as replicas.
+INVALIDATION_CHANNEL = "provider_config:invalidate:{db}"
+ACK_CHANNEL = "provider_config:invalidated:{db}"
 ALL_TYPES = "all"  # the key suffix of the whole document (not a provider type)
 
 Loader = Callable[[str, str | None], Awaitable[bytes]]
@@ -113,16 +115,20 @@ class ConfigCache:
         self._inflight: dict[LocalKey, asyncio.Task[bytes]] = {}
         self._acks: dict[str, _Acks] = {}
         self._epoch = 0
+        self._replica_id = new_id()
         self._fill_script = (
             self._redis.client.register_script(_FILL_IF_GENERATION) if self._redis else None
         )
+        db = self._redis.client.connection_pool.connection_kwargs.get("db", 0) if self._redis else 0
+        self._channel = INVALIDATION_CHANNEL.format(db=db)
+        self._ack_channel = ACK_CHANNEL.format(db=db)
 
     def subscribe(self) -> None:
         """Join the invalidation bus; called from the domain's lifespan, before the cache starts."""
         if self._redis is None or not self.enabled:
             return
-        self._cache.subscribe(INVALIDATION_CHANNEL, self._on_invalidation, on_reset=self.clear)
-        self._cache.subscribe(ACK_CHANNEL, self._on_ack)
+        self._cache.subscribe(self._channel, self._on_invalidation, on_reset=self.clear)
+        self._cache.subscribe(self._ack_channel, self._on_ack)
 
     async def close(self) -> None:
         tasks = list(self._inflight.values())
@@ -246,35 +252,38 @@ class ConfigCache:
         if not self.enabled:
             return
         types = sorted(set(provider_types))
-        self._drop_local(tenant_id, types)
         redis = self._redis
         if redis is None:
+            self._drop_local(tenant_id, types)
             return
         keys = [cache_key(tenant_id, None), *(cache_key(tenant_id, t) for t in types)]
         if not redis.available:
             await redis.delete(*keys)  # queued by the foundation, replayed once Redis answers
+            self._drop_local(tenant_id, types)
             return
+        nonce = new_id()
+        acks = self._acks[nonce] = _Acks()
+        message = json.dumps(
+            {"tenant_id": tenant_id, "types": types, "nonce": nonce, "origin": self._replica_id}
+        )
         generation = generation_key(tenant_id)
         try:
+            # One round trip: new generation, shared entries gone, every replica told.
             async with redis.client.pipeline(transaction=True) as pipe:
                 pipe.incr(generation)
                 pipe.pexpire(generation, int(self.ttl_s * 1000) * 2)
                 pipe.delete(*keys)
-                await pipe.execute()
+                pipe.publish(self._channel, message)
+                *_, receivers = await pipe.execute()
         except (RedisError, OSError) as exc:
+            self._acks.pop(nonce, None)
             self._redis_failed(exc)
             await redis.delete(*keys)
+            self._drop_local(tenant_id, types)
             return
-        await self._broadcast(tenant_id, types)
-
-    async def _broadcast(self, tenant_id: str, provider_types: list[str]) -> None:
-        redis = self._redis
-        assert redis is not None
-        nonce = new_id()
-        acks = self._acks[nonce] = _Acks()
-        message = json.dumps({"tenant_id": tenant_id, "types": provider_types, "nonce": nonce})
+        # After the shared delete: a local fill that read Redis before it is discarded (epoch).
+        self._drop_local(tenant_id, types)
         try:
-            receivers = await redis.client.publish(INVALIDATION_CHANNEL, message)
             acks.expect(int(receivers))
             await asyncio.wait_for(acks.done.wait(), self._ack_timeout_s)
         except TimeoutError:
@@ -283,8 +292,6 @@ class ConfigCache:
                 acks.received,
                 acks.expected,
             )
-        except (RedisError, OSError) as exc:
-            self._redis_failed(exc)
         finally:
             self._acks.pop(nonce, None)
 
@@ -294,11 +301,15 @@ class ConfigCache:
             tenant_id = str(payload["tenant_id"])
             types = [str(t) for t in payload["types"]]
             nonce = str(payload["nonce"])
+            origin = payload.get("origin")
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed configuration invalidation")
             return
+        if origin == self._replica_id:
+            await self._on_ack(nonce)  # the writer dropped its own entries already
+            return
         self._drop_local(tenant_id, types)
-        await self._cache.publish(ACK_CHANNEL, nonce)
+        await self._cache.publish(self._ack_channel, nonce)
 
     async def _on_ack(self, message: str) -> None:
         acks = self._acks.get(message)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from app.core.config import ConfigurationError, Settings
 from app.provider_configs.cache import ConfigCache
-from app.provider_configs.service import Defaults, Domain, document_loader
+from app.provider_configs.service import Defaults, Domain, VerifiedTokens, document_loader
 
 
 def load_defaults(settings: Settings) -> Defaults:
@@ -26,7 +26,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     defaults = load_defaults(settings)
     cache = ConfigCache(
         app.state.cache,
-        document_loader(app.state.sessionmaker, defaults),
+        document_loader(app.state.engine, defaults),
         ttl_s=settings.provider_config_cache_ttl_s,
         enabled=settings.provider_config_cache_enabled,
     )
@@ -36,6 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         defaults=defaults,
         cache=cache,
         sessionmaker=app.state.sessionmaker,
+        verified_tokens=VerifiedTokens(),
     )
     try:
         yield

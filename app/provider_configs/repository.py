@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, Select, TextualSelect, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import dialect_insert, new_id, utcnow
 from app.provider_configs.models import ProviderConfig, ProviderConfigVersion
@@ -28,25 +28,37 @@ _DOCUMENT_COLUMNS = (
 _SECRET_COLUMNS = (ProviderConfig.api_key_encrypted, ProviderConfig.api_secret_encrypted)
 
 
-def live_configs(
-    tenant_id: str, provider_type: str | None, *, with_secrets: bool = False
-) -> Select[Any]:
+def _live_configs(*, by_type: bool, with_secrets: bool) -> TextualSelect:
+    # Textual SQL, built once: the uncached read is the service's second-hottest path, and
+    # building and cache-keying an equivalent select() each time costs as much as the query.
     columns = _DOCUMENT_COLUMNS + _SECRET_COLUMNS if with_secrets else _DOCUMENT_COLUMNS
-    statement = select(*columns).where(
-        ProviderConfig.tenant_id == tenant_id, ProviderConfig.deleted.is_(False)
+    sql = (
+        f"SELECT {', '.join(c.key for c in columns)} FROM {ProviderConfig.__tablename__}"  # noqa: S608
+        " WHERE tenant_id = :tenant_id AND deleted = :deleted"
+        + (" AND provider_type = :provider_type" if by_type else "")
     )
-    if provider_type is not None:
-        statement = statement.where(ProviderConfig.provider_type == provider_type)
-    return statement
+    return text(sql).columns(*columns)
+
+
+_LIVE_CONFIGS = {
+    (by_type, with_secrets): _live_configs(by_type=by_type, with_secrets=with_secrets)
+    for by_type in (False, True)
+    for with_secrets in (False, True)
+}
 
 
 async def fetch_live_configs(
-    session: AsyncSession, tenant_id: str, provider_type: str | None, *, with_secrets: bool = False
+    session: AsyncSession | AsyncConnection,
+    tenant_id: str,
+    provider_type: str | None,
+    *,
+    with_secrets: bool = False,
 ) -> Sequence[Row[Any]]:
-    result = await session.execute(
-        live_configs(tenant_id, provider_type, with_secrets=with_secrets)
-    )
-    rows: Sequence[Row[Any]] = result.all()
+    statement = _LIVE_CONFIGS[(provider_type is not None, with_secrets)]
+    params: dict[str, Any] = {"tenant_id": tenant_id, "deleted": False}
+    if provider_type is not None:
+        params["provider_type"] = provider_type
+    rows: Sequence[Row[Any]] = (await session.execute(statement, params)).all()
     return rows
 
 

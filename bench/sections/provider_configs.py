@@ -1,0 +1,165 @@
+"""Provider configurations: cached and uncached GET against bare endpoints, POST latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from sqlalchemy import text
+
+from bench.harness import BenchContext, LoadResult
+
+TENANT = "bench-provider-configs"
+ROUNDS = 3
+ROUND_S = 3.0
+_BODY: dict[str, bytes] = {"document": b"{}"}
+_ONE_ROW = text(
+    "SELECT id, provider_name, priority, enabled, config_data, api_key_mask, version, updated_at"
+    " FROM provider_configs WHERE tenant_id = :tenant_id AND deleted = false LIMIT 1"
+)
+
+
+def register_bare_routes(app: FastAPI) -> None:
+    @app.put("/bench/provider_configs/document", include_in_schema=False)
+    async def store_document(request: Request) -> Response:
+        _BODY["document"] = await request.body()
+        return Response(status_code=204)
+
+    @app.get("/bench/provider_configs/document", include_in_schema=False)
+    async def bare_document() -> Response:
+        # The same bytes the cached route answers, with no auth and no cache lookup.
+        return Response(content=_BODY["document"], media_type="application/json")
+
+    @app.get("/bench/provider_configs/one_row", include_in_schema=False)
+    async def bare_one_row(request: Request) -> Response:
+        async with request.app.state.engine.connect() as conn:
+            row = (await conn.execute(_ONE_ROW, {"tenant_id": TENANT})).first()
+        body = b"{}" if row is None else f'{{"id":"{row.id}","version":{row.version}}}'.encode()
+        return Response(content=body, media_type="application/json")
+
+
+def _seed_document() -> dict[str, Any]:
+    def providers(kind: str, count: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "provider_name": f"{kind}-{i}",
+                "priority": ("primary", "secondary", "fallback")[i % 3],
+                "config_data": {"region": "eu-west-1", "timeout_ms": 1500, "retries": 2},
+                "api_key": f"{kind}-key-0123456789-{i:04d}",
+            }
+            for i in range(count)
+        ]
+
+    return {
+        "map_providers": providers("map", 2),
+        "weather_providers": providers("weather", 2),
+        "sms_providers": providers("sms", 1),
+        "payment_providers": providers("payment", 1),
+        "change_reason": "benchmark seed",
+    }
+
+
+async def _post_latency(
+    base_url: str, headers: dict[str, str], duration_s: float
+) -> tuple[float, float, int]:
+    """Sequential POSTs, each changing one provider (so each writes a version)."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration_s
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as client:
+        n = 0
+        while time.perf_counter() < deadline:
+            n += 1
+            body = {"map_providers": [{"provider_name": "map-0", "config_data": {"n": n}}]}
+            started = time.perf_counter()
+            response = await client.post(f"/config/{TENANT}", json=body)
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += response.status_code != 200
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    return statistics.median(latencies), p99, errors
+
+
+async def _paired(
+    ctx: BenchContext,
+    ours: tuple[str, dict[str, str]],
+    bare: str,
+    *,
+    base_url: str | None = None,
+    rounds: int = ROUNDS,
+) -> tuple[LoadResult, LoadResult, float]:
+    """Alternate the two endpoints for a few rounds; the median round's figures and ratio.
+
+    One long run each is at the mercy of whatever else the machine does meanwhile; paired
+    rounds share that noise, and the median ignores a disturbed round.
+    """
+    pairs: list[tuple[LoadResult, LoadResult]] = []
+    for round_number in range(rounds):
+        order = [0, 1] if round_number % 2 == 0 else [1, 0]
+        results: dict[int, LoadResult] = {}
+        for which in order:
+            if which == 0:
+                results[0] = await ctx.load(
+                    "GET", ours[0], headers=ours[1], duration_s=ROUND_S, base_url=base_url
+                )
+            else:
+                results[1] = await ctx.load("GET", bare, duration_s=ROUND_S, base_url=base_url)
+        pairs.append((results[0], results[1]))
+    pairs.sort(key=lambda pair: pair[0].requests_per_s / pair[1].requests_per_s)
+    ours_result, bare_result = pairs[len(pairs) // 2]
+    return ours_result, bare_result, ours_result.requests_per_s / bare_result.requests_per_s
+
+
+async def run(ctx: BenchContext) -> None:
+    headers = {"Authorization": f"Bearer {ctx.token([TENANT])}"}
+    async with httpx.AsyncClient(base_url=ctx.base_url, headers=headers, timeout=10) as client:
+        seeded = await client.post(f"/config/{TENANT}", json=_seed_document())
+        seeded.raise_for_status()
+        document = await client.get(f"/config/{TENANT}")
+        await client.put("/bench/provider_configs/document", content=document.content)
+    stored = sum(len(v) for k, v in document.json().items() if k.endswith("_providers"))
+    ctx.report("document: providers / bytes", stored, f"/ {len(document.content)} bytes")
+
+    cached, bare, ratio = await _paired(
+        ctx, (f"/config/{TENANT}", headers), "/bench/provider_configs/document"
+    )
+    ctx.report("bare endpoint, same JSON bytes (req/s)", bare.requests_per_s, "req/s")
+    ctx.report("cached GET /config/{tenant_id} (req/s)", cached.requests_per_s, "req/s")
+    ctx.report("cached GET p50 / p99", cached.p50_ms, f"ms / {cached.p99_ms:.2f} ms")
+    ctx.report(
+        f"cached GET / bare endpoint (median of {ROUNDS} paired rounds)",
+        ratio,
+        "ratio",
+        target=">= 0.8",
+    )
+    if cached.errors or bare.errors:
+        ctx.report("errors during cached GET / bare runs", cached.errors + bare.errors)
+
+    async with ctx.server({"PROVIDER_CONFIG_CACHE_ENABLED": "false"}) as uncached_url:
+        uncached, one_row, ratio = await _paired(
+            ctx,
+            (f"/config/{TENANT}", headers),
+            "/bench/provider_configs/one_row",
+            base_url=uncached_url,
+        )
+    ctx.report("bare endpoint, one raw single-row select (req/s)", one_row.requests_per_s, "req/s")
+    ctx.report("uncached GET /config/{tenant_id} (req/s)", uncached.requests_per_s, "req/s")
+    ctx.report("uncached GET p50 / p99", uncached.p50_ms, f"ms / {uncached.p99_ms:.2f} ms")
+    ctx.report(
+        f"uncached GET / bare single-row select (median of {ROUNDS} paired rounds)",
+        ratio,
+        "ratio",
+        target=">= 0.9",
+    )
+    if uncached.errors or one_row.errors:
+        ctx.report("errors during uncached GET / select runs", uncached.errors + one_row.errors)
+
+    p50, p99, errors = await _post_latency(ctx.base_url, headers, duration_s=5)
+    ctx.report("POST /config/{tenant_id} changing one provider, p50", p50, "ms", target="<= 5")
+    ctx.report("POST /config/{tenant_id} changing one provider, p99", p99, "ms")
+    if errors:
+        ctx.report("errors during POST run", errors)
