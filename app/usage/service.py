@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -284,19 +285,20 @@ def parse_range(raw_from: str | None, raw_to: str | None, *, now: datetime) -> S
 
 
 def _parse_instant(raw: str, field: str, *, end_of_day: bool) -> datetime:
-    try:
+    with contextlib.suppress(ValueError):
         day = date.fromisoformat(raw)
-    except ValueError:
-        pass
-    else:
-        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return moment + timedelta(days=1) if end_of_day else moment
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
+        start_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return start_of_day + timedelta(days=1) if end_of_day else start_of_day
+    moment: datetime | None = None
+    # An unencoded "+02:00" in a query string arrives as " 02:00": try that reading second.
+    for candidate in (raw, raw.replace(" ", "+")):
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(candidate)
+            break
+    if moment is None:
         raise InvalidUsageInput(
             field, "must be an ISO 8601 date or date-time, e.g. 2026-11-01 or 2026-11-01T00:00:00Z"
-        ) from None
+        )
     # Naive times are UTC, as documented.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 

@@ -135,6 +135,16 @@ async def test_date_only_to_includes_that_whole_day(post_usage: Post, summary: S
     assert body["totals"]["calls"] == 3
 
 
+async def test_offset_whose_plus_arrived_as_a_space_is_understood(
+    post_usage: Post, summary: Summary
+) -> None:
+    await _seed(post_usage)
+    start = (DAY + timedelta(hours=2, minutes=59)).replace(tzinfo=None).isoformat()
+    # "...T14:59:00+00:00" typed into a URL unencoded reaches the server as "...T14:59:00 00:00".
+    body = await summary(**{"from": start + " 00:00", "to": at(2)})
+    assert body["totals"]["calls"] == 2
+
+
 async def test_other_tenants_events_are_not_counted(
     post_usage: Post, summary: Summary, admin_headers: dict[str, str]
 ) -> None:
