@@ -56,6 +56,7 @@ class LocalOAuthServer:
         self.client_secret = client_secret
         self.token_lifetime_s: int | None = token_lifetime_s
         self.rotate_refresh_tokens = True
+        self.issue_refresh_tokens = True  # False: like WordPress.com, access tokens only
         self.require_pkce = True
         self.client_auth = "any"  # "basic", "post" or "any"
         self.fail_status: int | None = None  # answer the token endpoint with this status
@@ -245,7 +246,8 @@ class LocalOAuthServer:
             self.grants[grant.grant_id] = grant
             self.refresh_index[grant.refresh_token] = grant.grant_id
             _, body = self._issue_access(grant)
-            body["refresh_token"] = grant.refresh_token
+            if self.issue_refresh_tokens:
+                body["refresh_token"] = grant.refresh_token
         return _json(200, body)
 
     def _refresh_grant(self, form: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

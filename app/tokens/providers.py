@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -13,6 +14,7 @@ BODY_FORMATS = ("form", "json")
 CLIENT_AUTH_METHODS = ("basic", "post")
 CUSTOM_SLUG = re.compile(r"^[a-z0-9_]{2,40}$")
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_CUSTOM_CACHE_SIZE = 1024
 
 # The built-in providers. Every URL can be overridden per provider with OAUTH_PROVIDER_OVERRIDES
 # (staging, and the tests' local authorization server).
@@ -187,6 +189,7 @@ class ProviderRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self._builtin: dict[str, ProviderSpec] = {}
+        self._custom: dict[tuple[str, str], ProviderSpec] = {}
         unknown = set(settings.oauth_provider_overrides) - set(BUILTIN_PROVIDERS)
         if unknown:
             raise ConfigurationError(
@@ -222,4 +225,12 @@ class ProviderRegistry:
         spec = self._builtin.get(provider)
         if spec is not None:
             return spec
-        return custom_spec(provider, provider_settings or {})
+        # Custom specs are parsed once per distinct settings, not on every token read.
+        key = (provider, json.dumps(provider_settings or {}, sort_keys=True))
+        spec = self._custom.get(key)
+        if spec is None:
+            spec = custom_spec(provider, provider_settings or {})
+            if len(self._custom) >= _CUSTOM_CACHE_SIZE:
+                self._custom.clear()
+            self._custom[key] = spec
+        return spec

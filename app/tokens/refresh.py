@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.cache import Cache, CacheUnavailable
 from app.core.config import Settings
@@ -124,6 +124,11 @@ class TokenContext:
             http=state.http,
             registry=ProviderRegistry(state.settings),
         )
+
+    @property
+    def engine(self) -> AsyncEngine:
+        engine: AsyncEngine = self.sessionmaker.kw["bind"]
+        return engine
 
     def spec_for(self, client: OAuthClient) -> ProviderSpec:
         return self.registry.resolve(client.provider, client.provider_settings)

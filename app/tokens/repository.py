@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
 
@@ -74,3 +74,38 @@ async def consume_state(session: AsyncSession, key: str) -> OAuthState | None:
 
 async def delete_expired_states(session: AsyncSession, now: Any) -> None:
     await session.execute(delete(OAuthState).where(OAuthState.expires_at < now))
+
+
+# Built once: constructing the statement per request costs more than running it.
+_TOKEN_READ = (
+    select(
+        OAuthConnection.id,
+        OAuthConnection.tenant_id,
+        OAuthConnection.provider,
+        OAuthConnection.branch_id,
+        OAuthConnection.access_token_enc,
+        OAuthConnection.token_type,
+        OAuthConnection.scope,
+        OAuthConnection.expires_at,
+        OAuthConnection.status,
+        OAuthConnection.last_error,
+        OAuthConnection.last_used_at,
+        OAuthConnection.next_attempt_at,
+        OAuthClient.provider_settings,
+    )
+    .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+    .where(
+        OAuthConnection.tenant_id == bindparam("tenant_id"),
+        OAuthConnection.provider == bindparam("provider"),
+        OAuthConnection.branch_id == bindparam("branch_id"),
+    )
+)
+
+
+async def read_token_row(
+    conn: AsyncConnection, tenant_id: str, provider: str, branch_id: str
+) -> Any | None:
+    """The columns a token read needs, as a plain row on a bare connection: the hot path skips
+    the ORM session and its identity map."""
+    params = {"tenant_id": tenant_id, "provider": provider, "branch_id": branch_id}
+    return (await conn.execute(_TOKEN_READ, params)).first()

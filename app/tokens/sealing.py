@@ -22,8 +22,14 @@ def seal_access_token(keyring: Keyring, conn: OAuthConnection, token: str) -> No
 
 
 def open_access_token(keyring: Keyring, conn: OAuthConnection) -> str:
-    aad = associated_data("oauth_connections", "access_token", conn.tenant_id, conn.id)
-    return keyring.decrypt(conn.access_token_enc, aad)
+    return open_stored_access_token(keyring, conn.tenant_id, conn.id, conn.access_token_enc)
+
+
+def open_stored_access_token(
+    keyring: Keyring, tenant_id: str, connection_id: str, stored: str
+) -> str:
+    aad = associated_data("oauth_connections", "access_token", tenant_id, connection_id)
+    return keyring.decrypt(stored, aad)
 
 
 def seal_refresh_token(keyring: Keyring, conn: OAuthConnection, token: str) -> None:

@@ -55,6 +55,7 @@ from app.tokens.sealing import (
     open_client_secret,
     open_code_verifier,
     open_refresh_token,
+    open_stored_access_token,
     seal_client_secret,
     seal_code_verifier,
 )
@@ -425,26 +426,44 @@ async def _store_login(
 # --- tokens ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _TokenRow:
+    """What a token read needs of a connection; plain data, read in one query."""
+
+    id: str
+    tenant_id: str
+    provider: str
+    branch_id: str
+    access_token_enc: str
+    token_type: str
+    scope: str | None
+    expires_at: datetime | None
+    status: str
+    last_error: str | None
+    last_used_at: datetime | None
+    next_attempt_at: datetime | None
+    spec: ProviderSpec
+
+
 async def _load_for_tenant(
     ctx: TokenContext, tenant_id: str, provider: str, branch_id: str
-) -> tuple[OAuthConnection, ProviderSpec]:
-    async with ctx.sessionmaker() as session:
-        found = await repository.find_connection_with_provider_settings(
-            session, tenant_id, provider, branch_id
-        )
-    if found is None:
+) -> _TokenRow:
+    async with ctx.engine.connect() as conn:
+        row = await repository.read_token_row(conn, tenant_id, provider, branch_id)
+    if row is None:
         raise ConnectionNotFound(f"no connection for provider '{provider}' and this branch_id")
-    connection, provider_settings = found
-    return connection, ctx.registry.resolve(connection.provider, provider_settings)
+    values = row._asdict()
+    provider_settings = values.pop("provider_settings") or {}
+    return _TokenRow(**values, spec=ctx.registry.resolve(row.provider, provider_settings))
 
 
-def _needs_refresh(connection: OAuthConnection, spec: ProviderSpec, now: datetime) -> bool:
+def _needs_refresh(connection: _TokenRow, now: datetime) -> bool:
     if connection.expires_at is None:
         return False
-    return connection.expires_at - timedelta(seconds=spec.refresh_margin_s) <= now
+    return connection.expires_at - timedelta(seconds=connection.spec.refresh_margin_s) <= now
 
 
-def _raise_needs_reauth(connection: OAuthConnection) -> None:
+def _raise_needs_reauth(connection: _TokenRow) -> None:
     raise NeedsReauth(
         f"the {connection.provider} grant for this branch_id is no longer valid "
         f"({connection.last_error or 'revoked'}); log in again",
@@ -452,9 +471,11 @@ def _raise_needs_reauth(connection: OAuthConnection) -> None:
     )
 
 
-async def _view(ctx: TokenContext, connection: OAuthConnection) -> TokenView:
+async def _view(ctx: TokenContext, connection: _TokenRow) -> TokenView:
     try:
-        access_token = open_access_token(ctx.keyring, connection)
+        access_token = open_stored_access_token(
+            ctx.keyring, connection.tenant_id, connection.id, connection.access_token_enc
+        )
     except DecryptionError as exc:
         logger.error("access token of connection %s does not decrypt", connection.id)
         raise Conflict(
@@ -484,13 +505,13 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
     Uses short sessions of its own rather than the request's: a reader waiting for another
     worker's refresh must not hold a pooled connection meanwhile.
     """
-    connection, spec = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
+    connection = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
     if connection.status == STATUS_NEEDS_REAUTH:
         _raise_needs_reauth(connection)
-    if not _needs_refresh(connection, spec, utcnow()):
+    if not _needs_refresh(connection, utcnow()):
         return await _view(ctx, connection)
     outcome = await refresh_connection(ctx, connection.id, trigger="read")
-    connection, spec = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
+    connection = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
     if connection.status == STATUS_NEEDS_REAUTH:
         _raise_needs_reauth(connection)
     if connection.expires_at is not None and connection.expires_at <= utcnow():
@@ -509,11 +530,11 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
 async def force_refresh(
     ctx: TokenContext, tenant_id: str, provider: str, branch_id: str
 ) -> TokenView:
-    connection, _ = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
+    connection = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
     if connection.status == STATUS_NEEDS_REAUTH:
         _raise_needs_reauth(connection)
     outcome = await refresh_connection(ctx, connection.id, force=True, trigger="forced")
-    connection, _ = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
+    connection = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
     if outcome.result == RESULT_NEEDS_REAUTH:
         _raise_needs_reauth(connection)
     if outcome.result == RESULT_REFRESH_FAILED:
@@ -534,12 +555,15 @@ async def force_refresh(
 
 async def disconnect(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> bool:
     """Revoke at the provider where it can, then delete; True when the provider revoked it."""
-    connection, spec = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
+    found = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
     revoked = False
-    if spec.revoke_url is not None:
-        revoked = await _revoke(ctx, connection, spec)
+    if found.spec.revoke_url is not None:
+        async with ctx.sessionmaker() as session:
+            connection = await repository.get_connection(session, found.id)
+        if connection is not None:
+            revoked = await _revoke(ctx, connection, found.spec)
     async with ctx.sessionmaker() as session, session.begin():
-        await session.execute(delete(OAuthConnection).where(OAuthConnection.id == connection.id))
+        await session.execute(delete(OAuthConnection).where(OAuthConnection.id == found.id))
     return revoked
 
 
