@@ -54,3 +54,21 @@ async def test_row_lock_keeps_refresh_single_flight_without_redis(
     assert [r.status_code for r in responses] == [200] * 20
     assert oauth_server.refresh_calls == 1
     assert len(oauth_server.active_grants()) == 1
+
+
+async def test_refresh_still_works_when_redis_is_unreachable(
+    database_url: str, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    # Nothing listens on port 1: lock calls fail, and the refresh falls back to a row lock
+    # (PostgreSQL) or the in-process lock (SQLite, one process).
+    settings = build_settings(database_url, redis_url="redis://127.0.0.1:1/0")
+    token = make_token(roles=["service"])
+    async with running_app(settings) as (_, client):
+        oauth_server.token_lifetime_s = 0
+        await connect_branch(client, token, oauth_server)
+        oauth_server.token_lifetime_s = 3600
+
+        responses = await asyncio.gather(*(read_token(client, token) for _ in range(10)))
+
+    assert [r.status_code for r in responses] == [200] * 10
+    assert oauth_server.refresh_calls == 1
