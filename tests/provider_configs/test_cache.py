@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import event
 
 from app.core.config import Settings
+from app.provider_configs.cache import ConfigCache
 from tests.conftest import (
     REDIS_URL,
     TokenFactory,
@@ -171,3 +172,26 @@ async def test_the_second_instance_reads_a_warm_document_from_redis(
             response = await second.get(f"/config/{TENANT}", headers=headers)
         assert response.status_code == 200
         assert selects == []
+
+
+async def test_a_load_that_straddles_a_write_is_not_kept(app: Any) -> None:
+    loads: list[str] = []
+    release = asyncio.Event()
+
+    async def loader(tenant_id: str, provider_type: str | None) -> bytes:
+        loads.append(tenant_id)
+        if len(loads) == 1:
+            await release.wait()  # still reading the old state when the write commits
+            return b'{"state":"old"}'
+        return b'{"state":"new"}'
+
+    cache = ConfigCache(app.state.cache, loader, ttl_s=300)
+    straddling = asyncio.create_task(cache.get(TENANT, "map"))
+    while not loads:
+        await asyncio.sleep(0)
+    await cache.invalidate(TENANT, ["map"])
+    release.set()
+    assert await straddling == b'{"state":"old"}'
+    assert await cache.get(TENANT, "map") == b'{"state":"new"}'
+    assert await cache.get(TENANT, "map") == b'{"state":"new"}'
+    assert len(loads) == 2
