@@ -264,7 +264,10 @@ async def _cross_replica_lock(
 
 
 async def _poll_cache_lock(ctx: TokenContext, name: str, owner: str, deadline: float) -> bool:
-    ttl_s = ctx.settings.token_refresh_lock_ttl_s
+    # The lock must outlive the provider call it guards: should it expire mid-call, a second
+    # worker could present the same refresh token, and rotation with reuse detection would revoke
+    # the grant.
+    ttl_s = max(ctx.settings.token_refresh_lock_ttl_s, ctx.settings.http_timeout_s * 2 + 5)
     loop = asyncio.get_running_loop()
     while True:
         if await ctx.cache.acquire_lock(name, owner, ttl_s):
@@ -379,6 +382,8 @@ def _not_due(connection: OAuthConnection, now: datetime, started_at: datetime) -
         return True  # cooldown after a failure
     if connection.last_refreshed_at is not None and connection.last_refreshed_at >= started_at:
         return True  # another worker refreshed it while this one waited for the lock
+    if connection.expires_at is not None and connection.expires_at <= now:
+        return False  # expired is always due, whatever refresh_due_at was computed with
     due = connection.refresh_due_at
     return due is not None and due > now
 
