@@ -181,6 +181,7 @@ class MonitorLoop:
         if capacity <= 0:
             return True
         tick = await self._lease(capacity)
+        # More may be due: the pass took all it could, or left a busy provider's rows behind.
         return tick.due >= capacity or bool(self._saturated_providers())
 
     def _saturated_providers(self) -> list[str]:
@@ -190,6 +191,7 @@ class MonitorLoop:
     async def _lease(self, capacity: int) -> TickStats:
         self._slot_freed.clear()
         now = utcnow()
+        lease_until = now + timedelta(seconds=self.settings.monitor_lease_s)
         tick = TickStats(started_at=now)
         leased: list[LeasedConnection] = []
         if capacity > 0:
@@ -198,19 +200,39 @@ class MonitorLoop:
                     session,
                     owner=self.owner,
                     now=now,
-                    lease_until=now + timedelta(seconds=self.settings.monitor_lease_s),
+                    lease_until=lease_until,
                     limit=capacity,
                     exclude_providers=self._saturated_providers(),
                 )
+            leased = await self._keep_provider_share(leased)
         tick.due = tick.pending = len(leased)
         for connection in leased:
             self._in_flight_by_provider[connection.provider] += 1
             self._queued[connection.id] = asyncio.create_task(
-                self._refresh_leased(connection, tick), name=f"monitor-refresh:{connection.id}"
+                self._refresh_leased(connection, tick, lease_until),
+                name=f"monitor-refresh:{connection.id}",
             )
         if not leased:
             await self._complete(tick)
         return tick
+
+    async def _keep_provider_share(self, leased: list[LeasedConnection]) -> list[LeasedConnection]:
+        """Hand back what one provider got beyond its share, so its queue stays short and its
+        leases do not expire while they wait; the next pass takes them (or another replica)."""
+        limit = self.settings.monitor_per_provider_concurrency * PROVIDER_QUEUE_ROUNDS
+        taken: Counter[str] = Counter(self._in_flight_by_provider)
+        kept: list[LeasedConnection] = []
+        excess: list[str] = []
+        for connection in leased:
+            if taken[connection.provider] < limit:
+                taken[connection.provider] += 1
+                kept.append(connection)
+            else:
+                excess.append(connection.id)
+        if excess:
+            async with self._sessionmaker() as session, session.begin():
+                await repository.release_leases(session, excess, self.owner)
+        return kept
 
     # --- one connection -------------------------------------------------------------------
 
@@ -221,12 +243,15 @@ class MonitorLoop:
             self._provider_slots[provider] = slot
         return slot
 
-    async def _refresh_leased(self, connection: LeasedConnection, tick: TickStats) -> None:
+    async def _refresh_leased(
+        self, connection: LeasedConnection, tick: TickStats, lease_until: datetime
+    ) -> None:
         result = RESULT_ABANDONED
         try:
             # The provider's slot first: a task waiting on a slow provider holds no global slot.
             async with self._provider_slot(connection.provider), self._global_slots:
-                if self._stopping.is_set():
+                if self._stopping.is_set() or utcnow() >= lease_until:
+                    # Shutting down, or waited so long the lease lapsed and may be someone else's.
                     return
                 self._running[connection.id] = self._queued.pop(connection.id)
                 try:

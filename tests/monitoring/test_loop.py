@@ -273,3 +273,25 @@ async def test_two_instances_refresh_each_due_connection_exactly_once(
     assert all(m.totals["skipped"] == 0 for m in monitors)
     assert all(m.totals["refreshed"] > 0 for m in monitors)
     assert all(row.status == "active" and row.lease_owner is None for row in rows)
+
+
+async def test_one_pass_leases_no_more_than_a_providers_share(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    # One refresh at a time per provider, four rounds queued at most: a share of four.
+    settings = build_settings(database_url, monitor_per_provider_concurrency=1)
+    async with running_app(settings) as (app, client):
+        token = make_token()
+        first = await connect_branch(client, token, oauth_server, "branch-0")
+        for i in range(1, 10):
+            await connect_branch(
+                client, token, oauth_server, f"branch-{i}", client_pk=first["client_pk"]
+            )
+        await make_due(app)
+        tick = await monitor_of(app).run_once()
+        rows = await connections(app)
+    assert (tick.due, tick.refreshed, oauth_server.refresh_calls) == (4, 4, 4)
+    assert all(row.lease_owner is None for row in rows)
+    assert (
+        sum(row.refresh_due_at is not None and row.refresh_due_at < utcnow() for row in rows) == 6
+    )
