@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, TextualSelect, select, text
+from sqlalchemy import Row, Select, Text, TextualSelect, column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import dialect_insert, new_id, utcnow
@@ -18,7 +18,8 @@ _DOCUMENT_COLUMNS = (
     ProviderConfig.provider_name,
     ProviderConfig.priority,
     ProviderConfig.enabled,
-    ProviderConfig.config_data,
+    # As stored (JSON text): the serializer splices it in rather than decoding and re-encoding.
+    column("config_data", Text),
     ProviderConfig.api_key_mask,
     ProviderConfig.api_secret_mask,
     ProviderConfig.version,
@@ -32,8 +33,13 @@ def _live_configs(*, by_type: bool, with_secrets: bool) -> TextualSelect:
     # Textual SQL, built once: the uncached read is the service's second-hottest path, and
     # building and cache-keying an equivalent select() each time costs as much as the query.
     columns = _DOCUMENT_COLUMNS + _SECRET_COLUMNS if with_secrets else _DOCUMENT_COLUMNS
+    # Column names come from the model; only the values are parameters.
+    names = ", ".join(
+        "CAST(config_data AS TEXT) AS config_data" if c.key == "config_data" else c.key
+        for c in columns
+    )
     sql = (
-        f"SELECT {', '.join(c.key for c in columns)} FROM {ProviderConfig.__tablename__}"  # noqa: S608
+        f"SELECT {names} FROM {ProviderConfig.__tablename__}"  # noqa: S608
         " WHERE tenant_id = :tenant_id AND deleted = :deleted"
         + (" AND provider_type = :provider_type" if by_type else "")
     )

@@ -63,9 +63,9 @@ async def get_caller(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(get_caller)]
 
 
-def _json(document: dict[str, Any], *, private: bool = False) -> Response:
+def _json(body: bytes, *, private: bool = False) -> Response:
     headers = {"Cache-Control": "no-store"} if private else None
-    return Response(service.encode(document), media_type=JSON, headers=headers)
+    return Response(body, media_type=JSON, headers=headers)
 
 
 _GET_QUERY = {
@@ -198,7 +198,7 @@ async def config_history(
         limit=min(limit, MAX_HISTORY_LIMIT),
         cursor=cursor,
     )
-    return _json(page)
+    return _json(service.encode(page))
 
 
 @router.post("/config/{tenant_id}/rollback", response_model=None, responses=_DOCUMENT)

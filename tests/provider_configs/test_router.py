@@ -340,3 +340,15 @@ async def test_posting_a_deleted_provider_creates_it_again_continuing_its_versio
     assert google["version"] == 3
     assert google["config_data"] == {}
     assert (await history(client, user))[0]["change_type"] == "created"
+
+
+async def test_quotes_and_non_ascii_survive_the_round_trip(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    name = 'café "north" \\ 東京'
+    config_data = {"label": 'naïve "quoted"\n', "nested": {"list": [1, 2.5, None, True]}}
+    written = await post_config(client, user, map=[provider(name, config_data=config_data)])
+    assert find(written.json(), "map", name)["config_data"] == config_data
+    for _ in range(2):  # the cold read, then the cached one
+        document = (await client.get(f"/config/{TENANT}?provider_type=map", headers=user)).json()
+        assert find(document, "map", name)["config_data"] == config_data
