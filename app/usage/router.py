@@ -80,8 +80,8 @@ def get_prices(request: Request) -> PriceTable:
     responses={200: {"description": "every event was a repeat of a known request_id"}},
 )
 async def record_openai_usage(
+    principal: ServicePrincipal,  # before the body: an anonymous caller gets 401, not a 422
     body: Annotated[EventsBody, Depends(events_body)],
-    principal: ServicePrincipal,
     session: SessionDep,
     prices: Annotated[PriceTable, Depends(get_prices)],
     response: Response,

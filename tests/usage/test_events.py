@@ -229,3 +229,10 @@ async def test_event_counts_in_the_month_it_occurred(post_usage: Post, summary: 
     await post_usage(event_body(occurred_at=last_year.isoformat()))
     await post_usage(event_body(prompt_tokens=3, completion_tokens=4))
     assert (await summary())["current_period"]["used"] == {"tokens": 7, "calls": 1}
+
+
+async def test_anonymous_caller_with_a_bad_body_is_unauthorized_not_told_why(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/usage/openai", json={"prompt_tokens": -1})
+    assert response.status_code == 401
