@@ -17,6 +17,7 @@ TENANT = "bench-provider-configs"
 ROUNDS = 5
 ROUND_S = 3.0
 _BODY: dict[str, bytes] = {"document": b"{}"}
+_AUTOCOMMIT: dict[str, Any] = {}
 _ONE_ROW = text(
     "SELECT id, provider_name, priority, enabled, config_data, api_key_mask, version, updated_at"
     " FROM provider_configs WHERE tenant_id = :tenant_id AND deleted = false LIMIT 1"
@@ -43,7 +44,10 @@ def register_bare_routes(app: FastAPI) -> None:
     @app.get("/bench/provider_configs/one_row_autocommit", include_in_schema=False)
     async def bare_one_row_autocommit(request: Request) -> Response:
         # The same select without BEGIN/ROLLBACK, as the service's own uncached read does it.
-        engine = request.app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
+        engine = _AUTOCOMMIT.get("engine")
+        if engine is None:
+            engine = request.app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
+            _AUTOCOMMIT["engine"] = engine
         async with engine.connect() as conn:
             row = (await conn.execute(_ONE_ROW, {"tenant_id": TENANT})).first()
         return _row_response(row)
