@@ -3,9 +3,10 @@
 Entries are the response bodies, already serialized, so a warm read is a dict lookup.
 
 Coherence, in order, after a write commits (see `invalidate`):
-1. the writer bumps the tenant's generation in Redis and deletes the shared entries;
-2. it publishes an invalidation; every replica (itself included) drops its local entries and
-   answers on an acknowledgement channel;
+1. in one Redis transaction the writer bumps the tenant's generation, deletes the shared entries
+   and publishes an invalidation;
+2. it drops its own local entries; every other replica drops its own and answers on an
+   acknowledgement channel;
 3. the writer waits for as many acknowledgements as Redis reported receivers (bounded by a short
    timeout), so once its response is sent no replica still holds the old document.
 A reader that loaded from the database while a write committed must not store what it read: the
