@@ -22,7 +22,8 @@ PG_ADMIN_URL = os.environ.get(
     "JUNCTION_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("JUNCTION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
-DATABASE = os.environ.get("JUNCTION_BENCH_DATABASE", "junction_bench")
+# One database per run, so two runs on one machine never drop each other's.
+DATABASE = os.environ.get("JUNCTION_BENCH_DATABASE", f"junction_bench_{os.getpid()}")
 
 
 async def _admin(statement: str) -> None:

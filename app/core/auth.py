@@ -66,6 +66,12 @@ class TokenVerifier:
         self._secret = settings.jwt_secret
         self._public_key = settings.auth_jwt_public_key
         self._jwks = jwt.PyJWKClient(settings.auth_jwks_url) if settings.auth_jwks_url else None
+        # Tokens this process has verified, reused until their `exp`: the signature check is most
+        # of a warm request's cost and its result cannot change for the same token string.
+        # Revocation is checked on every request by the caller, not cached here. Bounded: a full
+        # map is simply emptied.
+        self._verified: dict[str, Principal] = {}
+        self._max_verified = 4096
 
     async def _key(self, token: str) -> Any:
         if self._jwks is not None:
@@ -75,6 +81,18 @@ class TokenVerifier:
         return self._public_key or self._secret
 
     async def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at > datetime.now(UTC):
+                return known
+            del self._verified[token]
+        principal = await self._verify_signature_and_claims(token)
+        if len(self._verified) >= self._max_verified:
+            self._verified.clear()
+        self._verified[token] = principal
+        return principal
+
+    async def _verify_signature_and_claims(self, token: str) -> Principal:
         try:
             key = await self._key(token)
             claims = jwt.decode(

@@ -91,7 +91,9 @@ def create_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
             },
             "timeout": 5,
         },
-        "pool_pre_ping": True,
+        # No pre-ping (a round trip per checkout): a dead connection fails its statement, is
+        # invalidated by the pool and answers 503; recycling keeps idle ones from going stale.
+        "pool_recycle": 1800,
     }
     return create_async_engine(url, **kwargs, **pool_kwargs)
 

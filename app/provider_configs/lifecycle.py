@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from app.core.config import ConfigurationError, Settings
 from app.provider_configs.cache import ConfigCache
-from app.provider_configs.service import Defaults, Domain, VerifiedTokens, document_loader
+from app.provider_configs.service import Defaults, Domain, document_loader
 
 
 def load_defaults(settings: Settings) -> Defaults:
@@ -36,7 +36,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         defaults=defaults,
         cache=cache,
         sessionmaker=app.state.sessionmaker,
-        verified_tokens=VerifiedTokens(),
     )
     try:
         yield

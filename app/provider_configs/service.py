@@ -7,13 +7,12 @@ import binascii
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.auth import Principal
 from app.core.crypto import DecryptionError, Keyring, associated_data, mask
 from app.core.db import after_commit, is_postgres, utcnow
 from app.core.errors import InvalidInput
@@ -264,30 +263,6 @@ def document_loader(engine: AsyncEngine, defaults: Defaults) -> Callable[[str, s
 # --- writes ------------------------------------------------------------------------------------
 
 
-class VerifiedTokens:
-    """Bearer tokens this process has already verified, so a hot read skips the signature check.
-
-    Keyed by the exact Authorization header; an entry is used only before the token's `exp`, and
-    the caller still checks revocation on every request. Bounded: a full map is simply emptied.
-    """
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._principals: dict[str, Principal] = {}
-        self._max_entries = max_entries
-
-    def get(self, header: str) -> Principal | None:
-        principal = self._principals.get(header)
-        if principal is not None and principal.expires_at <= datetime.now(UTC):
-            del self._principals[header]
-            return None
-        return principal
-
-    def add(self, header: str, principal: Principal) -> None:
-        if len(self._principals) >= self._max_entries:
-            self._principals.clear()
-        self._principals[header] = principal
-
-
 @dataclass(frozen=True)
 class Domain:
     """What the routes of this domain share: built once by the lifespan, kept on app.state."""
@@ -296,7 +271,6 @@ class Domain:
     defaults: Defaults
     cache: ConfigCache
     sessionmaker: async_sessionmaker[AsyncSession]
-    verified_tokens: VerifiedTokens
 
 
 def _check_expected(config: ProviderConfig, expected: int | None, label: str) -> None:

@@ -6,14 +6,18 @@ import asyncio
 import base64
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from app.core.auth import Principal, TokenVerifier
 from app.core.config import Settings
+from app.core.errors import Unauthorized
 from tests.conftest import IS_POSTGRES, TokenFactory, bearer, build_settings, running_app
 
 ADMIN_ROUTE = "/api/admin/workspaces/tenant-a"
@@ -196,3 +200,26 @@ async def test_rs256_tokens_verify_against_the_public_key_and_hs256_confusion_fa
         # An HS256 token "signed" with the public key must not pass as RS256.
         forged = _b64({"alg": "HS256", "typ": "JWT"}) + "." + _b64(claims) + ".c2ln"
         assert (await client.get(ADMIN_ROUTE, headers=bearer(forged))).status_code == 401
+
+
+async def test_a_verified_token_is_reused_without_a_second_signature_check(
+    settings: Settings, make_token: TokenFactory
+) -> None:
+    verifier = TokenVerifier(settings)
+    token = make_token()
+    assert await verifier.verify(token) is await verifier.verify(token)
+
+
+async def test_a_cached_principal_past_its_expiry_is_not_reused(settings: Settings) -> None:
+    verifier = TokenVerifier(settings)
+    past = int(time.time()) - 120
+    token = jwt.encode(_claims(settings, exp=past), settings.jwt_secret, algorithm="HS256")
+    verifier._verified[token] = Principal(
+        sub="user-1",
+        tenants=frozenset(["tenant-a"]),
+        roles=frozenset(),
+        jti="jti-1",
+        expires_at=datetime.fromtimestamp(past, UTC),
+    )
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token)

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import httpx
 
-from app.core.auth import Principal
-from app.provider_configs.service import VerifiedTokens
 from tests.conftest import TokenFactory, bearer
 from tests.provider_configs.conftest import TENANT
-
-
-def _principal(expires_at: datetime) -> Principal:
-    return Principal(
-        sub="alice", tenants=frozenset([TENANT]), roles=frozenset(), jti="j", expires_at=expires_at
-    )
 
 
 async def test_a_revoked_token_is_refused_after_it_was_used(
@@ -36,16 +26,3 @@ async def test_a_token_signed_with_another_key_is_refused(client: httpx.AsyncCli
     )
     response = await client.get(f"/config/{TENANT}", headers=bearer(forged))
     assert response.status_code == 401
-
-
-def test_an_expired_principal_is_not_reused() -> None:
-    tokens = VerifiedTokens()
-    tokens.add("Bearer old", _principal(datetime.now(UTC) - timedelta(seconds=1)))
-    assert tokens.get("Bearer old") is None
-
-
-def test_a_valid_principal_is_reused() -> None:
-    tokens = VerifiedTokens()
-    principal = _principal(datetime.now(UTC) + timedelta(minutes=5))
-    tokens.add("Bearer fresh", principal)
-    assert tokens.get("Bearer fresh") is principal
