@@ -13,6 +13,7 @@ from app.core.schemas import ErrorResponse
 from app.provider_configs import service
 from app.provider_configs.schemas import (
     MAX_HISTORY_LIMIT,
+    NO_NUL_PATTERN,
     PROVIDER_TYPES,
     ConfigDocument,
     ConfigWrite,
@@ -142,9 +143,11 @@ async def delete_config(
     principal: Caller,
     session: SessionDep,
     domain: DomainDep,
-    change_reason: Annotated[str, Query(min_length=1, max_length=1000)],
+    change_reason: Annotated[str, Query(min_length=1, max_length=1000, pattern=NO_NUL_PATTERN)],
     provider_type: ProviderType | None = None,
-    provider_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    provider_name: Annotated[
+        str | None, Query(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)
+    ] = None,
 ) -> Response:
     """Delete the matching configurations (all of the tenant's without filters)."""
     principal.require_tenant(tenant_id)
@@ -166,8 +169,12 @@ async def config_history(
     principal: Caller,
     session: SessionDep,
     provider_type: ProviderType | None = None,
-    provider_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-    config_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    provider_name: Annotated[
+        str | None, Query(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)
+    ] = None,
+    config_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)
+    ] = None,
     limit: Annotated[int, Query(ge=1, description=f"capped at {MAX_HISTORY_LIMIT}")] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.schemas import RequestModel
 
@@ -17,13 +17,47 @@ PROVIDER_TYPES: tuple[str, ...] = ("map", "weather", "satellite", "payment", "sm
 PRIORITY_RANK = {"primary": 0, "secondary": 1, "fallback": 2}
 MAX_CONFIG_DATA_BYTES = 64 * 1024
 MAX_HISTORY_LIMIT = 200
+# Version numbers are 32-bit integer columns; a larger number can only be "no such version".
+MAX_VERSION = 2**31 - 1
+# Free text in a query parameter: PostgreSQL text cannot hold a NUL character.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def _storable(value: Any) -> None:
+    """Refuse what PostgreSQL cannot store or a JSON reader cannot parse: NUL characters, lone
+    surrogates and non-finite numbers (the JSON parser accepts NaN and Infinity)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid unicode (no lone surrogates)") from None
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number (no NaN or Infinity)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item)
+
+
+class _StorableText(RequestModel):
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_value(cls, value: Any) -> Any:
+        _storable(value)
+        return value
 
 
 def list_field(provider_type: str) -> str:
     return f"{provider_type}_providers"
 
 
-class ProviderIn(RequestModel):
+class ProviderIn(_StorableText):
     """One provider to upsert. Omitted fields keep their current value (or the default on create);
     `api_key: null` removes the key; the masked value a GET returned means "unchanged"."""
 
@@ -34,7 +68,10 @@ class ProviderIn(RequestModel):
     api_key: str | None = Field(default=None, min_length=1, max_length=4096)
     api_secret: str | None = Field(default=None, min_length=1, max_length=4096)
     expected_version: int | None = Field(
-        default=None, ge=0, description="0 = create only; otherwise the version you last read"
+        default=None,
+        ge=0,
+        le=MAX_VERSION,
+        description="0 = create only; otherwise the version you last read",
     )
     # Read-only fields of a GET document: accepted and ignored, so a document can be posted back.
     id: str | None = None
@@ -44,7 +81,7 @@ class ProviderIn(RequestModel):
     source: str | None = None
 
 
-class ConfigWrite(RequestModel):
+class ConfigWrite(_StorableText):
     """Body of POST /config/{tenant_id}: any of the six provider lists, each upserted by name."""
 
     tenant_id: str | None = None
@@ -65,10 +102,10 @@ class ConfigWrite(RequestModel):
         return listed
 
 
-class RollbackRequest(RequestModel):
+class RollbackRequest(_StorableText):
     config_id: str = Field(min_length=1, max_length=64)
-    version: int = Field(ge=1)
-    expected_version: int | None = Field(default=None, ge=0)
+    version: int = Field(ge=1, le=MAX_VERSION)
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
     reason: str | None = Field(default=None, min_length=1, max_length=1000)
     change_reason: str | None = Field(
         default=None, min_length=1, max_length=1000, description="alias of `reason`"

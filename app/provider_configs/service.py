@@ -39,6 +39,7 @@ from app.provider_configs.schemas import (
 from app.workspaces import service as workspace_service
 
 TABLE = "provider_configs"
+_MAX_CHANGED_BY = 255
 SECRET_FIELDS = ("api_key", "api_secret")
 
 Document = dict[str, Any]
@@ -313,6 +314,8 @@ def _record_version(
     source_version: int | None = None,
 ) -> None:
     """Bump the row's version (it is locked) and write its version row in the same transaction."""
+    # The caller's `sub` is any string its token carried; the columns hold 255 characters.
+    changed_by = changed_by[:_MAX_CHANGED_BY]
     now = utcnow()
     config.version += 1
     config.updated_at = now
@@ -565,13 +568,20 @@ def _encode_cursor(version_row_id: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{version_row_id}".encode()).decode().rstrip("=")
 
 
+# Version row ids are 64-bit; a cursor outside that range was not made here.
+_MAX_VERSION_ROW_ID = 2**63 - 1
+
+
 def _decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
         if prefix != "v1":
             raise ValueError(prefix)
-        return int(value)
+        version_row_id = int(value)
+        if not 0 < version_row_id <= _MAX_VERSION_ROW_ID:
+            raise ValueError(value)
+        return version_row_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor: not a cursor this service returned") from exc
 
