@@ -13,23 +13,29 @@ from app.core.schemas import RequestModel, ResponseModel
 
 MAX_BATCH = 1000
 MAX_TOKENS_PER_CALL = 1_000_000_000
+# PostgreSQL text cannot hold a NUL character.
+_NO_NUL = r"^[^\x00]*$"
 
 
 class UsageEventIn(RequestModel):
     """One AI call, as reported by the backend that made it."""
 
     tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
-    model: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=128, pattern=_NO_NUL)
     # strict: 12.5, "12" or true are refused rather than silently coerced.
     prompt_tokens: int = Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True)
     completion_tokens: int = Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True)
     source: str = Field(
-        min_length=1, max_length=64, description="the feature that made the call, e.g. ai_reply"
+        min_length=1,
+        max_length=64,
+        pattern=_NO_NUL,
+        description="the feature that made the call, e.g. ai_reply",
     )
     request_id: str | None = Field(
         default=None,
         min_length=1,
         max_length=255,
+        pattern=_NO_NUL,
         description="idempotency key per tenant: a repeat is a no-op that returns the first event",
     )
     occurred_at: AwareDatetime | None = Field(

@@ -110,7 +110,11 @@ async def record_events(
 def _event_row(
     prices: PriceTable, event: UsageEventIn, now: datetime, field: str
 ) -> dict[str, Any]:
-    occurred_at = (event.occurred_at or now).astimezone(UTC)
+    try:
+        occurred_at = (event.occurred_at or now).astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+01:00: its UTC time falls before year 1.
+        raise InvalidUsageInput(f"{field}occurred_at", "is out of range") from None
     if occurred_at > now + FUTURE_TOLERANCE:
         raise InvalidUsageInput(f"{field}occurred_at", "is in the future")
     return {
@@ -272,11 +276,13 @@ class SummaryRange:
 def parse_range(raw_from: str | None, raw_to: str | None, *, now: datetime) -> SummaryRange:
     """[from, to) in UTC. A date-only `to` includes that whole day; defaults: the last 30 days."""
     end = _parse_instant(raw_to, "query.to", end_of_day=True) if raw_to else now
-    start = (
-        _parse_instant(raw_from, "query.from", end_of_day=False)
-        if raw_from
-        else end - DEFAULT_RANGE
-    )
+    if raw_from:
+        start = _parse_instant(raw_from, "query.from", end_of_day=False)
+    else:
+        try:
+            start = end - DEFAULT_RANGE
+        except OverflowError:
+            raise InvalidUsageInput("query.to", "is out of range") from None
     if end <= start:
         raise InvalidUsageInput("query.to", "must be after 'from'")
     if end - start > MAX_RANGE:
@@ -285,6 +291,14 @@ def parse_range(raw_from: str | None, raw_to: str | None, *, now: datetime) -> S
 
 
 def _parse_instant(raw: str, field: str, *, end_of_day: bool) -> datetime:
+    try:
+        return _parse_valid_instant(raw, field, end_of_day=end_of_day)
+    except OverflowError:
+        # Within the calendar but not once moved to UTC or past the day: 9999-12-31 as `to`.
+        raise InvalidUsageInput(field, "is out of range") from None
+
+
+def _parse_valid_instant(raw: str, field: str, *, end_of_day: bool) -> datetime:
     with contextlib.suppress(ValueError):
         day = date.fromisoformat(raw)
         start_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -236,3 +236,21 @@ async def test_anonymous_caller_with_a_bad_body_is_unauthorized_not_told_why(
 ) -> None:
     response = await client.post("/usage/openai", json={"prompt_tokens": -1})
     assert response.status_code == 401
+
+
+async def test_occurred_at_that_leaves_the_calendar_in_utc_is_refused(
+    post_usage: Post, summary: Summary
+) -> None:
+    for occurred_at in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        response = await post_usage(event_body(occurred_at=occurred_at))
+        assert response.status_code == 422, occurred_at
+        assert response.json()["fields"][0]["field"] == "occurred_at"
+    assert (await summary())["totals"]["calls"] == 0
+
+
+async def test_nul_character_in_text_fields_is_refused(post_usage: Post, summary: Summary) -> None:
+    for field in ("model", "source", "request_id"):
+        response = await post_usage(event_body(**{field: "a\u0000b"}))
+        assert response.status_code == 422, field
+        assert response.json()["fields"][0]["field"] == field
+    assert (await summary())["totals"]["calls"] == 0

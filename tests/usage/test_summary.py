@@ -233,3 +233,19 @@ async def test_admin_of_other_tenants_is_forbidden(
 ) -> None:
     headers = bearer(make_token(tenants=["tenant-b"], roles=["admin"]))
     assert (await _get(client, headers)).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("field", "params"),
+    [
+        ("query.to", {"to": "9999-12-31"}),
+        ("query.to", {"to": "0001-01-01"}),
+        ("query.from", {"from": "0001-01-01T00:00:00+01:00", "to": "0001-01-02"}),
+    ],
+)
+async def test_date_at_the_edge_of_the_calendar_is_refused_not_a_crash(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], field: str, params: dict[str, str]
+) -> None:
+    response = await _get(client, admin_headers, **params)
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == field
