@@ -172,7 +172,7 @@ class MonitorLoop:
 
     async def run_once(self) -> TickStats:
         """One pass, waiting for its refreshes to finish (tests and benchmarks drive this)."""
-        tick = await self._lease(self.settings.monitor_batch_size - self.in_flight)
+        tick, _ = await self._lease(self.settings.monitor_batch_size - self.in_flight)
         await asyncio.gather(*self._all_tasks(), return_exceptions=True)
         return tick
 
@@ -180,31 +180,38 @@ class MonitorLoop:
         capacity = self.settings.monitor_batch_size - self.in_flight
         if capacity <= 0:
             return True
-        tick = await self._lease(capacity)
-        # More may be due: the pass took all it could, or left a busy provider's rows behind.
-        return tick.due >= capacity or bool(self._saturated_providers())
+        _, more_due = await self._lease(capacity)
+        return more_due
+
+    @property
+    def _provider_share(self) -> int:
+        return self.settings.monitor_per_provider_concurrency * PROVIDER_QUEUE_ROUNDS
 
     def _saturated_providers(self) -> list[str]:
-        limit = self.settings.monitor_per_provider_concurrency * PROVIDER_QUEUE_ROUNDS
-        return [p for p, n in self._in_flight_by_provider.items() if n >= limit]
+        return [p for p, n in self._in_flight_by_provider.items() if n >= self._provider_share]
 
-    async def _lease(self, capacity: int) -> TickStats:
+    async def _lease(self, capacity: int) -> tuple[TickStats, bool]:
+        """Lease and start one pass; also says whether more may be due than the pass took."""
         self._slot_freed.clear()
         now = utcnow()
         lease_until = now + timedelta(seconds=self.settings.monitor_lease_s)
         tick = TickStats(started_at=now)
         leased: list[LeasedConnection] = []
+        more_due = False
         if capacity > 0:
+            excluded = self._saturated_providers()
             async with self._sessionmaker() as session, session.begin():
-                leased = await repository.lease_due_connections(
+                claimed = await repository.lease_due_connections(
                     session,
                     owner=self.owner,
                     now=now,
                     lease_until=lease_until,
                     limit=capacity,
-                    exclude_providers=self._saturated_providers(),
+                    exclude_providers=excluded,
                 )
-            leased = await self._keep_provider_share(leased)
+            leased = await self._keep_provider_share(claimed)
+            # It took all it could, handed some back, or left a busy provider's rows out.
+            more_due = len(claimed) >= capacity or len(leased) < len(claimed) or bool(excluded)
         tick.due = tick.pending = len(leased)
         for connection in leased:
             self._in_flight_by_provider[connection.provider] += 1
@@ -214,12 +221,12 @@ class MonitorLoop:
             )
         if not leased:
             await self._complete(tick)
-        return tick
+        return tick, more_due
 
     async def _keep_provider_share(self, leased: list[LeasedConnection]) -> list[LeasedConnection]:
         """Hand back what one provider got beyond its share, so its queue stays short and its
         leases do not expire while they wait; the next pass takes them (or another replica)."""
-        limit = self.settings.monitor_per_provider_concurrency * PROVIDER_QUEUE_ROUNDS
+        limit = self._provider_share
         taken: Counter[str] = Counter(self._in_flight_by_provider)
         kept: list[LeasedConnection] = []
         excess: list[str] = []
@@ -273,7 +280,13 @@ class MonitorLoop:
             self.totals[result] += 1
             tick.record(result)
             tick.pending -= 1
-            self._slot_freed.set()
+            # Lease again once there is room worth a query: half the batch, or half a provider's
+            # share (leasing for every finished refresh would mostly hand rows back).
+            if (
+                self.in_flight <= self.settings.monitor_batch_size // 2
+                or self._in_flight_by_provider[connection.provider] <= self._provider_share // 2
+            ):
+                self._slot_freed.set()
             if tick.pending == 0:
                 await self._complete(tick)
 

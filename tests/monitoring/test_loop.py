@@ -295,3 +295,26 @@ async def test_one_pass_leases_no_more_than_a_providers_share(
     assert (
         sum(row.refresh_due_at is not None and row.refresh_due_at < utcnow() for row in rows) == 6
     )
+
+
+async def test_a_backlog_beyond_a_providers_share_is_worked_off_without_waiting_an_interval(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    # A share of four per pass and a one-minute interval: twelve due need three passes, which
+    # must follow one another as room frees, not a minute apart.
+    settings = build_settings(
+        database_url, monitor_per_provider_concurrency=1, monitor_interval_s=60
+    )
+    async with running_app(settings) as (app, client):
+        token = make_token()
+        first = await connect_branch(client, token, oauth_server, "branch-0")
+        for i in range(1, 12):
+            await connect_branch(
+                client, token, oauth_server, f"branch-{i}", client_pk=first["client_pk"]
+            )
+        await make_due(app)
+        monitor = monitor_of(app)
+        await monitor.start()
+        await eventually(lambda: monitor.totals["refreshed"] == 12)
+        await monitor.stop()
+    assert oauth_server.refresh_calls == 12
