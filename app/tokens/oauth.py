@@ -19,6 +19,8 @@ from app.tokens.providers import ProviderSpec
 # A provider's `error` value is kept only when it looks like an OAuth error code, so a provider
 # that echoes a request back cannot smuggle a secret into our errors or logs.
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+# The longest token lifetime kept (ten years).
+MAX_EXPIRES_IN_S = 10 * 365 * 86400
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ def parse_token_response(data: dict[str, Any], spec: ProviderSpec) -> TokenSet:
             expires_in = int(expires_in)
         if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 0:
             raise ProviderError("invalid_response")
+        # A lifetime past the calendar's end cannot be stored as a date; decades is "long-lived".
+        expires_in = min(expires_in, MAX_EXPIRES_IN_S)
     refresh_token = data.get("refresh_token")
     if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
         raise ProviderError("invalid_response")

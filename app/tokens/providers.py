@@ -148,8 +148,11 @@ def validate_url(value: str, *, field_name: str, allow_loopback_http: bool = Tru
     """An absolute https URL; http only for localhost / 127.0.0.1 (local development and tests)."""
     try:
         parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port outside 0-65535, which httpx would refuse
     except ValueError as exc:
         raise ValueError(f"{field_name}: not a valid URL") from exc
+    if "\x00" in value:
+        raise ValueError(f"{field_name}: must not contain a NUL character")
     if not parts.netloc or not parts.hostname:
         raise ValueError(f"{field_name}: must be an absolute URL")
     if parts.username or parts.password:

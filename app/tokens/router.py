@@ -22,6 +22,7 @@ from app.tokens.oauth import with_query
 from app.tokens.refresh import TokenContext
 from app.tokens.schemas import (
     BRANCH_ID_PATTERN,
+    CLIENT_ID_PATTERN,
     PROVIDER_PATTERN,
     CallbackOut,
     ClientCreate,
@@ -52,7 +53,13 @@ TenantQuery = Annotated[
 ProviderQuery = Annotated[str, Query(pattern=PROVIDER_PATTERN)]
 BranchPath = Annotated[str, Path(pattern=BRANCH_ID_PATTERN)]
 ClientPath = Annotated[
-    str, Path(min_length=1, max_length=64, description="Junction's id of the registered client")
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=CLIENT_ID_PATTERN,
+        description="Junction's id of the registered client",
+    ),
 ]
 
 # The browser lands on the callback with a code and state in its URL: the answer must not be

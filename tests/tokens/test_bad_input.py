@@ -1,0 +1,93 @@
+"""Input PostgreSQL cannot store, and provider answers out of range, are 4xx, never 500s."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.conftest import bearer
+from tests.oauth_fixtures import client_body, connect_branch, oauth_server, register_client
+from tests.oauth_server import LocalOAuthServer
+from tests.tokens.helpers import all_connections
+
+__all__ = ["oauth_server"]
+
+
+async def test_nul_character_in_a_client_field_is_a_422(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    headers = bearer(make_token())
+    for field, value in (
+        ("name", "app\u0000"),
+        ("client_id", "id\u0000"),
+        ("redirect_uri", "https://app.example.com/cb\u0000"),
+        ("return_urls", ["https://app.example.com/done\u0000"]),
+        ("workspace_info", {"team": "a\u0000"}),
+    ):
+        response = await client.post(
+            "/token-management/clients",
+            json=client_body(oauth_server, **{field: value}),
+            headers=headers,
+        )
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["fields"][0]["field"] == field
+    listed = await client.get("/token-management/clients", headers=headers)
+    assert listed.json()["items"] == []
+
+
+async def test_nan_in_workspace_info_is_a_422(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    body = json.dumps(client_body(oauth_server, workspace_info={"n": float("nan")})).encode()
+    response = await client.post(
+        "/token-management/clients",
+        content=body,
+        headers={**bearer(make_token()), "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "workspace_info"
+
+
+async def test_nul_character_in_a_client_edit_is_a_422(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token()
+    created = await register_client(client, token, oauth_server)
+    response = await client.patch(
+        f"/token-management/clients/{created['id']}",
+        json={"name": "x\u0000"},
+        headers=bearer(token),
+    )
+    assert response.status_code == 422
+    read = await client.get(f"/token-management/clients/{created['id']}", headers=bearer(token))
+    assert read.json()["name"] == created["name"]
+
+
+async def test_nul_character_in_a_client_id_path_is_a_422(
+    client: httpx.AsyncClient, make_token
+) -> None:
+    headers = bearer(make_token())
+    for path in ("/token-management/clients/a%00b", "/token-management/oauth/login/a%00b"):
+        response = await client.get(path, params={"branch_id": "b"}, headers=headers)
+        assert response.status_code == 422, path
+
+
+async def test_custom_provider_url_with_an_impossible_port_is_a_422(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    response = await client.post(
+        "/token-management/clients",
+        json=client_body(oauth_server, token_url="https://auth.example.com:99999/token"),
+        headers=bearer(make_token()),
+    )
+    assert response.status_code == 422
+
+
+async def test_a_provider_lifetime_beyond_the_calendar_still_connects(
+    app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    oauth_server.token_lifetime_s = 10**20
+    connected = await connect_branch(client, make_token(), oauth_server)
+    assert connected["expires_at"] is not None
+    assert len(await all_connections(app)) == 1
