@@ -28,3 +28,9 @@ class NotRestorable(InvalidInput):
 
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"
+
+
+class SecretUndecryptable(Conflict):
+    """A stored secret does not decrypt (its key was removed, or the row was tampered with)."""
+
+    code = "secret_undecryptable"

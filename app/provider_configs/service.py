@@ -22,6 +22,7 @@ from app.provider_configs.exceptions import (
     ConfigNotFound,
     InvalidCursor,
     NotRestorable,
+    SecretUndecryptable,
     VersionConflict,
     VersionNotFound,
 )
@@ -221,7 +222,18 @@ def _aad(tenant_id: str, config_id: str, field: str) -> bytes:
 def _revealer(keyring: Keyring, tenant_id: str) -> Reveal:
     def reveal(row: Row[Any], field: str) -> str | None:
         stored = getattr(row, f"{field}_encrypted")
-        return keyring.decrypt(stored, _aad(tenant_id, row.id, field)) if stored else None
+        if not stored:
+            return None
+        try:
+            return keyring.decrypt(stored, _aad(tenant_id, row.id, field))
+        except DecryptionError:
+            # An operator problem (a removed key) or a moved ciphertext: a clear 409, not a 500.
+            raise SecretUndecryptable(
+                f"{field} of {row.provider_type} provider '{row.provider_name}' cannot be "
+                "decrypted; store it again",
+                provider_type=row.provider_type,
+                provider_name=row.provider_name,
+            ) from None
 
     return reveal
 

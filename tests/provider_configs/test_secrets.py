@@ -136,3 +136,25 @@ async def test_secrets_never_reach_the_logs(
     await post_config(client, user, payment=[provider("google", api_key=KEY, api_secret=SECRET)])
     await client.get(f"/config/{TENANT}", headers=user)
     assert KEY not in caplog.text and SECRET not in caplog.text
+
+
+async def test_include_secrets_with_a_ciphertext_moved_from_another_row_is_a_409(
+    app: Any, client: httpx.AsyncClient, user: dict, service_caller: dict
+) -> None:
+    await post_config(
+        client, user, payment=[provider("google", api_key=KEY), provider("stripe", api_key=KEY)]
+    )
+    google = await _stored(app, "google")
+    async with app.state.sessionmaker() as session, session.begin():
+        stripe = await session.scalar(
+            select(ProviderConfig).where(ProviderConfig.provider_name == "stripe")
+        )
+        assert stripe is not None
+        stripe.api_key_encrypted = google.api_key_encrypted
+
+    response = await client.get(f"/config/{TENANT}?include_secrets=true", headers=service_caller)
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "secret_undecryptable"
+    assert response.json()["provider_name"] == "stripe"
+    assert KEY not in response.text
