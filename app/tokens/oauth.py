@@ -154,8 +154,10 @@ def parse_token_response(data: dict[str, Any], spec: ProviderSpec) -> TokenSet:
         raise ProviderError("invalid_response")
     expires_in = data.get("expires_in")
     if expires_in is not None:
-        if isinstance(expires_in, str) and expires_in.isdigit():
-            expires_in = int(expires_in)
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses; and a string
+        # too long for int() is past any lifetime we keep anyway.
+        if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
+            expires_in = int(expires_in) if len(expires_in) <= 12 else MAX_EXPIRES_IN_S
         if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 0:
             raise ProviderError("invalid_response")
         # A lifetime past the calendar's end cannot be stored as a date; decades is "long-lived".

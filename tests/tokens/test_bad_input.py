@@ -7,7 +7,13 @@ import json
 import httpx
 
 from tests.conftest import bearer
-from tests.oauth_fixtures import client_body, connect_branch, oauth_server, register_client
+from tests.oauth_fixtures import (
+    client_body,
+    complete_login,
+    connect_branch,
+    oauth_server,
+    register_client,
+)
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections
 
@@ -91,3 +97,23 @@ async def test_a_provider_lifetime_beyond_the_calendar_still_connects(
     connected = await connect_branch(client, make_token(), oauth_server)
     assert connected["expires_at"] is not None
     assert len(await all_connections(app)) == 1
+
+
+async def test_a_provider_lifetime_of_non_ascii_digits_fails_the_login_cleanly(
+    app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    oauth_server.token_lifetime_s = "²"  # type: ignore[assignment]
+    token = make_token()
+    created = await register_client(client, token, oauth_server)
+    callback = await complete_login(client, token, created["id"], "branch-1")
+    assert callback.status_code == 502
+    assert callback.json()["reason"] == "invalid_response"
+    assert await all_connections(app) == []
+
+
+async def test_a_provider_lifetime_of_five_thousand_digits_is_clamped(
+    app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    oauth_server.token_lifetime_s = "9" * 5000  # type: ignore[assignment]
+    connected = await connect_branch(client, make_token(), oauth_server)
+    assert connected["expires_at"] is not None
