@@ -326,8 +326,9 @@ def _record_version(
     source_version: int | None = None,
 ) -> None:
     """Bump the row's version (it is locked) and write its version row in the same transaction."""
-    # The caller's `sub` is any string its token carried; the columns hold 255 characters.
-    changed_by = changed_by[:_MAX_CHANGED_BY]
+    # The caller's `sub` is any string its token carried: the columns hold 255 characters and
+    # PostgreSQL text no NUL.
+    changed_by = changed_by.replace("\x00", "")[:_MAX_CHANGED_BY]
     now = utcnow()
     config.version += 1
     config.updated_at = now
