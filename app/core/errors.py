@@ -170,8 +170,26 @@ def _is_connection_error(exc: DBAPIError) -> bool:
     return bool(getattr(exc, "connection_invalidated", False)) or isinstance(exc, OperationalError)
 
 
+# SQLSTATE classes of text the database refuses to store (NUL bytes, unpaired surrogates).
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
+async def _unstorable_text(request: Request, exc: Exception) -> JSONResponse:
+    # The last line of defence: schemas refuse such text where they can; whatever slips through
+    # is still the caller's bad input, never a 500.
+    return JSONResponse(
+        status_code=422,
+        content=error_body(
+            "validation_error",
+            "text contains characters that cannot be stored (NUL or unpaired surrogates)",
+        ),
+    )
+
+
 async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
+    if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+        return await _unstorable_text(request, exc)
     if _is_connection_error(exc) or "statement timeout" in str(exc.orig).lower():
         return await _database_unavailable(request, exc)
     return await _unexpected(request, exc)
@@ -184,4 +202,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(ConnectionRefusedError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _dbapi_error)
+    app.add_exception_handler(UnicodeEncodeError, _unstorable_text)
     app.add_exception_handler(Exception, _unexpected)

@@ -100,3 +100,22 @@ def build_token(settings: Settings) -> str:
     from app.core.auth import mint_token
 
     return mint_token(settings, sub="u", tenants=["tenant-a"], roles=["admin"])
+
+
+async def test_a_nul_character_in_a_body_is_a_422_on_both_databases(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    headers = bearer(make_token(roles=["admin"]))
+    response = await client.put(ROUTE, headers=headers, json={"name": "Acme\u0000Corp"})
+    assert response.status_code == 422
+    assert "NUL" in response.json()["detail"]
+    read = await client.get(ROUTE, headers=headers)
+    assert read.json()["name"] is None
+
+
+async def test_an_unpaired_surrogate_in_a_body_is_a_422(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    headers = {**bearer(make_token(roles=["admin"])), "content-type": "application/json"}
+    response = await client.put(ROUTE, headers=headers, content=b'{"name": "x\\ud800y"}')
+    assert response.status_code == 422
