@@ -136,7 +136,7 @@ async def update_client(
     tenant_id: TenantQuery = None,
 ) -> Any:
     client = await service.get_client(session, principal, client_id, tenant_id)
-    return await service.update_client(session, keyring, ctx.registry, client, body)
+    return await service.update_client(session, keyring, ctx.registry, ctx.settings, client, body)
 
 
 @router.delete("/clients/{client_id}", status_code=204)

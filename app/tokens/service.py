@@ -35,7 +35,13 @@ from app.tokens.models import (
     OAuthConnection,
     OAuthState,
 )
-from app.tokens.providers import CUSTOM_FIELDS, ProviderRegistry, ProviderSpec, custom_spec
+from app.tokens.providers import (
+    CUSTOM_FIELDS,
+    URL_FIELDS,
+    ProviderRegistry,
+    ProviderSpec,
+    custom_spec,
+)
 from app.tokens.refresh import (
     RESULT_NEEDS_REAUTH,
     RESULT_REFRESH_FAILED,
@@ -143,11 +149,22 @@ def _custom_settings_for(
     return fields
 
 
-def _check_custom(provider: str, provider_settings: dict[str, Any]) -> None:
+def _check_custom(settings: Settings, provider: str, provider_settings: dict[str, Any]) -> None:
     try:
         custom_spec(provider, provider_settings)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(str(exc)) from exc
+    if settings.is_dev:
+        return
+    # Outside development a tenant's URLs must not reach this host's own services: Junction
+    # posts client secrets and refresh tokens to them.
+    for name in URL_FIELDS:
+        url = provider_settings.get(name)
+        if url is not None and urlsplit(str(url)).scheme != "https":
+            raise InvalidInput(
+                f"{name}: must be an https URL (http to localhost only in development)",
+                fields=[{"field": name, "message": "must be an https URL"}],
+            )
 
 
 async def create_client(
@@ -162,7 +179,7 @@ async def create_client(
         registry, body.provider, body.custom_settings(), creating=True
     )
     if provider_settings:
-        _check_custom(body.provider, provider_settings)
+        _check_custom(settings, body.provider, provider_settings)
     redirect_uri = body.redirect_uri or settings.oauth_callback_url
     if not redirect_uri:
         raise InvalidInput(
@@ -218,6 +235,7 @@ async def update_client(
     session: AsyncSession,
     keyring: Keyring,
     registry: ProviderRegistry,
+    settings: Settings,
     client: OAuthClient,
     body: ClientUpdate,
 ) -> OAuthClient:
@@ -230,7 +248,7 @@ async def update_client(
         for required in ("authorization_url", "token_url"):
             if not merged.get(required):
                 raise InvalidInput(f"{required}: required for a custom provider")
-        _check_custom(client.provider, merged)
+        _check_custom(settings, client.provider, merged)
         client.provider_settings = merged
     for name in ("name", "client_id", "redirect_uri", "scopes", "return_urls", "workspace_info"):
         if name in changes:

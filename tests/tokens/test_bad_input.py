@@ -6,7 +6,10 @@ import json
 
 import httpx
 
-from tests.conftest import bearer
+from app.core.auth import mint_token
+from app.core.config import Settings
+from app.core.crypto import Keyring
+from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import (
     client_body,
     complete_login,
@@ -117,3 +120,53 @@ async def test_a_provider_lifetime_of_five_thousand_digits_is_clamped(
     oauth_server.token_lifetime_s = "9" * 5000  # type: ignore[assignment]
     connected = await connect_branch(client, make_token(), oauth_server)
     assert connected["expires_at"] is not None
+
+
+def _production(settings: Settings) -> Settings:
+    return build_settings(
+        settings.database_url,
+        environment="production",
+        auth_jwt_secret="production-secret-0123456789abcdef0123456789",
+        encryption_keys=Keyring.generate_key(),
+    )
+
+
+async def test_outside_development_a_custom_provider_may_not_use_http_to_localhost(
+    settings: Settings, oauth_server: LocalOAuthServer
+) -> None:
+    production = _production(settings)
+    headers = bearer(mint_token(production, sub="u", tenants=["tenant-a"]))
+    async with running_app(production) as (_, api):
+        created = await api.post(
+            "/token-management/clients", json=client_body(oauth_server), headers=headers
+        )
+        listed = await api.get("/token-management/clients", headers=headers)
+    assert created.status_code == 422
+    assert created.json()["fields"][0]["field"] == "authorization_url"
+    assert listed.json()["items"] == []
+
+
+async def test_outside_development_an_edit_may_not_point_a_custom_provider_at_localhost(
+    settings: Settings, oauth_server: LocalOAuthServer
+) -> None:
+    production = _production(settings)
+    headers = bearer(mint_token(production, sub="u", tenants=["tenant-a"]))
+    https_urls = {
+        "authorization_url": "https://auth.example.com/authorize",
+        "token_url": "https://auth.example.com/token",
+    }
+    async with running_app(production) as (_, api):
+        created = await api.post(
+            "/token-management/clients",
+            json=client_body(oauth_server, **https_urls, revoke_url=None, refresh_url=None),
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        edited = await api.patch(
+            f"/token-management/clients/{created.json()['id']}",
+            json={"token_url": "http://127.0.0.1:6379/"},
+            headers=headers,
+        )
+        read = await api.get(f"/token-management/clients/{created.json()['id']}", headers=headers)
+    assert edited.status_code == 422
+    assert read.json()["provider_settings"]["token_url"] == https_urls["token_url"]
