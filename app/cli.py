@@ -13,6 +13,11 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings()
+    if args.workers > 1 and not settings.redis_url:
+        # Without Redis, locks and caches live in one process: two workers would each refresh
+        # the same token (and a provider that detects refresh-token reuse revokes the grant).
+        print("junction: --workers > 1 needs REDIS_URL (shared locks and cache)", file=sys.stderr)
+        return 2
     uvicorn.run(
         "app.main:app",
         host=args.host,

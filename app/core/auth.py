@@ -135,16 +135,25 @@ def _str_set(value: Any, claim: str) -> frozenset[str]:
     return frozenset(value)
 
 
+def _printable(value: str) -> bool:
+    return value.isprintable() and len(value) <= 1024
+
+
 def _principal_from(claims: dict[str, Any]) -> Principal:
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub:
-        raise Unauthorized("invalid token: claim 'sub' must be a non-empty string")
+    if not isinstance(sub, str) or not sub or not _printable(sub):
+        raise Unauthorized("invalid token: claim 'sub' must be a short printable string")
+    try:
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise Unauthorized("invalid token: claim 'exp' is out of range") from None
+    jti = claims.get("jti")
     return Principal(
         sub=sub,
         tenants=_str_set(claims.get("tenants"), "tenants"),
         roles=_str_set(claims.get("roles"), "roles"),
-        jti=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
-        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        jti=jti if isinstance(jti, str) and _printable(jti) else None,
+        expires_at=expires_at,
     )
 
 

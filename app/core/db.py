@@ -80,7 +80,9 @@ def create_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
         else {"poolclass": NullPool}
     )
     if settings.is_sqlite:
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool_kwargs)
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=True, **pool_kwargs
+        )
         _configure_sqlite(engine)
         return engine
     kwargs: dict[str, Any] = {
@@ -95,7 +97,8 @@ def create_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
         # invalidated by the pool and answers 503; recycling keeps idle ones from going stale.
         "pool_recycle": 1800,
     }
-    return create_async_engine(url, **kwargs, **pool_kwargs)
+    # hide_parameters: a logged database error never carries the values bound to it.
+    return create_async_engine(url, hide_parameters=True, **kwargs, **pool_kwargs)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

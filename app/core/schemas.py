@@ -5,39 +5,42 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
-def _find_nul(value: Any, path: str) -> str | None:
+def check_storable(value: Any) -> None:
+    """Refuse what PostgreSQL cannot store or a JSON reader cannot parse: NUL characters, lone
+    surrogates and non-finite numbers (Python's JSON parser accepts NaN and Infinity)."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid unicode (no lone surrogates)") from None
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number (no NaN or Infinity)")
+    elif isinstance(value, dict):
         for key, item in value.items():
-            found = _find_nul(key, path) or _find_nul(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _find_nul(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
+            check_storable(key)
+            check_storable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_storable(item)
 
 
 class RequestModel(BaseModel):
-    """Request bodies: unknown fields are refused, so a typo is an error, not a silent no-op."""
+    """Request bodies: unknown fields are refused, so a typo is an error, not a silent no-op;
+    text and numbers that one of the two databases could not store are refused on both."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    @model_validator(mode="after")
-    def _refuse_nul_characters(self) -> RequestModel:
-        # PostgreSQL cannot store NUL in text; refusing it everywhere keeps both databases alike.
-        # Runs after the fields' own validators, which can name the field more precisely.
-        for name, value in self.__dict__.items():
-            where = _find_nul(value, name)
-            if where is not None:
-                raise ValueError(f"{where}: NUL characters are not allowed")
-        return self
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        check_storable(value)
+        return value
 
 
 class ResponseModel(BaseModel):

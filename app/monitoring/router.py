@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from app.core.auth import ALL_TENANTS
 from app.core.deps import TENANT_ID_PATTERN, AdminPrincipal, CurrentPrincipal, SessionDep
+from app.core.errors import InvalidInput
 from app.monitoring import service
 from app.monitoring.loop import MonitorLoop
 from app.monitoring.schemas import (
@@ -20,6 +22,15 @@ from app.monitoring.schemas import (
 from app.tokens.models import STORED_STATUSES
 
 router = APIRouter(tags=["monitoring"])
+
+
+def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput("since: out of range once moved to UTC", field="since") from None
 
 
 @router.get("/monitoring/events", response_model=EventPage)
@@ -38,8 +49,8 @@ async def list_events(
 ) -> EventPage:
     """A tenant's alerts, newest first: refresh_failed, needs_reauth, recovered."""
     tenant = principal.resolve_tenant(tenant_id)
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    if since is not None:
+        since = _as_utc(since)
     events, next_cursor = await service.list_events(
         session, tenant, since=since, limit=limit, cursor=cursor
     )
@@ -52,7 +63,11 @@ async def list_events(
 async def monitor_status(
     request: Request, session: SessionDep, principal: AdminPrincipal
 ) -> MonitorStatusOut:
-    """This instance's loop and the connections' stored statuses per provider."""
+    """This instance's loop and the connections' stored statuses per provider.
+
+    The counts cover every tenant, so this needs an admin token for all tenants (`"*"`).
+    """
+    principal.require_tenant(ALL_TENANTS)
     monitor: MonitorLoop | None = getattr(request.app.state, "monitor", None)
     counts = await service.connection_status_counts(session)
     tick = monitor.last_tick if monitor is not None else None

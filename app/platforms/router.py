@@ -26,7 +26,12 @@ async def connected_platforms(
     ] = None,
     branch_id: Annotated[
         str | None,
-        Query(min_length=1, max_length=255, description="omit for per-provider counts"),
+        Query(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[^\x00]+$",
+            description="omit for per-provider counts",
+        ),
     ] = None,
 ) -> ConnectedPlatforms | PlatformsSummary:
     """A branch's status per provider, or without `branch_id` the tenant's counts per provider."""

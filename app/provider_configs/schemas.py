@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from app.core.schemas import RequestModel
 
@@ -23,41 +23,11 @@ MAX_VERSION = 2**31 - 1
 NO_NUL_PATTERN = r"^[^\x00]*$"
 
 
-def _storable(value: Any) -> None:
-    """Refuse what PostgreSQL cannot store or a JSON reader cannot parse: NUL characters, lone
-    surrogates and non-finite numbers (the JSON parser accepts NaN and Infinity)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("must not contain a NUL character")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid unicode (no lone surrogates)") from None
-    elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("must be a finite number (no NaN or Infinity)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _storable(key)
-            _storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            _storable(item)
-
-
-class _StorableText(RequestModel):
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable_value(cls, value: Any) -> Any:
-        _storable(value)
-        return value
-
-
 def list_field(provider_type: str) -> str:
     return f"{provider_type}_providers"
 
 
-class ProviderIn(_StorableText):
+class ProviderIn(RequestModel):
     """One provider to upsert. Omitted fields keep their current value (or the default on create);
     `api_key: null` removes the key; the masked value a GET returned means "unchanged"."""
 
@@ -81,7 +51,7 @@ class ProviderIn(_StorableText):
     source: str | None = None
 
 
-class ConfigWrite(_StorableText):
+class ConfigWrite(RequestModel):
     """Body of POST /config/{tenant_id}: any of the six provider lists, each upserted by name."""
 
     tenant_id: str | None = None
@@ -102,7 +72,7 @@ class ConfigWrite(_StorableText):
         return listed
 
 
-class RollbackRequest(_StorableText):
+class RollbackRequest(RequestModel):
     config_id: str = Field(min_length=1, max_length=64)
     version: int = Field(ge=1, le=MAX_VERSION)
     expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)

@@ -20,28 +20,6 @@ _SCOPE = re.compile(r"^[\x21-\x7e]{1,512}$")
 CLIENT_ID_PATTERN = r"^[^\x00]{1,64}$"
 
 
-def _check_storable(value: Any) -> None:
-    """Refuse what PostgreSQL cannot store or a JSON reader cannot parse: NUL characters, lone
-    surrogates and non-finite numbers (the JSON parser accepts NaN and Infinity)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("must not contain a NUL character")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid unicode (no lone surrogates)") from None
-    elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("must be a finite number (no NaN or Infinity)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_storable(key)
-            _check_storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_storable(item)
-
-
 def _check_scopes(value: list[str] | None) -> list[str] | None:
     if value is None:
         return None
@@ -67,12 +45,6 @@ def _check_optional_url(value: str | None, field_name: str) -> str | None:
 
 class _CustomProviderFields(RequestModel):
     """The options of a custom provider; refused for built-in providers."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _storable(cls, value: Any) -> Any:
-        _check_storable(value)
-        return value
 
     authorization_url: str | None = Field(default=None, max_length=2048)
     token_url: str | None = Field(default=None, max_length=2048)

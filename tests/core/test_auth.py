@@ -223,3 +223,19 @@ async def test_a_cached_principal_past_its_expiry_is_not_reused(settings: Settin
     )
     with pytest.raises(Unauthorized):
         await verifier.verify(token)
+
+
+async def test_a_signed_token_with_an_absurd_exp_gets_401_not_500(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    token = jwt.encode(_claims(settings, exp=10**20), settings.jwt_secret, algorithm="HS256")
+    response = await client.get(ADMIN_ROUTE, headers=bearer(token))
+    assert response.status_code == 401
+
+
+async def test_a_sub_with_control_characters_gets_401(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    token = jwt.encode(_claims(settings, sub="evil\x00user"), settings.jwt_secret, "HS256")
+    response = await client.get(ADMIN_ROUTE, headers=bearer(token))
+    assert response.status_code == 401

@@ -26,3 +26,11 @@ async def test_token_command_mints_a_token_the_service_accepts(
 def test_an_unknown_role_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["token", "--tenant", "t", "--role", "root"])
+
+
+def test_serve_refuses_several_workers_without_redis(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err

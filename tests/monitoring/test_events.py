@@ -144,3 +144,15 @@ async def test_limit_above_the_maximum_is_refused(
 async def test_events_need_a_bearer_token(client: httpx.AsyncClient) -> None:
     response = await client.get("/monitoring/events")
     assert response.status_code == 401
+
+
+async def test_a_since_out_of_range_in_utc_is_a_422(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    response = await client.get(
+        "/monitoring/events",
+        params={"since": "0001-01-01T00:00:00+01:00"},
+        headers=bearer(make_token(roles=["service"])),
+    )
+    assert response.status_code == 422
+    assert "since" in response.json()["detail"]

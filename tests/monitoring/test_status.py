@@ -75,3 +75,11 @@ async def test_metrics_expose_the_loop_figures(database_url: str) -> None:
     assert "junction_monitor_running 1.0" in text
     assert "junction_monitor_last_tick_duration_seconds" in text
     assert 'junction_monitor_last_tick_connections{outcome="due"}' in text
+
+
+async def test_status_needs_an_admin_of_every_tenant(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    token = make_token(tenants=["tenant-a"], roles=["admin"])
+    response = await client.get("/monitoring/status", headers=bearer(token))
+    assert response.status_code == 403

@@ -179,3 +179,14 @@ async def test_a_tenant_without_clients_has_no_platforms(
 ) -> None:
     body = await connected(client, make_token(), branch_id="branch-1")
     assert body["platforms"] == []
+
+
+async def test_a_nul_character_in_branch_id_is_a_422(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    response = await client.get(
+        "/platforms/connected",
+        params={"branch_id": "b\x00"},
+        headers=bearer(make_token(roles=["service"])),
+    )
+    assert response.status_code == 422
