@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import httpx
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, Principal, TokenVerifier
@@ -83,6 +83,11 @@ ServicePrincipal = Annotated[Principal, Depends(get_service_principal)]
 AdminPrincipal = Annotated[Principal, Depends(get_admin_principal)]
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# An optional tenant id in a query: needed when the caller's token names several tenants.
+TenantIdQuery = Annotated[
+    str | None,
+    Query(pattern=TENANT_ID_PATTERN, description="required when the token has several tenants"),
+]
 # A tenant id in a route path: 1-128 characters, letters, digits and . _ : -
 TenantIdPath = Annotated[
     str, Path(pattern=TENANT_ID_PATTERN, description="the tenant (workspace) id")

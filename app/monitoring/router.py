@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.core.auth import ALL_TENANTS
-from app.core.deps import TENANT_ID_PATTERN, AdminPrincipal, CurrentPrincipal, SessionDep
+from app.core.deps import AdminPrincipal, CurrentPrincipal, SessionDep, TenantIdQuery
 from app.core.errors import InvalidInput
 from app.monitoring import service
 from app.monitoring.loop import MonitorLoop
@@ -37,10 +37,7 @@ def _as_utc(moment: datetime) -> datetime:
 async def list_events(
     session: SessionDep,
     principal: CurrentPrincipal,
-    tenant_id: Annotated[
-        str | None,
-        Query(pattern=TENANT_ID_PATTERN, description="required when the token has several tenants"),
-    ] = None,
+    tenant_id: TenantIdQuery = None,
     since: Annotated[
         datetime | None, Query(description="only events at or after this time (ISO 8601; UTC)")
     ] = None,

@@ -7,7 +7,7 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,19 +29,6 @@ from app.tokens.models import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_REFRESH
 MAX_PAGE_SIZE = 200
 
 
-class StatusChangeLike(Protocol):
-    """The fields of app.tokens' StatusChange that an event records."""
-
-    tenant_id: str
-    provider: str
-    branch_id: str
-    connection_id: str
-    previous_status: str
-    new_status: str
-    reason: str | None
-    occurred_at: datetime
-
-
 def event_type_for(previous_status: str, new_status: str) -> str | None:
     """The event a stored-status change raises; None when it is not worth an alert."""
     if previous_status == new_status:
@@ -58,7 +45,7 @@ def event_type_for(previous_status: str, new_status: str) -> str | None:
     return None
 
 
-async def record_status_change(session: AsyncSession, change: StatusChangeLike) -> None:
+async def record_status_change(session: AsyncSession, change: token_service.StatusChange) -> None:
     """The status listener: runs inside the transaction that stores the new status."""
     event_type = event_type_for(change.previous_status, change.new_status)
     if event_type is None:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.core.db import utcnow
-from app.core.deps import TENANT_ID_PATTERN, CurrentPrincipal, SessionDep
+from app.core.deps import CurrentPrincipal, SessionDep, TenantIdQuery
 from app.platforms import service
 from app.platforms.schemas import ConnectedPlatforms, PlatformsSummary
 from app.tokens.service import TokenContext
@@ -20,10 +20,7 @@ async def connected_platforms(
     request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
-    tenant_id: Annotated[
-        str | None,
-        Query(pattern=TENANT_ID_PATTERN, description="required when the token has several tenants"),
-    ] = None,
+    tenant_id: TenantIdQuery = None,
     branch_id: Annotated[
         str | None,
         Query(
