@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from app.core import netguard
 from app.tokens.exceptions import ProviderError
 from app.tokens.providers import ProviderSpec
 
@@ -100,7 +101,16 @@ async def _token_call(
     url: str,
     credentials: ClientCredentials,
     body: dict[str, str],
+    *,
+    allow_private: bool,
 ) -> dict[str, Any]:
+    if spec.custom:
+        # A tenant chose this URL (built-in ones and their overrides come from the operator); a
+        # refused destination is that tenant's misconfiguration, like any provider failure.
+        try:
+            await netguard.ensure_public_destination(url, allow_private=allow_private)
+        except netguard.UnsafeDestination:
+            raise ProviderError("unsafe_destination") from None
     headers = {"Accept": "application/json"}
     payload = dict(body)
     if spec.client_auth == "basic":
@@ -179,6 +189,10 @@ def parse_token_response(data: dict[str, Any], spec: ProviderSpec) -> TokenSet:
     )
 
 
+# `allow_private` (the settings' is_dev) lets a custom provider live on a private or loopback
+# address; outside development every custom endpoint is checked before each call.
+
+
 async def exchange_code(
     http: httpx.AsyncClient,
     spec: ProviderSpec,
@@ -187,11 +201,14 @@ async def exchange_code(
     code: str,
     redirect_uri: str,
     code_verifier: str | None,
+    allow_private: bool,
 ) -> TokenSet:
     body = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if code_verifier is not None:
         body["code_verifier"] = code_verifier
-    data = await _token_call(http, spec, spec.token_url, credentials, body)
+    data = await _token_call(
+        http, spec, spec.token_url, credentials, body, allow_private=allow_private
+    )
     return parse_token_response(data, spec)
 
 
@@ -201,9 +218,12 @@ async def refresh_grant(
     credentials: ClientCredentials,
     *,
     refresh_token: str,
+    allow_private: bool,
 ) -> TokenSet:
     body = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    data = await _token_call(http, spec, spec.effective_refresh_url, credentials, body)
+    data = await _token_call(
+        http, spec, spec.effective_refresh_url, credentials, body, allow_private=allow_private
+    )
     return parse_token_response(data, spec)
 
 
@@ -214,6 +234,7 @@ async def revoke_token(
     *,
     token: str,
     token_type_hint: str,
+    allow_private: bool,
 ) -> None:
     """RFC 7009 revocation; a no-op for providers without a revoke URL."""
     if spec.revoke_url is None:
@@ -224,4 +245,5 @@ async def revoke_token(
         spec.revoke_url,
         credentials,
         {"token": token, "token_type_hint": token_type_hint},
+        allow_private=allow_private,
     )

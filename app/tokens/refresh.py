@@ -344,7 +344,11 @@ async def _refresh_locked(
         # unavailable on PostgreSQL).
         try:
             tokens = await oauth.refresh_grant(
-                ctx.http, spec, credentials, refresh_token=refresh_token
+                ctx.http,
+                spec,
+                credentials,
+                refresh_token=refresh_token,
+                allow_private=ctx.settings.is_dev,
             )
         except ProviderError as exc:
             error = exc

@@ -13,6 +13,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import netguard
 from app.core.auth import Principal
 from app.core.config import Settings
 from app.core.crypto import DecryptionError, Keyring
@@ -93,6 +94,8 @@ logger = logging.getLogger("junction.tokens")
 
 # A connection's last_used_at is written at most this often, so hot reads stay read-only.
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
+# The custom provider URLs Junction itself calls (with the client secret and tokens).
+SERVER_CALLED_URL_FIELDS = ("token_url", "refresh_url", "revoke_url")
 # What of a provider's `error=` we pass on to the return URL: an OAuth error code, nothing else.
 _OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
 
@@ -149,7 +152,9 @@ def _custom_settings_for(
     return fields
 
 
-def _check_custom(settings: Settings, provider: str, provider_settings: dict[str, Any]) -> None:
+async def _check_custom(
+    settings: Settings, provider: str, provider_settings: dict[str, Any]
+) -> None:
     try:
         custom_spec(provider, provider_settings)
     except (TypeError, ValueError) as exc:
@@ -165,6 +170,20 @@ def _check_custom(settings: Settings, provider: str, provider_settings: dict[str
                 f"{name}: must be an https URL (http to localhost only in development)",
                 fields=[{"field": name, "message": "must be an https URL"}],
             )
+    # Every call is checked again (DNS can change); this tells the tenant early. The
+    # authorization URL is only ever opened by the user's browser, so it may be anything.
+    for name in SERVER_CALLED_URL_FIELDS:
+        url = provider_settings.get(name)
+        if url is None:
+            continue
+        try:
+            await netguard.ensure_public_destination(str(url), allow_private=False)
+        except netguard.UnsafeDestination as exc:
+            raise InvalidInput(
+                f"{name}: {exc}",
+                code="unsafe_destination",
+                fields=[{"field": name, "message": "must resolve to a public address"}],
+            ) from None
 
 
 async def create_client(
@@ -179,7 +198,7 @@ async def create_client(
         registry, body.provider, body.custom_settings(), creating=True
     )
     if provider_settings:
-        _check_custom(settings, body.provider, provider_settings)
+        await _check_custom(settings, body.provider, provider_settings)
     redirect_uri = body.redirect_uri or settings.oauth_callback_url
     if not redirect_uri:
         raise InvalidInput(
@@ -248,7 +267,7 @@ async def update_client(
         for required in ("authorization_url", "token_url"):
             if not merged.get(required):
                 raise InvalidInput(f"{required}: required for a custom provider")
-        _check_custom(settings, client.provider, merged)
+        await _check_custom(settings, client.provider, merged)
         client.provider_settings = merged
     for name in ("name", "client_id", "redirect_uri", "scopes", "return_urls", "workspace_info"):
         if name in changes:
@@ -386,6 +405,7 @@ async def complete_callback(
             code=code,
             redirect_uri=pending.redirect_uri,
             code_verifier=verifier,
+            allow_private=ctx.settings.is_dev,
         )
     except ProviderError as exc:
         logger.warning("code exchange failed: provider=%s reason=%s", client.provider, exc.code)
@@ -600,7 +620,14 @@ async def _revoke(ctx: TokenContext, connection: OAuthConnection, spec: Provider
         credentials = oauth.ClientCredentials(
             client.client_id, open_client_secret(ctx.keyring, client)
         )
-        await oauth.revoke_token(ctx.http, spec, credentials, token=token, token_type_hint=hint)
+        await oauth.revoke_token(
+            ctx.http,
+            spec,
+            credentials,
+            token=token,
+            token_type_hint=hint,
+            allow_private=ctx.settings.is_dev,
+        )
     except DecryptionError:
         return False
     except ProviderError as exc:

@@ -151,9 +151,10 @@ async def test_outside_development_an_edit_may_not_point_a_custom_provider_at_lo
 ) -> None:
     production = _production(settings)
     headers = bearer(mint_token(production, sub="u", tenants=["tenant-a"]))
+    # A public address literal: registration resolves the host, and tests must not need DNS.
     https_urls = {
-        "authorization_url": "https://auth.example.com/authorize",
-        "token_url": "https://auth.example.com/token",
+        "authorization_url": "https://1.1.1.1/authorize",
+        "token_url": "https://1.1.1.1/token",
     }
     async with running_app(production) as (_, api):
         created = await api.post(
