@@ -207,7 +207,7 @@ def _busy(connection_id: str) -> RefreshOutcome:
 
 @dataclass
 class _Lock:
-    """A held refresh lock; `session` is set when the lock is a PostgreSQL row lock, and then all
+    """A held refresh lock; `session` is set when it includes a PostgreSQL row lock, and then all
     reads and the write of this refresh go through that session's transaction."""
 
     session: AsyncSession | None = None
@@ -217,30 +217,41 @@ class _Lock:
 async def _cross_replica_lock(
     ctx: TokenContext, connection_id: str, deadline: float
 ) -> AsyncIterator[_Lock | None]:
-    """Yield a held lock, or None when it could not be had before the deadline."""
-    use_row_lock = ctx.cache.backend == "memory" and not ctx.settings.is_sqlite
-    if not use_row_lock:
-        name = f"junction:tokens:refresh:{connection_id}"
-        owner = new_id()
-        try:
-            acquired = await _poll_cache_lock(ctx, name, owner, deadline)
-        except CacheUnavailable:
-            # Redis is down: a PostgreSQL row lock keeps replicas apart. SQLite serves one process,
-            # where the in-process lock already held is enough.
-            acquired = None
-            use_row_lock = not ctx.settings.is_sqlite
-        if acquired:
+    """Yield a held lock, or None when it could not be had before the deadline.
+
+    On PostgreSQL the row lock is always taken, after the Redis lock when Redis answers: a
+    replica that cannot reach Redis relies on the row lock alone, so the replicas that can must
+    take it too, or the two groups would not exclude each other. (The Redis lock first keeps
+    waiters in Redis rather than in PostgreSQL lock queues.) On SQLite, one process, the Redis
+    lock when there is one and otherwise the in-process lock already held.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if ctx.cache.backend != "memory":
+            name = f"junction:tokens:refresh:{connection_id}"
+            owner = new_id()
             try:
-                yield _Lock()
-            finally:
-                await ctx.cache.release_lock(name, owner)
+                acquired: bool | None = await _poll_cache_lock(ctx, name, owner, deadline)
+            except CacheUnavailable:
+                acquired = None  # Redis is down: the row lock below (or the local lock) alone
+            if acquired is False:
+                yield None
+                return
+            if acquired:
+                stack.push_async_callback(ctx.cache.release_lock, name, owner)
+        if ctx.settings.is_sqlite:
+            yield _Lock()
             return
-        if acquired is False:
-            yield None
-            return
-    if not use_row_lock:
-        yield _Lock()
-        return
+        session = await stack.enter_async_context(_row_lock(ctx, connection_id, deadline))
+        yield None if session is None else _Lock(session=session)
+
+
+@contextlib.asynccontextmanager
+async def _row_lock(
+    ctx: TokenContext, connection_id: str, deadline: float
+) -> AsyncIterator[AsyncSession | None]:
+    """`SELECT ... FOR UPDATE` on the connection row, held (with its pooled connection) until the
+    refresh is written; None when another replica held it past the deadline. The in-process lock
+    taken before keeps this at one pooled connection per connection id and process."""
     async with ctx.sessionmaker() as session:
         transaction = await session.begin()
         wait_ms = max(int((deadline - asyncio.get_running_loop().time()) * 1000), 1)
@@ -256,7 +267,7 @@ async def _cross_replica_lock(
             yield None
             return
         try:
-            yield _Lock(session=session)
+            yield session
         except BaseException:
             await transaction.rollback()
             raise
@@ -340,8 +351,8 @@ async def _refresh_locked(
         # Expired and nothing to refresh it with: only a new login helps.
         error = ProviderError("no_refresh_token")
     else:
-        # The provider is called with no transaction open (except a row lock's, when Redis is
-        # unavailable on PostgreSQL).
+        # On SQLite no transaction is open during the provider call; on PostgreSQL only the row
+        # lock's, which has read and will write nothing else.
         try:
             tokens = await oauth.refresh_grant(
                 ctx.http,

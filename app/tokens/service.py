@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -521,11 +521,17 @@ async def _view(ctx: TokenContext, connection: _TokenRow) -> TokenView:
         ) from exc
     now = utcnow()
     if connection.last_used_at is None or connection.last_used_at < now - _LAST_USED_RESOLUTION:
+        # SKIP LOCKED: a refresh holding the row lock through its provider call must not hold
+        # up a read of the still-valid token; last_used_at is only a hint and waits a minute.
+        row = (
+            select(OAuthConnection.id)
+            .where(OAuthConnection.id == connection.id)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
         async with ctx.sessionmaker() as session, session.begin():
             await session.execute(
-                update(OAuthConnection)
-                .where(OAuthConnection.id == connection.id)
-                .values(last_used_at=now)
+                update(OAuthConnection).where(OAuthConnection.id == row).values(last_used_at=now)
             )
     return TokenView(
         provider=connection.provider,

@@ -22,7 +22,7 @@ from tests.oauth_fixtures import (
     register_client,
 )
 from tests.oauth_server import LocalOAuthServer
-from tests.tokens.helpers import all_connections, read_token
+from tests.tokens.helpers import all_connections, connection_row, read_token
 
 __all__ = ["oauth_server"]
 
@@ -256,3 +256,15 @@ async def test_second_login_for_the_same_branch_replaces_its_tokens(
     second = (await read_token(client, token)).json()["access_token"]
     assert second != first
     assert len(await all_connections(app)) == 1
+
+
+async def test_a_token_read_records_when_the_connection_was_last_used(
+    app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    await connect_branch(client, token, oauth_server)
+
+    response = await read_token(client, token)
+
+    assert response.status_code == 200
+    assert (await connection_row(app)).last_used_at is not None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import build_settings, postgres_only, running_app
+from tests.conftest import build_settings, free_port, postgres_only, running_app
 from tests.oauth_fixtures import connect_branch, oauth_server
 from tests.oauth_server import LocalOAuthServer
-from tests.tokens.helpers import read_token
+from tests.tokens.helpers import connection_row, read_token
 
 __all__ = ["oauth_server"]
 
@@ -54,6 +54,35 @@ async def test_row_lock_keeps_refresh_single_flight_without_redis(
     assert [r.status_code for r in responses] == [200] * 20
     assert oauth_server.refresh_calls == 1
     assert len(oauth_server.active_grants()) == 1
+
+
+@postgres_only
+async def test_a_replica_without_redis_and_one_with_it_still_refresh_once(
+    database_url: str, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    # One replica's Redis is unreachable (nothing listens on that port) while the other's works:
+    # the first can only take the row lock, so the second must take it as well.
+    with_redis = build_settings(database_url)
+    without_redis = build_settings(database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    token = make_token(roles=["service"])
+    async with (
+        running_app(without_redis) as (cut_off_app, cut_off),
+        running_app(with_redis) as (_, connected),
+    ):
+        oauth_server.token_lifetime_s = 0
+        await connect_branch(connected, token, oauth_server)
+        oauth_server.token_lifetime_s = 3600
+        oauth_server.delay_s = 0.3
+
+        responses = await asyncio.gather(
+            *(read_token(cut_off if i % 2 else connected, token) for i in range(40))
+        )
+        row = await connection_row(cut_off_app)
+
+    assert [r.status_code for r in responses] == [200] * 40
+    assert oauth_server.refresh_calls == 1
+    assert row.status == "active"  # never needs_reauth
+    assert len(oauth_server.active_grants()) == 1  # no reuse of a rotated refresh token
 
 
 async def test_refresh_still_works_when_redis_is_unreachable(
