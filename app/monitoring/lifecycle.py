@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.core.config import Settings
-from app.monitoring import service
+from app.monitoring import service, webhooks
 from app.monitoring.loop import MonitorLoop
 from app.tokens.service import TokenContext
 
@@ -23,8 +23,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The tokens lifespan (entered before this one) built the context the refreshes run in.
     ctx = TokenContext.from_state(app.state)
     ctx.status_listeners.append(service.record_status_change)
+    # Built always (tests drive run_once); its background task runs with the loop.
+    dispatcher = webhooks.WebhookDispatcher(
+        settings, app.state.sessionmaker, app.state.keyring, app.state.http
+    )
+    app.state.webhooks = dispatcher
     monitor: MonitorLoop | None = None
     if settings.monitor_enabled:
+        await dispatcher.start()
         monitor = build_monitor(app)
         app.state.monitor = monitor
         await monitor.start()
@@ -33,6 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if monitor is not None:
             await monitor.stop()
+        await dispatcher.stop()
         ctx.status_listeners.remove(service.record_status_change)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
@@ -33,3 +33,37 @@ class MonitoringEvent(Base):
     connection_id: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class MonitoringWebhook(Base):
+    """A tenant's one webhook endpoint; its signing secret is stored encrypted, bound to the row."""
+
+    __tablename__ = "monitoring_webhooks"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret_enc: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MonitoringWebhookDelivery(Base):
+    """The outbox: one row per event to deliver, written in the transaction that wrote the event.
+
+    `next_attempt_at` is NULL once delivered or given up, so the due scan only reads pending rows.
+    """
+
+    __tablename__ = "monitoring_webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("monitoring_events.id", ondelete="CASCADE"), index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # Who is delivering it right now; completion is fenced by it (as the connections' leases).
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -1,25 +1,38 @@
-"""HTTP routes of the monitoring domain: the events feed and the loop's status."""
+"""HTTP routes of the monitoring domain: the events feed, the webhook and the loop's status."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from app.core.auth import ALL_TENANTS
-from app.core.deps import AdminPrincipal, CurrentPrincipal, SessionDep, TenantIdQuery
-from app.core.errors import InvalidInput
-from app.monitoring import service
+from app.core.crypto import DecryptionError, mask
+from app.core.deps import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    KeyringDep,
+    ServicePrincipal,
+    SessionDep,
+    SettingsDep,
+    TenantIdQuery,
+)
+from app.core.errors import InvalidInput, NotFound
+from app.monitoring import service, webhooks
 from app.monitoring.loop import MonitorLoop
+from app.monitoring.models import MonitoringWebhook
 from app.monitoring.schemas import (
     EventOut,
     EventPage,
     MonitorStatusOut,
     ProviderStatusCounts,
     TickOut,
+    WebhookIn,
+    WebhookOut,
 )
 from app.tokens.models import STORED_STATUSES
+from app.workspaces.service import ensure_workspace
 
 router = APIRouter(tags=["monitoring"])
 
@@ -83,3 +96,68 @@ async def monitor_status(
             for provider, statuses in sorted(counts.items())
         ],
     )
+
+
+# --- webhook ---------------------------------------------------------------------------------
+
+
+def _webhook_out(webhook: MonitoringWebhook, secret: str, *, generated: bool) -> WebhookOut:
+    return WebhookOut(
+        url=webhook.url,
+        enabled=webhook.enabled,
+        secret=secret if generated else mask(secret),
+        secret_generated=generated,
+        created_at=webhook.created_at,
+        updated_at=webhook.updated_at,
+    )
+
+
+@router.put("/monitoring/webhook", response_model=WebhookOut)
+async def put_webhook(
+    body: WebhookIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    keyring: KeyringDep,
+    principal: ServicePrincipal,
+    tenant_id: TenantIdQuery = None,
+) -> WebhookOut:
+    """Register (or replace) the tenant's webhook. Without `secret` one is generated and shown
+    in this response only; every event is signed with it (see docs/monitoring.md)."""
+    tenant = principal.resolve_tenant(tenant_id)
+    url = await webhooks.check_url(body.url, settings)
+    secret = body.secret or webhooks.generate_secret()
+    await ensure_workspace(session, tenant)
+    webhook = await webhooks.put_webhook(
+        session, keyring, tenant, url=url, secret=secret, enabled=body.enabled
+    )
+    return _webhook_out(webhook, secret, generated=body.secret is None)
+
+
+@router.get("/monitoring/webhook", response_model=WebhookOut)
+async def get_webhook(
+    session: SessionDep,
+    keyring: KeyringDep,
+    principal: CurrentPrincipal,
+    tenant_id: TenantIdQuery = None,
+) -> WebhookOut:
+    """The tenant's webhook: URL, whether it is enabled, and the secret masked."""
+    tenant = principal.resolve_tenant(tenant_id)
+    webhook = await webhooks.get_webhook(session, tenant)
+    if webhook is None:
+        raise NotFound("no webhook is registered for this tenant")
+    try:
+        secret = keyring.decrypt(webhook.secret_enc, webhooks.secret_aad(tenant))
+    except DecryptionError:
+        secret = ""  # still shown masked ("****"); deliveries record secret_unreadable
+    return _webhook_out(webhook, secret, generated=False)
+
+
+@router.delete("/monitoring/webhook", status_code=204)
+async def delete_webhook(
+    session: SessionDep, principal: ServicePrincipal, tenant_id: TenantIdQuery = None
+) -> Response:
+    """Remove the webhook; events not yet delivered are no longer sent."""
+    tenant = principal.resolve_tenant(tenant_id)
+    if not await webhooks.delete_webhook(session, tenant):
+        raise NotFound("no webhook is registered for this tenant")
+    return Response(status_code=204)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from app.core.schemas import ResponseModel
+from pydantic import Field
+
+from app.core.schemas import RequestModel, ResponseModel
 
 
 class EventOut(ResponseModel):
@@ -43,3 +45,20 @@ class MonitorStatusOut(ResponseModel):
     in_flight: int
     last_tick: TickOut | None
     providers: list[ProviderStatusCounts]
+
+
+class WebhookIn(RequestModel):
+    url: str = Field(min_length=1, max_length=2048)
+    # Omitted: a new one is generated and returned once, in this response only.
+    secret: str | None = Field(default=None, min_length=16, max_length=256)
+    enabled: bool = True
+
+
+class WebhookOut(ResponseModel):
+    url: str
+    enabled: bool
+    # Masked ("****" + last 4), except in the PUT response that generated it.
+    secret: str | None
+    secret_generated: bool = False
+    created_at: datetime
+    updated_at: datetime

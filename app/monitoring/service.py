@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import new_id
 from app.core.errors import BadRequest
-from app.monitoring import metrics, repository
+from app.monitoring import metrics, repository, webhooks
 from app.monitoring.loop import Refresher
 from app.monitoring.models import (
     EVENT_NEEDS_REAUTH,
@@ -50,9 +50,10 @@ async def record_status_change(session: AsyncSession, change: token_service.Stat
     event_type = event_type_for(change.previous_status, change.new_status)
     if event_type is None:
         return
+    event_id = new_id()
     await session.execute(
         insert(MonitoringEvent).values(
-            id=new_id(),
+            id=event_id,
             tenant_id=change.tenant_id,
             type=event_type,
             provider=change.provider,
@@ -62,6 +63,8 @@ async def record_status_change(session: AsyncSession, change: token_service.Stat
             reason=(change.reason or None) and change.reason[:255],
         )
     )
+    # The webhook outbox row commits (or rolls back) with the event.
+    await webhooks.enqueue_delivery(session, change.tenant_id, event_id)
 
 
 # --- listing ---------------------------------------------------------------------------------
