@@ -23,6 +23,7 @@ from app.monitoring.models import MonitoringWebhookDelivery
 from app.monitoring.webhooks import MAX_ATTEMPTS
 from tests.conftest import bearer, build_settings, running_app
 from tests.monitoring.test_events import status_change
+from tests.monitoring.test_loop import eventually
 
 
 @dataclass
@@ -317,3 +318,26 @@ async def test_a_private_url_is_refused_outside_dev(staging: Any, url: str) -> N
     assert response.status_code == 422
     assert response.json()["error"] == "unsafe_destination"
     assert (await client.get("/monitoring/webhook", headers=headers)).status_code == 404
+
+
+async def test_a_disabled_webhook_queues_nothing(
+    app: Any, client: httpx.AsyncClient, make_token: Any, receiver: Receiver
+) -> None:
+    response = await client.put(
+        "/monitoring/webhook",
+        json={"url": receiver.url, "enabled": False},
+        headers=service_token(make_token),
+    )
+    assert response.status_code == 200
+    await raise_event(app)
+    assert await deliveries(app) == []
+
+
+async def test_the_running_dispatcher_delivers_without_being_driven(
+    database_url: str, make_token: Any, receiver: Receiver
+) -> None:
+    settings = build_settings(database_url, monitor_enabled=True, monitor_interval_s=0.1)
+    async with running_app(settings) as (app, client):
+        await register(client, make_token, receiver.url)
+        await raise_event(app)
+        await eventually(lambda: len(receiver.requests) == 1)
