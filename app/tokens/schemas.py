@@ -76,7 +76,26 @@ class _CustomProviderFields(RequestModel):
         return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
 
-class ClientCreate(_CustomProviderFields):
+class _ClientFields(_CustomProviderFields):
+    """Validation shared by the create and edit bodies of a client."""
+
+    @field_validator("redirect_uri", check_fields=False)
+    @classmethod
+    def _redirect_uri(cls, value: str | None) -> str | None:
+        return _check_optional_url(value, "redirect_uri")
+
+    @field_validator("scopes", check_fields=False)
+    @classmethod
+    def _scopes(cls, value: list[str] | None) -> list[str] | None:
+        return _check_scopes(value)
+
+    @field_validator("return_urls", check_fields=False)
+    @classmethod
+    def _return_urls(cls, value: list[str] | None) -> list[str] | None:
+        return _check_urls(value, "return_urls")
+
+
+class ClientCreate(_ClientFields):
     tenant_id: str | None = Field(default=None, pattern=TENANT_ID_PATTERN)
     provider: str = Field(pattern=PROVIDER_PATTERN)
     name: str = Field(min_length=1, max_length=255)
@@ -87,23 +106,8 @@ class ClientCreate(_CustomProviderFields):
     return_urls: list[str] = Field(default_factory=list)
     workspace_info: dict[str, Any] | None = None
 
-    @field_validator("redirect_uri")
-    @classmethod
-    def _redirect_uri(cls, value: str | None) -> str | None:
-        return _check_optional_url(value, "redirect_uri")
 
-    @field_validator("scopes")
-    @classmethod
-    def _scopes(cls, value: list[str] | None) -> list[str] | None:
-        return _check_scopes(value)
-
-    @field_validator("return_urls")
-    @classmethod
-    def _return_urls(cls, value: list[str]) -> list[str]:
-        return _check_urls(value, "return_urls") or []
-
-
-class ClientUpdate(_CustomProviderFields):
+class ClientUpdate(_ClientFields):
     name: str | None = Field(default=None, min_length=1, max_length=255)
     client_id: str | None = Field(default=None, min_length=1, max_length=512)
     client_secret: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -111,21 +115,6 @@ class ClientUpdate(_CustomProviderFields):
     scopes: list[str] | None = None
     return_urls: list[str] | None = None
     workspace_info: dict[str, Any] | None = None
-
-    @field_validator("redirect_uri")
-    @classmethod
-    def _redirect_uri(cls, value: str | None) -> str | None:
-        return _check_optional_url(value, "redirect_uri")
-
-    @field_validator("scopes")
-    @classmethod
-    def _scopes(cls, value: list[str] | None) -> list[str] | None:
-        return _check_scopes(value)
-
-    @field_validator("return_urls")
-    @classmethod
-    def _return_urls(cls, value: list[str] | None) -> list[str] | None:
-        return _check_urls(value, "return_urls")
 
 
 class ClientOut(ResponseModel):
