@@ -106,14 +106,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
+    # configurations, fresh tokens) come first. No two routers share a path, so order is free.
     for router in (
+        provider_configs_router.router,
+        tokens_router.router,
         health_router.router,
         auth_router.router,
         workspaces_router.router,
-        tokens_router.router,
         platforms_router.router,
         monitoring_router.router,
-        provider_configs_router.router,
         usage_router.router,
     ):
         app.include_router(router)
