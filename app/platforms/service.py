@@ -81,6 +81,15 @@ def _derived_status(
     )
 
 
+def _connection_of_client(*extra: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Join condition: a connection made with this client, of the same tenant."""
+    return and_(
+        OAuthConnection.client_id == OAuthClient.id,
+        OAuthConnection.tenant_id == OAuthClient.tenant_id,
+        *extra,
+    )
+
+
 async def branch_platforms(
     session: AsyncSession,
     registry: ProviderRegistry,
@@ -98,14 +107,7 @@ async def branch_platforms(
             OAuthConnection.last_error,
         )
         .select_from(OAuthClient)
-        .outerjoin(
-            OAuthConnection,
-            and_(
-                OAuthConnection.client_id == OAuthClient.id,
-                OAuthConnection.tenant_id == OAuthClient.tenant_id,
-                OAuthConnection.branch_id == branch_id,
-            ),
-        )
+        .outerjoin(OAuthConnection, _connection_of_client(OAuthConnection.branch_id == branch_id))
         .where(OAuthClient.tenant_id == tenant_id)
         # A tenant may hold several clients for one provider; the connected one comes first.
         .order_by(OAuthClient.provider, OAuthConnection.id.is_(None))
@@ -136,13 +138,7 @@ async def tenant_summary(
             _derived_status(session, registry, now).label("status"),
         )
         .select_from(OAuthClient)
-        .outerjoin(
-            OAuthConnection,
-            and_(
-                OAuthConnection.client_id == OAuthClient.id,
-                OAuthConnection.tenant_id == OAuthClient.tenant_id,
-            ),
-        )
+        .outerjoin(OAuthConnection, _connection_of_client())
         .where(OAuthClient.tenant_id == tenant_id)
         .subquery()
     )

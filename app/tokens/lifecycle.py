@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.tokens.providers import ProviderRegistry
 from app.tokens.refresh import TokenContext
 
 
@@ -16,12 +15,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     # Built here, not at import: overrides are validated at start-up, and the monitoring
     # lifespan (entered after this one) appends its status listener to this context.
-    state.token_context = TokenContext(
-        settings=state.settings,
-        sessionmaker=state.sessionmaker,
-        cache=state.cache,
-        keyring=state.keyring,
-        http=state.http,
-        registry=ProviderRegistry(state.settings),
-    )
+    state.token_context = TokenContext.build(state)
     yield

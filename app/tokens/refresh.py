@@ -112,10 +112,8 @@ class TokenContext:
     local_locks: _KeyedLocks = field(default_factory=_KeyedLocks, repr=False)
 
     @classmethod
-    def from_state(cls, state: Any) -> TokenContext:
-        existing = getattr(state, "token_context", None)
-        if isinstance(existing, TokenContext):
-            return existing
+    def build(cls, state: Any) -> TokenContext:
+        """A context over the app's clients; the tokens lifespan builds the one app.state keeps."""
         return cls(
             settings=state.settings,
             sessionmaker=state.sessionmaker,
@@ -124,6 +122,11 @@ class TokenContext:
             http=state.http,
             registry=ProviderRegistry(state.settings),
         )
+
+    @classmethod
+    def from_state(cls, state: Any) -> TokenContext:
+        existing = getattr(state, "token_context", None)
+        return existing if isinstance(existing, TokenContext) else cls.build(state)
 
     @property
     def engine(self) -> AsyncEngine:
