@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import BaseRoute, Route
 
 from app import __version__
 from app.auth import router as auth_router
@@ -119,7 +120,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage_router.router,
     ):
         app.include_router(router)
+    _docs_routes_last(app)
     return app
+
+
+def _docs_routes_last(app: FastAPI) -> None:
+    """FastAPI puts its documentation routes first; move them behind the service's own."""
+    docs_paths = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    routes = app.router.routes
+    docs: list[BaseRoute] = [r for r in routes if isinstance(r, Route) and r.path in docs_paths]
+    routes[:] = [r for r in routes if r not in docs] + docs
 
 
 def __getattr__(name: str) -> FastAPI:

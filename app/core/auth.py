@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import jwt
@@ -27,6 +29,10 @@ class Principal:
     roles: frozenset[str]
     jti: str | None
     expires_at: datetime
+
+    @cached_property
+    def expires_at_s(self) -> float:
+        return self.expires_at.timestamp()
 
     @property
     def is_admin(self) -> bool:
@@ -83,7 +89,7 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         known = self._verified.get(token)
         if known is not None:
-            if known.expires_at > datetime.now(UTC):
+            if known.expires_at_s > time.time():
                 return known
             del self._verified[token]
         principal = await self._verify_signature_and_claims(token)

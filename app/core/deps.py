@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -55,7 +56,6 @@ async def get_principal(request: Request) -> Principal:
     principal = await verifier.verify(token.strip())
     if request.app.state.revocations.is_revoked(principal.jti):
         raise Unauthorized("the token has been revoked", code="token_revoked")
-    request.state.principal = principal
     return principal
 
 
@@ -83,6 +83,7 @@ ServicePrincipal = Annotated[Principal, Depends(get_service_principal)]
 AdminPrincipal = Annotated[Principal, Depends(get_admin_principal)]
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
 # An optional tenant id in a query: needed when the caller's token names several tenants.
 TenantIdQuery = Annotated[
     str | None,

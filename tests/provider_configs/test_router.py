@@ -78,6 +78,40 @@ async def test_unknown_provider_type_is_a_422(client: httpx.AsyncClient, user: d
     assert "provider_type" in response.json()["detail"]
 
 
+async def test_a_bad_tenant_id_in_the_read_path_is_a_422_naming_it(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    response = await client.get("/config/bad%20tenant!", headers=bearer(make_token(["*"])))
+    assert response.status_code == 422
+    assert response.json()["fields"] == [
+        {"field": "path.tenant_id", "message": response.json()["fields"][0]["message"]}
+    ]
+    assert "must match" in response.json()["fields"][0]["message"]
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", ""])
+async def test_include_secrets_must_be_a_boolean(
+    client: httpx.AsyncClient, user: dict, value: str
+) -> None:
+    response = await client.get(f"/config/{TENANT}?include_secrets={value}", headers=user)
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "query.include_secrets"
+
+
+async def test_the_read_route_is_documented_with_its_parameters(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    operation = schema["paths"]["/config/{tenant_id}"]["get"]
+    names = {(p["in"], p["name"]) for p in operation["parameters"]}
+    assert names == {
+        ("path", "tenant_id"),
+        ("query", "provider_type"),
+        ("query", "include_secrets"),
+    }
+    assert "200" in operation["responses"] and "403" in operation["responses"]
+
+
 async def test_a_caller_without_the_tenant_gets_403(
     client: httpx.AsyncClient, make_token: TokenFactory
 ) -> None:
