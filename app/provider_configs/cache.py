@@ -4,11 +4,10 @@ Entries are the response bodies, already serialized, so a warm read is a dict lo
 
 Coherence, in order, after a write commits (see `invalidate`):
 1. in one Redis transaction the writer bumps the tenant's generation, deletes the shared entries
-   and publishes an invalidation;
-2. it drops its own local entries; every other replica drops its own and answers on an
-   acknowledgement channel;
-3. the writer waits for as many acknowledgements as Redis reported receivers (bounded by a short
-   timeout), so once its response is sent no replica still holds the old document.
+   and publishes an invalidation on the domain's `InvalidationBus`;
+2. it drops its own local entries; every other replica drops its own and acknowledges;
+3. the writer waits for those acknowledgements (bounded by a short timeout), so once its response
+   is sent no replica still holds the old document.
 A reader that loaded from the database while a write committed must not store what it read: the
 shared fill is a compare-and-set on the generation read before loading, and a local fill is dropped
 when an invalidation arrived meanwhile (the epoch moved). With Redis unreachable the local tier is
@@ -19,23 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from app.core.cache import Cache, RedisCache
-from app.core.db import new_id
+from app.core.invalidation import InvalidationBus
 
-logger = logging.getLogger("junction.provider_configs.cache")
-
-# Pub/sub channels are server-wide, not per Redis database: the database number is part of the
-# name, so deployments (or test runs) sharing a Redis server never count each other as replicas.
-INVALIDATION_CHANNEL = "provider_config:invalidate:{db}"
-ACK_CHANNEL = "provider_config:invalidated:{db}"
 ALL_TYPES = "all"  # the key suffix of the whole document (not a provider type)
 
 Loader = Callable[[str, str | None], Awaitable[bytes]]
@@ -67,25 +59,6 @@ class _Entry:
 
 
 @dataclass
-class _Acks:
-    received: int = 0
-    expected: int | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def _check(self) -> None:
-        if self.expected is not None and self.received >= self.expected:
-            self.done.set()
-
-    def expect(self, count: int) -> None:
-        self.expected = count
-        self._check()
-
-    def ack(self) -> None:
-        self.received += 1
-        self._check()
-
-
-@dataclass
 class CacheCounters:
     local_hits: int = 0
     shared_hits: int = 0
@@ -110,26 +83,21 @@ class ConfigCache:
         self._loader = loader
         # Without Redis the shared cache is this process's memory: the local tier is enough.
         self._redis = cache if isinstance(cache, RedisCache) else None
-        self._ack_timeout_s = ack_timeout_s
         self._max_local_entries = max_local_entries
         self._local: dict[LocalKey, _Entry] = {}
         self._inflight: dict[LocalKey, asyncio.Task[bytes]] = {}
-        self._acks: dict[str, _Acks] = {}
         self._epoch = 0
-        self._replica_id = new_id()
         self._fill_script = (
             self._redis.client.register_script(_FILL_IF_GENERATION) if self._redis else None
         )
-        db = self._redis.client.connection_pool.connection_kwargs.get("db", 0) if self._redis else 0
-        self._channel = INVALIDATION_CHANNEL.format(db=db)
-        self._ack_channel = ACK_CHANNEL.format(db=db)
+        self._bus = InvalidationBus(
+            cache, "provider_config", self._on_invalidation, self.clear, ack_timeout_s=ack_timeout_s
+        )
 
     def subscribe(self) -> None:
         """Join the invalidation bus; called from the domain's lifespan, before the cache starts."""
-        if self._redis is None or not self.enabled:
-            return
-        self._cache.subscribe(self._channel, self._on_invalidation, on_reset=self.clear)
-        self._cache.subscribe(self._ack_channel, self._on_ack)
+        if self.enabled:
+            self._bus.subscribe()
 
     async def close(self) -> None:
         tasks = list(self._inflight.values())
@@ -147,11 +115,7 @@ class ConfigCache:
             return await self._loader(tenant_id, provider_type)
         key = (tenant_id, provider_type)
         entry = self._local.get(key)
-        if (
-            entry is not None
-            and entry.expires_at > time.monotonic()
-            and (self._redis is None or self._redis.available)
-        ):
+        if entry is not None and entry.expires_at > time.monotonic() and self._bus.coherent:
             self.counters.local_hits += 1
             return entry.body
         task = self._inflight.get(key)
@@ -205,7 +169,7 @@ class ConfigCache:
                 cache_key(tenant_id, provider_type), generation_key(tenant_id)
             )
         except (RedisError, OSError) as exc:
-            self._redis_failed(exc)
+            self._bus.failed(exc)
             return None, "", False
         redis.breaker.success()
         return (
@@ -224,16 +188,7 @@ class ConfigCache:
                 args=[generation, body, int(self.ttl_s * 1000)],
             )
         except (RedisError, OSError) as exc:
-            self._redis_failed(exc)
-
-    def _redis_failed(self, exc: BaseException) -> None:
-        assert self._redis is not None
-        self._redis.stats.errors += 1
-        if self._redis.breaker.failure():
-            logger.warning(
-                "redis unreachable (%s); reading configurations from the database",
-                type(exc).__name__,
-            )
+            self._bus.failed(exc)
 
     # --- invalidation -----------------------------------------------------------------------
     async def clear(self) -> None:
@@ -262,11 +217,7 @@ class ConfigCache:
             await redis.delete(*keys)  # queued by the foundation, replayed once Redis answers
             self._drop_local(tenant_id, types)
             return
-        nonce = new_id()
-        acks = self._acks[nonce] = _Acks()
-        message = json.dumps(
-            {"tenant_id": tenant_id, "types": types, "nonce": nonce, "origin": self._replica_id}
-        )
+        announcement = self._bus.prepare({"tenant_id": tenant_id, "types": types})
         generation = generation_key(tenant_id)
         try:
             # One round trip: new generation, shared entries gone, every replica told.
@@ -274,45 +225,18 @@ class ConfigCache:
                 pipe.incr(generation)
                 pipe.pexpire(generation, int(self.ttl_s * 1000) * 2)
                 pipe.delete(*keys)
-                pipe.publish(self._channel, message)
+                pipe.publish(announcement.channel, announcement.message)
                 *_, receivers = await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._acks.pop(nonce, None)
-            self._redis_failed(exc)
+            self._bus.cancel(announcement)
+            self._bus.failed(exc)
             await redis.delete(*keys)
             self._drop_local(tenant_id, types)
             return
         # After the shared delete: a local fill that read Redis before it is discarded (epoch).
         self._drop_local(tenant_id, types)
-        try:
-            acks.expect(int(receivers))
-            await asyncio.wait_for(acks.done.wait(), self._ack_timeout_s)
-        except TimeoutError:
-            logger.warning(
-                "configuration invalidation: %d of %s replicas acknowledged in time",
-                acks.received,
-                acks.expected,
-            )
-        finally:
-            self._acks.pop(nonce, None)
+        await self._bus.wait(announcement, int(receivers))
 
-    async def _on_invalidation(self, message: str) -> None:
-        try:
-            payload = json.loads(message)
-            tenant_id = str(payload["tenant_id"])
-            types = [str(t) for t in payload["types"]]
-            nonce = str(payload["nonce"])
-            origin = payload.get("origin")
-        except (ValueError, KeyError, TypeError):
-            logger.warning("ignoring a malformed configuration invalidation")
-            return
-        if origin == self._replica_id:
-            await self._on_ack(nonce)  # the writer dropped its own entries already
-            return
-        self._drop_local(tenant_id, types)
-        await self._cache.publish(self._ack_channel, nonce)
-
-    async def _on_ack(self, message: str) -> None:
-        acks = self._acks.get(message)
-        if acks is not None:
-            acks.ack()
+    def _on_invalidation(self, payload: dict[str, Any]) -> None:
+        """Another replica changed a tenant's configuration: drop what this one holds of it."""
+        self._drop_local(str(payload["tenant_id"]), [str(t) for t in payload["types"]])

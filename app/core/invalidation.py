@@ -1,0 +1,179 @@
+"""Invalidation of per-process caches across replicas, acknowledged, over the cache's pub/sub bus.
+
+A domain that keeps entries in process memory (provider configurations, fresh-token rows) must
+drop them on every replica when the data behind them changes. The writer, after its commit:
+1. publishes a message naming what changed (`prepare`, then publish it, alone or inside a Redis
+   transaction of its own);
+2. waits (`wait`, bounded by a short timeout) until as many replicas as Redis reported receivers
+   have dropped their entries and acknowledged,
+so once the writer's response is sent no replica still serves the old data. Every replica,
+the writer included, hears its own message; the writer answers for itself (it dropped its entries
+before waiting).
+
+With Redis unreachable a local tier cannot hear invalidations: `coherent` is then false and the
+domain bypasses its local entries. Without Redis (one process, in-memory cache) there is nobody
+else to tell and `coherent` is always true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.core.cache import Cache, RedisCache
+from app.core.db import new_id
+
+logger = logging.getLogger("junction.invalidation")
+
+Payload = dict[str, Any]
+OnInvalidate = Callable[[Payload], None]
+OnReset = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Acks:
+    received: int = 0
+    expected: int | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _check(self) -> None:
+        if self.expected is not None and self.received >= self.expected:
+            self.done.set()
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        self._check()
+
+    def ack(self) -> None:
+        self.received += 1
+        self._check()
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A prepared invalidation: publish `message` on `channel`, then `wait` for it."""
+
+    nonce: str
+    channel: str
+    message: str
+
+
+class InvalidationBus:
+    def __init__(
+        self,
+        cache: Cache,
+        name: str,
+        on_invalidate: OnInvalidate,
+        on_reset: OnReset,
+        *,
+        ack_timeout_s: float = 0.5,
+    ) -> None:
+        self.redis = cache if isinstance(cache, RedisCache) else None
+        self._cache = cache
+        self._on_invalidate = on_invalidate
+        self._on_reset = on_reset
+        self._ack_timeout_s = ack_timeout_s
+        self._acks: dict[str, _Acks] = {}
+        self._replica_id = new_id()
+        self._name = name
+        # Pub/sub channels are server-wide, not per Redis database: the database number is part
+        # of the name, so deployments (or test runs) sharing a Redis server never count each
+        # other as replicas.
+        db = self.redis.client.connection_pool.connection_kwargs.get("db", 0) if self.redis else 0
+        self.channel = f"{name}:invalidate:{db}"
+        self.ack_channel = f"{name}:invalidated:{db}"
+
+    @property
+    def coherent(self) -> bool:
+        """True while local entries can be trusted: no other replica, or Redis answering."""
+        return self.redis is None or self.redis.available
+
+    def subscribe(self) -> None:
+        """Join the bus; called from the domain's lifespan, before the cache starts."""
+        if self.redis is None:
+            return
+        self._cache.subscribe(self.channel, self._on_message, on_reset=self._on_reset)
+        self._cache.subscribe(self.ack_channel, self._on_ack)
+
+    def prepare(self, payload: Payload) -> Announcement:
+        nonce = new_id()
+        self._acks[nonce] = _Acks()
+        message = json.dumps({**payload, "nonce": nonce, "origin": self._replica_id})
+        return Announcement(nonce, self.channel, message)
+
+    def cancel(self, announcement: Announcement) -> None:
+        """The announcement was not published (Redis failed): stop waiting for it."""
+        self._acks.pop(announcement.nonce, None)
+
+    async def wait(self, announcement: Announcement, receivers: int) -> None:
+        """Until `receivers` replicas acknowledged, or the timeout (logged, not raised)."""
+        acks = self._acks.get(announcement.nonce)
+        if acks is None:
+            return
+        try:
+            acks.expect(receivers)
+            await asyncio.wait_for(acks.done.wait(), self._ack_timeout_s)
+        except TimeoutError:
+            logger.warning(
+                "%s invalidation: %d of %s replicas acknowledged in time",
+                self._name,
+                acks.received,
+                acks.expected,
+            )
+        finally:
+            self._acks.pop(announcement.nonce, None)
+
+    async def broadcast(self, payload: Payload) -> bool:
+        """Publish and wait; False when Redis could not be told (the caller's entries are then
+        untrusted anyway: `coherent` is false until Redis answers and the bus resets)."""
+        if self.redis is None:
+            return True
+        if not self.redis.available:
+            return False
+        announcement = self.prepare(payload)
+        try:
+            receivers = await self.redis.client.publish(announcement.channel, announcement.message)
+        except (RedisError, OSError) as exc:
+            self.cancel(announcement)
+            self.failed(exc)
+            return False
+        self.redis.breaker.success()
+        await self.wait(announcement, int(receivers))
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a Redis failure of this domain's own calls against the shared breaker."""
+        assert self.redis is not None
+        self.redis.stats.errors += 1
+        if self.redis.breaker.failure():
+            logger.warning(
+                "redis unreachable (%s); %s reads bypass the local cache",
+                type(exc).__name__,
+                self._name,
+            )
+
+    async def _on_message(self, message: str) -> None:
+        try:
+            payload = json.loads(message)
+            nonce = str(payload.pop("nonce"))
+            origin = payload.pop("origin", None)
+            if origin != self._replica_id:
+                self._on_invalidate(payload)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            logger.warning("ignoring a malformed %s invalidation", self._name)
+            return
+        if origin == self._replica_id:
+            await self._on_ack(nonce)  # the writer dropped its own entries already
+            return
+        await self._cache.publish(self.ack_channel, nonce)
+
+    async def _on_ack(self, message: str) -> None:
+        acks = self._acks.get(message)
+        if acks is not None:
+            acks.ack()
