@@ -108,7 +108,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
-    # configurations, fresh tokens) come first. No two routers share a path, so order is free.
+    # configurations, fresh tokens) come first, on the app itself, then their domains' routers.
+    # No two routes share a path and method, so the order is free.
+    provider_configs_router.add_hot_routes(app)
+    tokens_router.add_hot_routes(app)
     for router in (
         provider_configs_router.router,
         tokens_router.router,

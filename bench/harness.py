@@ -119,6 +119,36 @@ class BenchContext:
             )
         return await _python_load(method, url, headers, body, duration_s, connections)
 
+    async def paired(
+        self,
+        ours: str,
+        headers: dict[str, str],
+        bare: str,
+        *,
+        base_url: str | None = None,
+        rounds: int = 5,
+        round_s: float = 3.0,
+    ) -> tuple[LoadResult, LoadResult, float]:
+        """GET `ours` (with `headers`) and `bare` in alternating rounds: the median round's
+        figures and its ratio ours / bare.
+
+        One long run each is at the mercy of whatever else the machine does meanwhile; paired
+        rounds share that noise, and the median ignores a disturbed round.
+        """
+        pairs: list[tuple[LoadResult, LoadResult]] = []
+        for round_number in range(rounds):
+            order = ("ours", "bare") if round_number % 2 == 0 else ("bare", "ours")
+            results: dict[str, LoadResult] = {}
+            for which in order:
+                path, sent = (ours, headers) if which == "ours" else (bare, {})
+                results[which] = await self.load(
+                    "GET", path, headers=sent, duration_s=round_s, base_url=base_url
+                )
+            pairs.append((results["ours"], results["bare"]))
+        pairs.sort(key=lambda pair: pair[0].requests_per_s / pair[1].requests_per_s)
+        ours_result, bare_result = pairs[len(pairs) // 2]
+        return ours_result, bare_result, ours_result.requests_per_s / bare_result.requests_per_s
+
     @asynccontextmanager
     async def server(self, env: dict[str, str]) -> AsyncIterator[str]:
         """Another service process on the same database and Redis, with extra settings."""

@@ -232,6 +232,9 @@ class RedisCache(Cache):
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._bus: aioredis.Redis | None = None
+        # True while the pub/sub connection is subscribed: a local cache that relies on hearing
+        # invalidations can trust its entries only then.
+        self.bus_connected = False
         self._release = self.client.register_script(_RELEASE_IF_OWNER)
 
     @property
@@ -384,6 +387,7 @@ class RedisCache(Cache):
                 await pubsub.subscribe(*channels)
                 # Anything published while we were not subscribed is lost: drop derived state.
                 await self._reset_subscribers()
+                self.bus_connected = True
                 delay = 0.1
                 while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
@@ -405,6 +409,7 @@ class RedisCache(Cache):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
+                self.bus_connected = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):

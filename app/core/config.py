@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     token_refresh_wait_s: float = Field(default=15.0, gt=0)
     token_refresh_cooldown_s: float = Field(default=30.0, ge=0)
     token_refresh_backoff_max_s: float = Field(default=3600.0, gt=0)
+    # Fresh-token reads served from process memory (rows still encrypted), at most this long;
+    # 0 turns the cache off.
+    token_read_cache_ttl_s: float = Field(default=30.0, ge=0)
 
     # --- monitoring (app/monitoring) -----------------------------------------------------
     monitor_enabled: bool = True

@@ -10,9 +10,9 @@ so once the writer's response is sent no replica still serves the old data. Ever
 the writer included, hears its own message; the writer answers for itself (it dropped its entries
 before waiting).
 
-With Redis unreachable a local tier cannot hear invalidations: `coherent` is then false and the
-domain bypasses its local entries. Without Redis (one process, in-memory cache) there is nobody
-else to tell and `coherent` is always true.
+With Redis unreachable, or the subscription down, a local tier cannot hear invalidations:
+`coherent` is then false and the domain bypasses its local entries. Without Redis (one process,
+in-memory cache) there is nobody else to tell and `coherent` is always true.
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ class InvalidationBus:
 
     @property
     def coherent(self) -> bool:
-        """True while local entries can be trusted: no other replica, or Redis answering."""
-        return self.redis is None or self.redis.available
+        """True while local entries can be trusted: no other replica, or Redis answering and
+        this process subscribed to hear the others' invalidations."""
+        return self.redis is None or (self.redis.available and self.redis.bus_connected)
 
     def subscribe(self) -> None:
         """Join the bus; called from the domain's lifespan, before the cache starts."""

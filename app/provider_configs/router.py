@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE
 from app.core.deps import (
@@ -93,8 +93,8 @@ async def get_config(request: Request) -> Response:
     here rather than declared, and the cache holds the serialized body, so a warm read touches no
     session, no model and no dependency solving.
     """
-    tenant_id = path_param(request, "tenant_id", TENANT_ID_RE)
     principal = await get_principal(request)
+    tenant_id = path_param(request, "tenant_id", TENANT_ID_RE)
     principal.require_tenant(tenant_id)
     provider_type = query_param(request, "provider_type", choices=PROVIDER_TYPES)
     include_secrets = query_flag(request, "include_secrets")
@@ -109,15 +109,19 @@ async def get_config(request: Request) -> Response:
     return Response(await domain.cache.get(tenant_id, provider_type), media_type=JSON)
 
 
-router.add_api_route(
-    "/config/{tenant_id}",
-    get_config,
-    methods=["GET"],
-    response_model=None,
-    responses=_DOCUMENT,
-    openapi_extra=_GET_PARAMETERS,
-    route_class_override=DirectRoute,
-)
+def add_hot_routes(app: FastAPI) -> None:
+    """GET /config/{tenant_id}, on the app itself: ahead of every included router, it is the
+    first route Starlette tries (each route tried before the matching one costs ~1.5 µs)."""
+    app.router.add_api_route(
+        "/config/{tenant_id}",
+        get_config,
+        methods=["GET"],
+        tags=["provider_configs"],
+        response_model=None,
+        responses=_DOCUMENT,
+        openapi_extra=_GET_PARAMETERS,
+        route_class_override=DirectRoute,
+    )
 
 
 @router.post("/config/{tenant_id}", response_model=None, responses=_DOCUMENT)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.tokens.read_cache import TokenReadCache
 from app.tokens.refresh import TokenContext
 
 
@@ -15,5 +16,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     # Built here, not at import: overrides are validated at start-up, and the monitoring
     # lifespan (entered after this one) appends its status listener to this context.
-    state.token_context = TokenContext.build(state)
+    context = TokenContext.build(state)
+    context.read_cache = TokenReadCache(state.cache, ttl_s=state.settings.token_read_cache_ttl_s)
+    context.read_cache.subscribe()
+    state.token_context = context
     yield

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from app.tokens.models import (
     OAuthConnection,
 )
 from app.tokens.providers import ProviderRegistry, ProviderSpec
+from app.tokens.read_cache import TokenReadCache
 from app.tokens.sealing import (
     open_client_secret,
     open_refresh_token,
@@ -110,6 +111,9 @@ class TokenContext:
     registry: ProviderRegistry
     status_listeners: list[StatusListener] = field(default_factory=list)
     local_locks: _KeyedLocks = field(default_factory=_KeyedLocks, repr=False)
+    # Set by the tokens lifespan, which subscribes it to the invalidation bus; a context built
+    # elsewhere reads from the database every time.
+    read_cache: TokenReadCache | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, state: Any) -> TokenContext:
@@ -127,6 +131,13 @@ class TokenContext:
     def from_state(cls, state: Any) -> TokenContext:
         existing = getattr(state, "token_context", None)
         return existing if isinstance(existing, TokenContext) else cls.build(state)
+
+    async def invalidate(
+        self, connection_ids: Iterable[str] = (), *, tenant_id: str | None = None
+    ) -> None:
+        """After a commit that changed what a token read answers."""
+        if self.read_cache is not None:
+            await self.read_cache.invalidate(connection_ids, tenant_id=tenant_id)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -201,7 +212,14 @@ async def refresh_connection(
         async with _cross_replica_lock(ctx, connection_id, deadline) as lock:
             if lock is None:
                 return _busy(connection_id)
-            return await _refresh_locked(ctx, connection_id, lock, force, started_at, trigger)
+            outcome = await _refresh_locked(ctx, connection_id, lock, force, started_at, trigger)
+        # Committed by now (the row lock's transaction ends with the block above).
+        if outcome.result in _WRITTEN:
+            await ctx.invalidate([connection_id])
+        return outcome
+
+
+_WRITTEN = frozenset({RESULT_REFRESHED, RESULT_REFRESH_FAILED, RESULT_NEEDS_REAUTH})
 
 
 def _busy(connection_id: str) -> RefreshOutcome:
@@ -331,7 +349,7 @@ async def _refresh_locked(
         spec = ctx.spec_for(client)
         if status == STATUS_NEEDS_REAUTH:
             return RefreshOutcome(connection_id, RESULT_NEEDS_REAUTH, status, last_error)
-        if not force and _not_due(connection, now, started_at):
+        if not force and _not_due(connection, spec, now, started_at):
             return RefreshOutcome(connection_id, RESULT_SKIPPED, status, last_error)
         if connection.refresh_token_enc is None:
             expired = connection.expires_at is not None and connection.expires_at <= now
@@ -395,13 +413,18 @@ async def _refresh_locked(
         )
 
 
-def _not_due(connection: OAuthConnection, now: datetime, started_at: datetime) -> bool:
+def _not_due(
+    connection: OAuthConnection, spec: ProviderSpec, now: datetime, started_at: datetime
+) -> bool:
     if connection.next_attempt_at is not None and connection.next_attempt_at > now:
         return True  # cooldown after a failure
     if connection.last_refreshed_at is not None and connection.last_refreshed_at >= started_at:
         return True  # another worker refreshed it while this one waited for the lock
-    if connection.expires_at is not None and connection.expires_at <= now:
-        return False  # expired is always due, whatever refresh_due_at was computed with
+    # Within the provider's current margin is always due, whatever refresh_due_at was computed
+    # with (the client's margin may have been edited since).
+    margin = timedelta(seconds=spec.refresh_margin_s)
+    if connection.expires_at is not None and connection.expires_at - margin <= now:
+        return False
     due = connection.refresh_due_at
     return due is not None and due > now
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from app.core.auth import ROLE_ADMIN, ROLE_SERVICE
 from app.core.deps import (
     TENANT_ID_PATTERN,
+    TENANT_ID_RE,
     CurrentPrincipal,
     KeyringDep,
     ServicePrincipal,
     SessionDep,
     SettingsDep,
+    get_principal,
 )
 from app.core.errors import error_body
+from app.core.routing import DirectRoute, path_param, query_param
 from app.tokens import service
 from app.tokens.oauth import with_query
 from app.tokens.refresh import TokenContext
@@ -84,6 +89,63 @@ def _token_out(view: service.TokenView) -> Response:
     )
 
 
+_READ_PARAMETERS = {
+    "parameters": [
+        {
+            "name": "branch_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": BRANCH_ID_PATTERN},
+        },
+        {
+            "name": "provider",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "pattern": PROVIDER_PATTERN},
+        },
+        {
+            "name": "tenant_id",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "pattern": TENANT_ID_PATTERN},
+            "description": "the tenant; default: the token's only tenant",
+        },
+    ]
+}
+_BRANCH_ID_RE = re.compile(BRANCH_ID_PATTERN)
+_PROVIDER_RE = re.compile(PROVIDER_PATTERN)
+
+
+async def read_token(request: Request) -> Response:
+    """A usable access token for the branch, refreshed first when it is about to expire.
+
+    The hot read of this domain, on a `DirectRoute` (see `add_hot_routes`): it reads its own path,
+    query and caller, and a fresh token answers from the read cache without a database query.
+    """
+    principal = await get_principal(request)
+    principal.require_role(ROLE_SERVICE, ROLE_ADMIN)
+    branch_id = path_param(request, "branch_id", _BRANCH_ID_RE)
+    provider = query_param(request, "provider", _PROVIDER_RE, required=True)
+    assert provider is not None
+    tenant = principal.resolve_tenant(query_param(request, "tenant_id", TENANT_ID_RE))
+    ctx: TokenContext = request.app.state.token_context
+    return _token_out(await service.read_token(ctx, tenant, provider, branch_id))
+
+
+def add_hot_routes(app: FastAPI) -> None:
+    """GET /token-management/tokens/{branch_id}, on the app itself, ahead of every included
+    router (each route tried before the matching one costs ~1.5 µs)."""
+    app.router.add_api_route(
+        f"{router.prefix}/tokens/{{branch_id}}",
+        read_token,
+        methods=["GET"],
+        tags=["tokens"],
+        response_model=TokenOut,
+        openapi_extra=_READ_PARAMETERS,
+        route_class_override=DirectRoute,
+    )
+
+
 @router.get("/providers", response_model=ProviderList)
 async def list_providers(principal: CurrentPrincipal, ctx: TokenContextDep) -> ProviderList:
     providers = [ProviderOut(**spec.capabilities()) for spec in ctx.registry.all_builtin()]
@@ -131,12 +193,11 @@ async def update_client(
     body: ClientUpdate,
     principal: CurrentPrincipal,
     session: SessionDep,
-    keyring: KeyringDep,
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> Any:
     client = await service.get_client(session, principal, client_id, tenant_id)
-    return await service.update_client(session, keyring, ctx.registry, ctx.settings, client, body)
+    return await service.update_client(session, ctx, client, body)
 
 
 @router.delete("/clients/{client_id}", status_code=204)
@@ -144,10 +205,11 @@ async def delete_client(
     client_id: ClientPath,
     principal: CurrentPrincipal,
     session: SessionDep,
+    ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> Response:
     client = await service.get_client(session, principal, client_id, tenant_id)
-    await service.delete_client(session, client)
+    await service.delete_client(session, ctx, client)
     return Response(status_code=204)
 
 
@@ -215,18 +277,6 @@ async def auth_callback(
         status_code=400 if denied else 502,
         headers=_CALLBACK_HEADERS,
     )
-
-
-@router.get("/tokens/{branch_id}", response_model=TokenOut)
-async def read_token(
-    branch_id: BranchPath,
-    provider: ProviderQuery,
-    principal: ServicePrincipal,
-    ctx: TokenContextDep,
-    tenant_id: TenantQuery = None,
-) -> Response:
-    tenant = principal.resolve_tenant(tenant_id)
-    return _token_out(await service.read_token(ctx, tenant, provider, branch_id))
 
 
 @router.post("/tokens/refresh", response_model=TokenOut)

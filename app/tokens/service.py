@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from app.core import netguard
 from app.core.auth import Principal
 from app.core.config import Settings
 from app.core.crypto import DecryptionError, Keyring
-from app.core.db import new_id, utcnow
+from app.core.db import after_commit, new_id, utcnow
 from app.core.errors import Conflict, InvalidInput, UpstreamError
 from app.tokens import oauth, repository
 from app.tokens.exceptions import (
@@ -251,13 +252,9 @@ async def list_clients(
 
 
 async def update_client(
-    session: AsyncSession,
-    keyring: Keyring,
-    registry: ProviderRegistry,
-    settings: Settings,
-    client: OAuthClient,
-    body: ClientUpdate,
+    session: AsyncSession, ctx: TokenContext, client: OAuthClient, body: ClientUpdate
 ) -> OAuthClient:
+    keyring, registry, settings = ctx.keyring, ctx.registry, ctx.settings
     changes = body.model_dump(exclude_unset=True)
     custom = {k: v for k, v in changes.items() if k in CUSTOM_FIELDS}
     custom_fields = _custom_settings_for(registry, client.provider, custom, creating=False)
@@ -269,6 +266,7 @@ async def update_client(
                 raise InvalidInput(f"{required}: required for a custom provider")
         await _check_custom(settings, client.provider, merged)
         client.provider_settings = merged
+        await _reschedule_connections(session, ctx, client)
     for name in ("name", "client_id", "redirect_uri", "scopes", "return_urls", "workspace_info"):
         if name in changes:
             if changes[name] is None and name != "workspace_info":
@@ -280,15 +278,31 @@ async def update_client(
         raise InvalidInput("client_secret: may not be null")
     client.updated_at = utcnow()
     await session.flush()
+    # Its provider settings (refresh margin, URLs) shape every cached read of its connections.
+    after_commit(session, partial(ctx.invalidate, tenant_id=client.tenant_id))
     return client
 
 
-async def delete_client(session: AsyncSession, client: OAuthClient) -> None:
+async def _reschedule_connections(
+    session: AsyncSession, ctx: TokenContext, client: OAuthClient
+) -> None:
+    """The client's provider options changed (its refresh margin may have): move the monitoring
+    loop's next refresh of each of its connections accordingly."""
+    spec = ctx.spec_for(client)
+    connections = await session.scalars(
+        select(OAuthConnection).where(OAuthConnection.client_id == client.id)
+    )
+    for connection in connections:
+        connection.refresh_due_at = compute_refresh_due_at(connection, spec, ctx.settings)
+
+
+async def delete_client(session: AsyncSession, ctx: TokenContext, client: OAuthClient) -> None:
     """Remove the client with its connections and pending logins (ON DELETE CASCADE)."""
     await session.execute(delete(OAuthConnection).where(OAuthConnection.client_id == client.id))
     await session.execute(delete(OAuthState).where(OAuthState.client_id == client.id))
     await session.delete(client)
     await session.flush()
+    after_commit(session, partial(ctx.invalidate, tenant_id=client.tenant_id))
 
 
 # --- login and callback ---------------------------------------------------------------------
@@ -411,6 +425,7 @@ async def complete_callback(
         logger.warning("code exchange failed: provider=%s reason=%s", client.provider, exc.code)
         return failed(exc.code)
     connection = await _store_login(ctx, client, spec, pending.branch_id, tokens)
+    await ctx.invalidate([connection.id])
     return CallbackResult(
         connected=True,
         provider=client.provider,
@@ -509,7 +524,8 @@ def _raise_needs_reauth(connection: _TokenRow) -> None:
     )
 
 
-async def _view(ctx: TokenContext, connection: _TokenRow) -> TokenView:
+def _open_view(ctx: TokenContext, connection: _TokenRow) -> TokenView:
+    """The answer of a token read, with the access token decrypted for it."""
     try:
         access_token = open_stored_access_token(
             ctx.keyring, connection.tenant_id, connection.id, connection.access_token_enc
@@ -519,20 +535,6 @@ async def _view(ctx: TokenContext, connection: _TokenRow) -> TokenView:
         raise Conflict(
             "the stored token cannot be decrypted; log in again", code="needs_reauth"
         ) from exc
-    now = utcnow()
-    if connection.last_used_at is None or connection.last_used_at < now - _LAST_USED_RESOLUTION:
-        # SKIP LOCKED: a refresh holding the row lock through its provider call must not hold
-        # up a read of the still-valid token; last_used_at is only a hint and waits a minute.
-        row = (
-            select(OAuthConnection.id)
-            .where(OAuthConnection.id == connection.id)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        async with ctx.sessionmaker() as session, session.begin():
-            await session.execute(
-                update(OAuthConnection).where(OAuthConnection.id == row).values(last_used_at=now)
-            )
     return TokenView(
         provider=connection.provider,
         branch_id=connection.branch_id,
@@ -543,17 +545,66 @@ async def _view(ctx: TokenContext, connection: _TokenRow) -> TokenView:
     )
 
 
+async def _view(ctx: TokenContext, connection: _TokenRow) -> TokenView:
+    view = _open_view(ctx, connection)
+    await _touch(ctx, connection.id, connection.last_used_at)
+    return view
+
+
+async def _touch(ctx: TokenContext, connection_id: str, last_used_at: datetime | None) -> datetime:
+    """Write last_used_at when the recorded one is over a minute old; the time now on record."""
+    now = utcnow()
+    if last_used_at is not None and last_used_at >= now - _LAST_USED_RESOLUTION:
+        return last_used_at
+    # SKIP LOCKED: a refresh holding the row lock through its provider call must not hold up a
+    # read of the still-valid token; last_used_at is only a hint and waits a minute.
+    row = (
+        select(OAuthConnection.id)
+        .where(OAuthConnection.id == connection_id)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(OAuthConnection).where(OAuthConnection.id == row).values(last_used_at=now)
+        )
+    return now
+
+
+def _serve_for_s(connection: _TokenRow, now: datetime) -> float:
+    """How long a read may answer with this row without looking again: until its refresh is due."""
+    if connection.expires_at is None:
+        return float("inf")
+    due = connection.expires_at - timedelta(seconds=connection.spec.refresh_margin_s)
+    return (due - now).total_seconds()
+
+
 async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> TokenView:
     """A usable access token, refreshed first when it expires within the provider's margin.
 
-    Uses short sessions of its own rather than the request's: a reader waiting for another
-    worker's refresh must not hold a pooled connection meanwhile.
+    A row read within the last `TOKEN_READ_CACHE_TTL_S` answers from process memory until its
+    refresh is due (see `read_cache`). Otherwise it uses short sessions of its own rather than the
+    request's: a reader waiting for another worker's refresh must not hold a pooled connection.
     """
+    cache = ctx.read_cache
+    key = (tenant_id, provider, branch_id)
+    if cache is not None:
+        entry = cache.get(key)
+        if entry is not None:
+            view = _open_view(ctx, entry.row)
+            entry.last_used_at = await _touch(ctx, entry.row.id, entry.last_used_at)
+            return view
+    epoch = cache.epoch if cache is not None else 0
     connection = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
     if connection.status == STATUS_NEEDS_REAUTH:
         _raise_needs_reauth(connection)
-    if not _needs_refresh(connection, utcnow()):
-        return await _view(ctx, connection)
+    now = utcnow()
+    if not _needs_refresh(connection, now):
+        view = _open_view(ctx, connection)
+        last_used_at = await _touch(ctx, connection.id, connection.last_used_at)
+        if cache is not None:
+            cache.put(key, connection, epoch, _serve_for_s(connection, now), last_used_at)
+        return view
     outcome = await refresh_connection(ctx, connection.id, trigger="read")
     connection = await _load_for_tenant(ctx, tenant_id, provider, branch_id)
     if connection.status == STATUS_NEEDS_REAUTH:
@@ -608,6 +659,7 @@ async def disconnect(ctx: TokenContext, tenant_id: str, provider: str, branch_id
             revoked = await _revoke(ctx, connection, found.spec)
     async with ctx.sessionmaker() as session, session.begin():
         await session.execute(delete(OAuthConnection).where(OAuthConnection.id == found.id))
+    await ctx.invalidate([found.id])
     return revoked
 
 

@@ -11,11 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy import text
 
-from bench.harness import BenchContext, LoadResult
+from bench.harness import BenchContext
 
 TENANT = "bench-provider-configs"
 ROUNDS = 5
-ROUND_S = 3.0
 _BODY: dict[str, bytes] = {"document": b"{}"}
 _AUTOCOMMIT: dict[str, Any] = {}
 _ONE_ROW = text(
@@ -100,36 +99,6 @@ async def _post_latency(
     return statistics.median(latencies), p99, errors
 
 
-async def _paired(
-    ctx: BenchContext,
-    ours: tuple[str, dict[str, str]],
-    bare: str,
-    *,
-    base_url: str | None = None,
-    rounds: int = ROUNDS,
-) -> tuple[LoadResult, LoadResult, float]:
-    """Alternate the two endpoints for a few rounds; the median round's figures and ratio.
-
-    One long run each is at the mercy of whatever else the machine does meanwhile; paired
-    rounds share that noise, and the median ignores a disturbed round.
-    """
-    pairs: list[tuple[LoadResult, LoadResult]] = []
-    for round_number in range(rounds):
-        order = [0, 1] if round_number % 2 == 0 else [1, 0]
-        results: dict[int, LoadResult] = {}
-        for which in order:
-            if which == 0:
-                results[0] = await ctx.load(
-                    "GET", ours[0], headers=ours[1], duration_s=ROUND_S, base_url=base_url
-                )
-            else:
-                results[1] = await ctx.load("GET", bare, duration_s=ROUND_S, base_url=base_url)
-        pairs.append((results[0], results[1]))
-    pairs.sort(key=lambda pair: pair[0].requests_per_s / pair[1].requests_per_s)
-    ours_result, bare_result = pairs[len(pairs) // 2]
-    return ours_result, bare_result, ours_result.requests_per_s / bare_result.requests_per_s
-
-
 async def run(ctx: BenchContext) -> None:
     headers = {"Authorization": f"Bearer {ctx.token([TENANT])}"}
     async with httpx.AsyncClient(base_url=ctx.base_url, headers=headers, timeout=10) as client:
@@ -140,8 +109,8 @@ async def run(ctx: BenchContext) -> None:
     stored = sum(len(v) for k, v in document.json().items() if k.endswith("_providers"))
     ctx.report("document: providers / bytes", stored, f"/ {len(document.content)} bytes")
 
-    cached, bare, ratio = await _paired(
-        ctx, (f"/config/{TENANT}", headers), "/bench/provider_configs/document"
+    cached, bare, ratio = await ctx.paired(
+        f"/config/{TENANT}", headers, "/bench/provider_configs/document", rounds=ROUNDS
     )
     ctx.report("bare endpoint, same JSON bytes (req/s)", bare.requests_per_s, "req/s")
     ctx.report("cached GET /config/{tenant_id} (req/s)", cached.requests_per_s, "req/s")
@@ -156,16 +125,17 @@ async def run(ctx: BenchContext) -> None:
         ctx.report("errors during cached GET / bare runs", cached.errors + bare.errors)
 
     async with ctx.server({"PROVIDER_CONFIG_CACHE_ENABLED": "false"}) as uncached_url:
-        uncached, one_row, ratio = await _paired(
-            ctx,
-            (f"/config/{TENANT}", headers),
+        uncached, one_row, ratio = await ctx.paired(
+            f"/config/{TENANT}",
+            headers,
             "/bench/provider_configs/one_row",
             base_url=uncached_url,
+            rounds=ROUNDS,
         )
         # The service reads without BEGIN/ROLLBACK; the same select read that way, for fairness.
-        _, one_row_autocommit, ratio_autocommit = await _paired(
-            ctx,
-            (f"/config/{TENANT}", headers),
+        _, one_row_autocommit, ratio_autocommit = await ctx.paired(
+            f"/config/{TENANT}",
+            headers,
             "/bench/provider_configs/one_row_autocommit",
             base_url=uncached_url,
             rounds=3,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
+import pytest
 
 from app.core.auth import mint_token
 from app.core.config import Settings
@@ -171,3 +173,71 @@ async def test_outside_development_an_edit_may_not_point_a_custom_provider_at_lo
         read = await api.get(f"/token-management/clients/{created.json()['id']}", headers=headers)
     assert edited.status_code == 422
     assert read.json()["provider_settings"]["token_url"] == https_urls["token_url"]
+
+
+# --- the fresh-token read checks its own input (it runs on a DirectRoute) -------------------
+
+
+async def test_a_token_read_with_a_bad_branch_id_is_a_422_naming_it(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    response = await client.get(
+        "/token-management/tokens/%20bad%20branch",
+        params={"provider": "local_oauth"},
+        headers=bearer(make_token(roles=["service"])),
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "path.branch_id"
+
+
+async def test_a_token_read_without_a_provider_is_a_422_naming_it(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    response = await client.get(
+        "/token-management/tokens/branch-1", headers=bearer(make_token(roles=["service"]))
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"] == [{"field": "query.provider", "message": "field required"}]
+
+
+@pytest.mark.parametrize("provider", ["Local-OAuth", "x", "a" * 41])
+async def test_a_token_read_with_a_malformed_provider_is_a_422(
+    client: httpx.AsyncClient, make_token: Any, provider: str
+) -> None:
+    response = await client.get(
+        "/token-management/tokens/branch-1",
+        params={"provider": provider},
+        headers=bearer(make_token(roles=["service"])),
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "query.provider"
+
+
+async def test_a_token_read_checks_the_caller_before_the_input(client: httpx.AsyncClient) -> None:
+    response = await client.get("/token-management/tokens/%20bad%20branch")
+    assert response.status_code == 401
+
+
+async def test_a_token_read_needs_the_service_role(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    response = await client.get(
+        "/token-management/tokens/branch-1",
+        params={"provider": "local_oauth"},
+        headers=bearer(make_token()),
+    )
+    assert response.status_code == 403
+
+
+async def test_the_token_read_is_documented_with_its_parameters(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    operation = schema["paths"]["/token-management/tokens/{branch_id}"]["get"]
+    names = {(p["in"], p["name"], p["required"]) for p in operation["parameters"]}
+    assert names == {
+        ("path", "branch_id", True),
+        ("query", "provider", True),
+        ("query", "tenant_id", False),
+    }
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/TokenOut"
+    )

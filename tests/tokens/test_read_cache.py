@@ -1,0 +1,183 @@
+"""The fresh-token read cache: reads answer from memory, and every change is seen at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from sqlalchemy import event
+
+from app.core.config import Settings
+from tests.conftest import bearer, build_settings, free_port, postgres_only, running_app
+from tests.oauth_fixtures import LOCAL_REFRESH_MARGIN_S, connect_branch, oauth_server
+from tests.oauth_server import LocalOAuthServer
+from tests.tokens.helpers import read_token
+
+__all__ = ["oauth_server"]
+
+
+@contextmanager
+def connection_queries(app: Any) -> Iterator[list[str]]:
+    """The statements sent to the database that touch oauth_connections, while inside."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "oauth_connections" in statement:
+            seen.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def _force_refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post(
+        "/token-management/tokens/refresh",
+        json={"provider": "local_oauth", "branch_id": "branch-1"},
+        headers=bearer(token),
+    )
+
+
+async def test_a_second_read_of_a_fresh_token_needs_no_database_query(
+    app_and_client: tuple[Any, httpx.AsyncClient], make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    app, client = app_and_client
+    token = make_token(roles=["service"])
+    await connect_branch(client, token, oauth_server)
+    first = await read_token(client, token)
+    with connection_queries(app) as queries:
+        second = await read_token(client, token)
+    assert first.status_code == second.status_code == 200
+    assert second.json() == first.json()
+    assert queries == []
+    assert app.state.token_context.read_cache.hits == 1
+
+
+async def test_with_the_cache_turned_off_every_read_queries(
+    settings: Settings, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    custom = build_settings(settings.database_url, token_read_cache_ttl_s=0)
+    token = make_token(roles=["service"])
+    async with running_app(custom) as (app, client):
+        await connect_branch(client, token, oauth_server)
+        await read_token(client, token)
+        with connection_queries(app) as queries:
+            assert (await read_token(client, token)).status_code == 200
+    assert len(queries) == 1
+
+
+async def test_a_forced_refresh_is_seen_by_the_next_read(
+    client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    await connect_branch(client, token, oauth_server)
+    before = (await read_token(client, token)).json()["access_token"]
+    refreshed = await _force_refresh(client, token)
+    assert refreshed.status_code == 200
+    after = (await read_token(client, token)).json()["access_token"]
+    assert after == refreshed.json()["access_token"] != before
+
+
+async def test_a_disconnected_token_is_not_served_from_memory(
+    client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    await connect_branch(client, token, oauth_server)
+    assert (await read_token(client, token)).status_code == 200
+    gone = await client.delete(
+        "/token-management/tokens/branch-1",
+        params={"provider": "local_oauth"},
+        headers=bearer(token),
+    )
+    assert gone.status_code == 200, gone.text
+    assert (await read_token(client, token)).status_code == 404
+
+
+async def test_a_new_login_replaces_the_token_a_read_answers(
+    client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    connected = await connect_branch(client, token, oauth_server)
+    before = (await read_token(client, token)).json()["access_token"]
+    await connect_branch(client, token, oauth_server, client_pk=connected["client_pk"])
+    after = (await read_token(client, token)).json()["access_token"]
+    assert after != before
+    assert oauth_server.is_access_token_valid(after)
+
+
+async def test_a_client_edit_applies_its_refresh_margin_to_the_next_read(
+    client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    connected = await connect_branch(client, token, oauth_server)
+    assert (await read_token(client, token)).status_code == 200
+    # A margin longer than the token's lifetime: the token is now due for refresh.
+    edited = await client.patch(
+        f"/token-management/clients/{connected['client_pk']}",
+        json={"refresh_margin_s": 3600 + 600},
+        headers=bearer(token),
+    )
+    assert edited.status_code == 200, edited.text
+    assert (await read_token(client, token)).status_code == 200
+    assert oauth_server.refresh_calls == 1
+
+
+async def test_a_cached_token_is_not_served_once_its_refresh_is_due(
+    client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    oauth_server.token_lifetime_s = LOCAL_REFRESH_MARGIN_S + 1
+    await connect_branch(client, token, oauth_server)
+    oauth_server.token_lifetime_s = 3600
+    assert (await read_token(client, token)).status_code == 200
+    assert oauth_server.refresh_calls == 0
+    await asyncio.sleep(1.2)  # the token enters its refresh margin
+    assert (await read_token(client, token)).status_code == 200
+    assert oauth_server.refresh_calls == 1
+
+
+@postgres_only
+async def test_a_refresh_through_one_instance_is_read_through_the_other(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    settings = build_settings(database_url)
+    token = make_token(roles=["service"])
+    async with running_app(settings) as (_, first), running_app(settings) as (second_app, second):
+        await connect_branch(first, token, oauth_server)
+        stale = (await read_token(second, token)).json()["access_token"]
+        assert (await read_token(second, token)).json()["access_token"] == stale
+        assert second_app.state.token_context.read_cache.hits == 1
+
+        refreshed = (await _force_refresh(first, token)).json()["access_token"]
+        assert refreshed != stale
+        assert (await read_token(second, token)).json()["access_token"] == refreshed
+
+        gone = await first.delete(
+            "/token-management/tokens/branch-1",
+            params={"provider": "local_oauth"},
+            headers=bearer(token),
+        )
+        assert gone.status_code == 200
+        assert (await read_token(second, token)).status_code == 404
+
+
+@postgres_only
+async def test_with_redis_unreachable_reads_go_to_the_database(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    # Nothing listens on that port: this replica could not hear another's invalidations.
+    cut_off = build_settings(database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    token = make_token(roles=["service"])
+    async with running_app(cut_off) as (app, client):
+        await connect_branch(client, token, oauth_server)
+        await read_token(client, token)
+        with connection_queries(app) as queries:
+            assert (await read_token(client, token)).status_code == 200
+    assert len(queries) >= 1
+    assert app.state.token_context.read_cache.hits == 0
