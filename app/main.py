@@ -110,8 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
     # configurations, fresh tokens) come first, on the app itself, then their domains' routers.
     # No two routes share a path and method, so the order is free.
-    provider_configs_router.add_hot_routes(app)
     tokens_router.add_hot_routes(app)
+    provider_configs_router.add_hot_routes(app)
     for router in (
         provider_configs_router.router,
         tokens_router.router,
