@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy import text
 
+from app.core.routing import DirectRoute
 from bench.harness import BenchContext
 
 TENANT = "bench-provider-configs"
@@ -33,6 +34,18 @@ def register_bare_routes(app: FastAPI) -> None:
     async def bare_document() -> Response:
         # The same bytes the cached route answers, with no auth and no cache lookup.
         return Response(content=_BODY["document"], media_type="application/json")
+
+    async def bare_document_direct(request: Request) -> Response:
+        return Response(content=_BODY["document"], media_type="application/json")
+
+    # The same bytes on the service's own lean route class: what auth and the cache cost alone.
+    app.router.add_api_route(
+        "/bench/provider_configs/document_direct",
+        bare_document_direct,
+        methods=["GET"],
+        include_in_schema=False,
+        route_class_override=DirectRoute,
+    )
 
     @app.get("/bench/provider_configs/one_row", include_in_schema=False)
     async def bare_one_row(request: Request) -> Response:
@@ -121,6 +134,13 @@ async def run(ctx: BenchContext) -> None:
         "ratio",
         target=">= 0.8",
     )
+    _, bare_direct, ratio_direct = await ctx.paired(
+        f"/config/{TENANT}", headers, "/bench/provider_configs/document_direct", rounds=3
+    )
+    ctx.report(
+        "bare endpoint on a DirectRoute, same bytes (req/s)", bare_direct.requests_per_s, "req/s"
+    )
+    ctx.report("cached GET / bare DirectRoute endpoint (median of 3)", ratio_direct, "ratio")
     if cached.errors or bare.errors:
         ctx.report("errors during cached GET / bare runs", cached.errors + bare.errors)
 

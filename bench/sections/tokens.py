@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy import text
 
+from app.core.routing import DirectRoute
 from bench.harness import BenchContext
 from tests.oauth_server import LocalOAuthServer
 
@@ -34,6 +35,19 @@ def register_bare_routes(app: FastAPI) -> None:
     async def bare() -> Response:
         # A token-shaped answer with no auth, no database and no decryption.
         return Response(content=_TOKEN_BODY, media_type="application/json")
+
+    async def bare_direct(request: Request) -> Response:
+        return Response(content=_TOKEN_BODY, media_type="application/json")
+
+    # The same answer on the service's own lean route class: what auth, cache and decryption
+    # cost alone.
+    app.router.add_api_route(
+        "/bench/tokens/bare_direct",
+        bare_direct,
+        methods=["GET"],
+        include_in_schema=False,
+        route_class_override=DirectRoute,
+    )
 
     @app.get("/bench/tokens/one_row/{branch_id}", include_in_schema=False)
     async def bare_one_row(branch_id: str, request: Request) -> Response:
@@ -130,6 +144,15 @@ async def run(ctx: BenchContext) -> None:
                 ratio,
                 "ratio",
                 target=">= 0.7",
+            )
+            _, bare_direct, ratio_direct = await ctx.paired(
+                read_path, headers, "/bench/tokens/bare_direct", rounds=3
+            )
+            ctx.report(
+                "bare endpoint on a DirectRoute (req/s)", bare_direct.requests_per_s, "req/s"
+            )
+            ctx.report(
+                "fresh token read / bare DirectRoute endpoint (median of 3)", ratio_direct, "ratio"
             )
             # ... and, with the read cache off, with a bare endpoint doing the same one-row lookup.
             async with ctx.server({"TOKEN_READ_CACHE_TTL_S": "0"}) as uncached_url:
