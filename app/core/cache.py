@@ -25,6 +25,8 @@ logger = logging.getLogger("junction.cache")
 MessageHandler = Callable[[str], Awaitable[None]]
 ResetHandler = Callable[[], Awaitable[None]]
 
+_BUS_HEALTH_CHECK_S = 5
+
 # Compare-and-delete: release a lock only if we still own it.
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
@@ -380,7 +382,11 @@ class RedisCache(Cache):
         channels = list(self._subscriptions)
         delay = 0.1
         while not self._closing:
-            bus = aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0)
+            # The health check PINGs an idle subscription, so a connection the server dropped is
+            # noticed (and the subscribers reset) within seconds rather than at the next message.
+            bus = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=1.0, health_check_interval=_BUS_HEALTH_CHECK_S
+            )
             self._bus = bus
             pubsub = bus.pubsub(ignore_subscribe_messages=True)
             try:
@@ -402,6 +408,9 @@ class RedisCache(Cache):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                # Not subscribed from here on: local caches must stop trusting their entries now,
+                # not after the back-off below.
+                self.bus_connected = False
                 if self._closing:
                     return
                 logger.warning("cache bus disconnected (%s); reconnecting", type(exc).__name__)

@@ -11,8 +11,12 @@ the writer included, hears its own message; the writer answers for itself (it dr
 before waiting).
 
 With Redis unreachable, or the subscription down, a local tier cannot hear invalidations:
-`coherent` is then false and the domain bypasses its local entries. Without Redis (one process,
-in-memory cache) there is nobody else to tell and `coherent` is always true.
+`coherent` is then false and the domain bypasses its local entries. An invalidation this replica
+could not publish is kept (`defer`) and published once Redis answers again (at the next broadcast,
+or when the subscription comes back), so replicas that never lost Redis drop their entries too;
+past `_MAX_DEFERRED` of them they are replaced by one message that clears every replica's cache.
+Without Redis (one process, in-memory cache) there is nobody else to tell and `coherent` is always
+true.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from app.core.db import new_id
 logger = logging.getLogger("junction.invalidation")
 
 Payload = dict[str, Any]
+_MAX_DEFERRED = 256
+_RESET: Payload = {"reset": True}  # every receiver drops its whole cache
 OnInvalidate = Callable[[Payload], None]
 OnReset = Callable[[], Awaitable[None]]
 
@@ -80,6 +86,7 @@ class InvalidationBus:
         self._on_reset = on_reset
         self._ack_timeout_s = ack_timeout_s
         self._acks: dict[str, _Acks] = {}
+        self._deferred: list[Payload] = []
         self._replica_id = new_id()
         self._name = name
         # Pub/sub channels are server-wide, not per Redis database: the database number is part
@@ -99,8 +106,35 @@ class InvalidationBus:
         """Join the bus; called from the domain's lifespan, before the cache starts."""
         if self.redis is None:
             return
-        self._cache.subscribe(self.channel, self._on_message, on_reset=self._on_reset)
+        self._cache.subscribe(self.channel, self._on_message, on_reset=self._on_bus_reset)
         self._cache.subscribe(self.ack_channel, self._on_ack)
+
+    async def _on_bus_reset(self) -> None:
+        # (Re)subscribed, or disconnected: our entries may be stale either way; and if Redis
+        # answers again, what we could not tell the others goes out now.
+        await self._on_reset()
+        if self.redis is not None and self.redis.bus_connected:
+            await self.publish_deferred()
+
+    def defer(self, payload: Payload) -> None:
+        """An invalidation that could not be published: publish it once Redis answers."""
+        if len(self._deferred) >= _MAX_DEFERRED or payload == _RESET:
+            self._deferred = [_RESET]
+        elif self._deferred != [_RESET]:
+            self._deferred.append(payload)
+
+    async def publish_deferred(self) -> None:
+        """Publish the deferred invalidations (without waiting for acknowledgements)."""
+        redis = self.redis
+        while redis is not None and self._deferred:
+            announcement = self.prepare(self._deferred[0])
+            self.cancel(announcement)
+            try:
+                await redis.client.publish(announcement.channel, announcement.message)
+            except (RedisError, OSError) as exc:
+                self.failed(exc)
+                return
+            self._deferred.pop(0)
 
     def prepare(self, payload: Payload) -> Announcement:
         nonce = new_id()
@@ -136,13 +170,16 @@ class InvalidationBus:
         if self.redis is None:
             return True
         if not self.redis.available:
+            self.defer(payload)
             return False
+        await self.publish_deferred()
         announcement = self.prepare(payload)
         try:
             receivers = await self.redis.client.publish(announcement.channel, announcement.message)
         except (RedisError, OSError) as exc:
             self.cancel(announcement)
             self.failed(exc)
+            self.defer(payload)
             return False
         self.redis.breaker.success()
         await self.wait(announcement, int(receivers))
@@ -164,11 +201,13 @@ class InvalidationBus:
             payload = json.loads(message)
             nonce = str(payload.pop("nonce"))
             origin = payload.pop("origin", None)
-            if origin != self._replica_id:
+            if origin != self._replica_id and payload != _RESET:
                 self._on_invalidate(payload)
         except (ValueError, KeyError, TypeError, AttributeError):
             logger.warning("ignoring a malformed %s invalidation", self._name)
             return
+        if payload == _RESET and origin != self._replica_id:
+            await self._on_reset()
         if origin == self._replica_id:
             await self._on_ack(nonce)  # the writer dropped its own entries already
             return

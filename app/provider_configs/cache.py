@@ -213,11 +213,14 @@ class ConfigCache:
             self._drop_local(tenant_id, types)
             return
         keys = [cache_key(tenant_id, None), *(cache_key(tenant_id, t) for t in types)]
+        payload = {"tenant_id": tenant_id, "types": types}
         if not redis.available:
             await redis.delete(*keys)  # queued by the foundation, replayed once Redis answers
+            self._bus.defer(payload)  # the other replicas are told then too
             self._drop_local(tenant_id, types)
             return
-        announcement = self._bus.prepare({"tenant_id": tenant_id, "types": types})
+        await self._bus.publish_deferred()
+        announcement = self._bus.prepare(payload)
         generation = generation_key(tenant_id)
         try:
             # One round trip: new generation, shared entries gone, every replica told.
@@ -230,6 +233,7 @@ class ConfigCache:
         except (RedisError, OSError) as exc:
             self._bus.cancel(announcement)
             self._bus.failed(exc)
+            self._bus.defer(payload)
             await redis.delete(*keys)
             self._drop_local(tenant_id, types)
             return

@@ -110,8 +110,8 @@ async def get_config(request: Request) -> Response:
 
 
 def add_hot_routes(app: FastAPI) -> None:
-    """GET /config/{tenant_id}, on the app itself: ahead of every included router, it is the
-    first route Starlette tries (each route tried before the matching one costs ~1.5 µs)."""
+    """GET /config/{tenant_id}, on the app itself: ahead of every included router, among the
+    first routes Starlette tries (each route tried before the matching one costs ~1.5 µs)."""
     app.router.add_api_route(
         "/config/{tenant_id}",
         get_config,

@@ -213,10 +213,11 @@ async def refresh_connection(
             if lock is None:
                 return _busy(connection_id)
             outcome = await _refresh_locked(ctx, connection_id, lock, force, started_at, trigger)
-        # Committed by now (the row lock's transaction ends with the block above).
-        if outcome.result in _WRITTEN:
-            await ctx.invalidate([connection_id])
-        return outcome
+    # Committed by now (the row lock's transaction ends with its block), and no lock held while
+    # the replicas acknowledge.
+    if outcome.result in _WRITTEN:
+        await ctx.invalidate([connection_id])
+    return outcome
 
 
 _WRITTEN = frozenset({RESULT_REFRESHED, RESULT_REFRESH_FAILED, RESULT_NEEDS_REAUTH})

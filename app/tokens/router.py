@@ -22,6 +22,7 @@ from app.core.deps import (
 )
 from app.core.errors import error_body
 from app.core.routing import DirectRoute, path_param, query_param
+from app.core.schemas import ErrorResponse
 from app.tokens import service
 from app.tokens.oauth import with_query
 from app.tokens.refresh import TokenContext
@@ -140,6 +141,7 @@ def add_hot_routes(app: FastAPI) -> None:
         methods=["GET"],
         tags=["tokens"],
         response_model=TokenOut,
+        responses={code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422, 503)},
         openapi_extra=_READ_PARAMETERS,
         route_class_override=DirectRoute,
     )

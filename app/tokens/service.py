@@ -267,6 +267,8 @@ async def update_client(
         await _check_custom(settings, client.provider, merged)
         client.provider_settings = merged
         await _reschedule_connections(session, ctx, client)
+        # Its provider options (refresh margin, URLs) shape every cached read of its connections.
+        after_commit(session, partial(ctx.invalidate, tenant_id=client.tenant_id))
     for name in ("name", "client_id", "redirect_uri", "scopes", "return_urls", "workspace_info"):
         if name in changes:
             if changes[name] is None and name != "workspace_info":
@@ -278,8 +280,6 @@ async def update_client(
         raise InvalidInput("client_secret: may not be null")
     client.updated_at = utcnow()
     await session.flush()
-    # Its provider settings (refresh margin, URLs) shape every cached read of its connections.
-    after_commit(session, partial(ctx.invalidate, tenant_id=client.tenant_id))
     return client
 
 
@@ -289,8 +289,13 @@ async def _reschedule_connections(
     """The client's provider options changed (its refresh margin may have): move the monitoring
     loop's next refresh of each of its connections accordingly."""
     spec = ctx.spec_for(client)
+    # SKIP LOCKED: a connection being refreshed right now (its row lock held through the provider
+    # call) is rescheduled by that refresh's own write; waiting for it could take HTTP_TIMEOUT_S,
+    # and writing over it would lose the refresh's new due time.
     connections = await session.scalars(
-        select(OAuthConnection).where(OAuthConnection.client_id == client.id)
+        select(OAuthConnection)
+        .where(OAuthConnection.client_id == client.id)
+        .with_for_update(skip_locked=True)
     )
     for connection in connections:
         connection.refresh_due_at = compute_refresh_due_at(connection, spec, ctx.settings)

@@ -181,3 +181,50 @@ async def test_with_redis_unreachable_reads_go_to_the_database(
             assert (await read_token(client, token)).status_code == 200
     assert len(queries) >= 1
     assert app.state.token_context.read_cache.hits == 0
+
+
+async def test_two_tenants_with_the_same_branch_read_their_own_tokens(
+    client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    token_a = make_token(tenants=["tenant-a"], roles=["service"])
+    token_b = make_token(tenants=["tenant-b"], roles=["service"])
+    await connect_branch(client, token_a, oauth_server)
+    await connect_branch(client, token_b, oauth_server)
+    for _ in range(2):  # the second round answers from the cache
+        a = (await read_token(client, token_a)).json()["access_token"]
+        b = (await read_token(client, token_b)).json()["access_token"]
+        assert a != b
+        assert oauth_server.is_access_token_valid(a) and oauth_server.is_access_token_valid(b)
+
+
+@postgres_only
+async def test_a_revoked_grant_found_through_one_instance_stops_reads_through_the_other(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    settings = build_settings(database_url)
+    token = make_token(roles=["service"])
+    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
+        await connect_branch(first, token, oauth_server)
+        assert (await read_token(second, token)).status_code == 200  # now cached there
+        oauth_server.revoke_all_grants()
+        forced = await _force_refresh(first, token)
+        assert forced.status_code == 409
+        answer = await read_token(second, token)
+    assert answer.status_code == 409
+    assert answer.json()["error"] == "needs_reauth"
+
+
+@postgres_only
+async def test_a_client_deleted_through_one_instance_stops_reads_through_the_other(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    settings = build_settings(database_url)
+    token = make_token(roles=["service"])
+    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
+        connected = await connect_branch(first, token, oauth_server)
+        assert (await read_token(second, token)).status_code == 200
+        deleted = await first.delete(
+            f"/token-management/clients/{connected['client_pk']}", headers=bearer(token)
+        )
+        assert deleted.status_code == 204
+        assert (await read_token(second, token)).status_code == 404

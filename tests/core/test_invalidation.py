@@ -1,0 +1,116 @@
+"""The invalidation bus between replicas, over a real Redis: delivery, acks, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from app.core.cache import RedisCache
+from app.core.invalidation import InvalidationBus
+from tests.conftest import REDIS_URL
+from tests.core.test_cache import redis_server
+
+__all__ = ["redis_server"]
+
+
+class Replica:
+    """One process's view: its own Redis client, its bus, and what it was told."""
+
+    def __init__(self, url: str, name: str = "test_bus") -> None:
+        self.cache = RedisCache(url)
+        self.received: list[dict[str, Any]] = []
+        self.resets = 0
+        self.bus = InvalidationBus(self.cache, name, self.received.append, self._reset)
+
+    async def _reset(self) -> None:
+        self.resets += 1
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def replicas(count: int, url: str = REDIS_URL) -> AsyncIterator[list[Replica]]:
+    started = [Replica(url) for _ in range(count)]
+    for replica in started:
+        replica.bus.subscribe()
+        await replica.cache.start()
+    try:
+        await _until(lambda: all(r.cache.bus_connected for r in started))
+        yield started
+    finally:
+        for replica in started:
+            await replica.cache.close()
+
+
+async def test_a_broadcast_returns_once_every_other_replica_has_applied_it() -> None:
+    async with replicas(3) as (writer, first, second):
+        assert await writer.bus.broadcast({"ids": ["c1"]}) is True
+        # No waiting here: the writer waited for both acknowledgements.
+        assert first.received == [{"ids": ["c1"]}]
+        assert second.received == [{"ids": ["c1"]}]
+        assert writer.received == []  # the writer dropped its own entries before publishing
+
+
+async def test_malformed_messages_are_ignored_and_the_bus_keeps_working() -> None:
+    async with replicas(2) as (writer, reader):
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            for junk in ("not json", "[1, 2]", '{"no_nonce": true}'):
+                await client.publish(reader.bus.channel, junk)
+        finally:
+            await client.aclose()
+        assert await writer.bus.broadcast({"ids": ["c2"]}) is True
+        assert reader.received == [{"ids": ["c2"]}]
+
+
+async def test_what_could_not_be_published_reaches_the_others_once_redis_answers() -> None:
+    async with replicas(2) as (writer, reader):
+        breaker = writer.cache.breaker
+        while not breaker.is_open:
+            breaker.failure()  # this replica's Redis calls have been failing
+        assert writer.bus.coherent is False
+        assert await writer.bus.broadcast({"ids": ["late-1"]}) is False
+        assert await writer.bus.broadcast({"ids": ["late-2"]}) is False
+        assert reader.received == []
+        breaker.success()
+        assert await writer.bus.broadcast({"ids": ["now"]}) is True
+        assert reader.received == [{"ids": ["late-1"]}, {"ids": ["late-2"]}, {"ids": ["now"]}]
+
+
+async def test_too_many_unpublished_invalidations_become_one_reset() -> None:
+    async with replicas(2) as (writer, reader):
+        resets_before = reader.resets
+        breaker = writer.cache.breaker
+        while not breaker.is_open:
+            breaker.failure()
+        for n in range(300):
+            await writer.bus.broadcast({"ids": [f"c{n}"]})
+        breaker.success()
+        await writer.bus.broadcast({"ids": ["after"]})
+        await _until(lambda: reader.received == [{"ids": ["after"]}])
+        assert reader.resets == resets_before + 1
+
+
+async def test_a_replica_that_lost_its_subscription_is_not_coherent(
+    redis_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    process, port = redis_server
+    async with replicas(1, url=f"redis://127.0.0.1:{port}/0") as (replica,):
+        assert replica.bus.coherent is True
+        process.kill()
+        process.wait()
+        # No command of this replica failed, so its breaker is still closed; the lost
+        # subscription alone makes its local entries untrusted.
+        await _until(lambda: not replica.cache.bus_connected)
+        assert replica.cache.available is True
+        assert replica.bus.coherent is False
