@@ -15,7 +15,7 @@ from app.core.deps import (
     TenantIdPath,
     get_principal,
 )
-from app.core.routing import DirectRoute, path_param, query_flag, query_param
+from app.core.routing import DirectRoute, documented, path_param, query_flag, query_param
 from app.core.schemas import ErrorResponse
 from app.provider_configs import service
 from app.provider_configs.schemas import (
@@ -61,27 +61,24 @@ def _json(body: bytes, *, private: bool = False) -> Response:
 
 _GET_PARAMETERS = {
     "parameters": [
-        {
-            "name": "tenant_id",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "pattern": TENANT_ID_PATTERN},
-            "description": "the tenant (workspace) id",
-        },
-        {
-            "name": "provider_type",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "enum": list(PROVIDER_TYPES)},
-            "description": "only this provider list",
-        },
-        {
-            "name": "include_secrets",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "boolean", "default": False},
-            "description": "reveal api_key / api_secret (service or admin role)",
-        },
+        documented(
+            "path",
+            "tenant_id",
+            {"type": "string", "pattern": TENANT_ID_PATTERN},
+            description="the tenant (workspace) id",
+        ),
+        documented(
+            "query",
+            "provider_type",
+            {"type": "string", "enum": list(PROVIDER_TYPES)},
+            description="only this provider list",
+        ),
+        documented(
+            "query",
+            "include_secrets",
+            {"type": "boolean", "default": False},
+            description="reveal api_key / api_secret (service or admin role)",
+        ),
     ]
 }
 

@@ -21,7 +21,7 @@ from app.core.deps import (
     get_principal,
 )
 from app.core.errors import error_body
-from app.core.routing import DirectRoute, path_param, query_param
+from app.core.routing import DirectRoute, documented, path_param, query_param
 from app.core.schemas import ErrorResponse
 from app.tokens import service
 from app.tokens.oauth import with_query
@@ -91,25 +91,16 @@ def _token_out(view: service.TokenView) -> Response:
 
 _READ_PARAMETERS = {
     "parameters": [
-        {
-            "name": "branch_id",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "pattern": BRANCH_ID_PATTERN},
-        },
-        {
-            "name": "provider",
-            "in": "query",
-            "required": True,
-            "schema": {"type": "string", "pattern": PROVIDER_PATTERN},
-        },
-        {
-            "name": "tenant_id",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "pattern": TENANT_ID_PATTERN},
-            "description": "the tenant; default: the token's only tenant",
-        },
+        documented("path", "branch_id", {"type": "string", "pattern": BRANCH_ID_PATTERN}),
+        documented(
+            "query", "provider", {"type": "string", "pattern": PROVIDER_PATTERN}, required=True
+        ),
+        documented(
+            "query",
+            "tenant_id",
+            {"type": "string", "pattern": TENANT_ID_PATTERN},
+            description="the tenant; default: the token's only tenant",
+        ),
     ]
 }
 _BRANCH_ID_RE = re.compile(BRANCH_ID_PATTERN)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from sqlalchemy import event
 
 from app.core.config import Settings
 from app.provider_configs.cache import ConfigCache
@@ -19,26 +17,18 @@ from tests.conftest import (
     bearer,
     build_settings,
     postgres_only,
+    recorded_statements,
     running_app,
 )
 from tests.provider_configs.conftest import TENANT, find, post_config, provider
 
 
-@contextmanager
-def config_selects(app: Any) -> Iterator[list[str]]:
+def config_selects(app: Any) -> AbstractContextManager[list[str]]:
     """Statements that read provider_configs, as the database driver receives them."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM provider_configs" in statement:
-            seen.append(statement)
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    return recorded_statements(
+        app,
+        lambda sql: sql.lstrip().upper().startswith("SELECT") and "FROM provider_configs" in sql,
+    )
 
 
 async def test_a_warm_read_does_not_touch_the_database(

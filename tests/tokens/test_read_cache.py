@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy import event
 
 from app.core.config import Settings
-from tests.conftest import bearer, build_settings, free_port, postgres_only, running_app
+from tests.conftest import (
+    bearer,
+    build_settings,
+    free_port,
+    postgres_only,
+    recorded_statements,
+    running_app,
+)
 from tests.oauth_fixtures import LOCAL_REFRESH_MARGIN_S, connect_branch, oauth_server
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
@@ -19,21 +25,9 @@ from tests.tokens.helpers import read_token
 __all__ = ["oauth_server"]
 
 
-@contextmanager
-def connection_queries(app: Any) -> Iterator[list[str]]:
+def connection_queries(app: Any) -> AbstractContextManager[list[str]]:
     """The statements sent to the database that touch oauth_connections, while inside."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "oauth_connections" in statement:
-            seen.append(statement)
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    return recorded_statements(app, lambda sql: "oauth_connections" in sql)
 
 
 async def _force_refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -42,6 +36,27 @@ async def _force_refresh(client: httpx.AsyncClient, token: str) -> httpx.Respons
         json={"provider": "local_oauth", "branch_id": "branch-1"},
         headers=bearer(token),
     )
+
+
+async def _disconnect(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.delete(
+        "/token-management/tokens/branch-1",
+        params={"provider": "local_oauth"},
+        headers=bearer(token),
+    )
+
+
+@asynccontextmanager
+async def _two_instances_one_cached_read(
+    database_url: str, token: str, oauth_server: LocalOAuthServer
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, Any, dict[str, Any]]]:
+    """Two app instances on one PostgreSQL and Redis; a branch connected through the first and
+    read once through the second, which now holds it in its read cache."""
+    settings = build_settings(database_url)
+    async with running_app(settings) as (_, first), running_app(settings) as (second_app, second):
+        connected = await connect_branch(first, token, oauth_server)
+        assert (await read_token(second, token)).status_code == 200
+        yield first, second, second_app, connected
 
 
 async def test_a_second_read_of_a_fresh_token_needs_no_database_query(
@@ -90,11 +105,7 @@ async def test_a_disconnected_token_is_not_served_from_memory(
     token = make_token(roles=["service"])
     await connect_branch(client, token, oauth_server)
     assert (await read_token(client, token)).status_code == 200
-    gone = await client.delete(
-        "/token-management/tokens/branch-1",
-        params={"provider": "local_oauth"},
-        headers=bearer(token),
-    )
+    gone = await _disconnect(client, token)
     assert gone.status_code == 200, gone.text
     assert (await read_token(client, token)).status_code == 404
 
@@ -146,24 +157,17 @@ async def test_a_cached_token_is_not_served_once_its_refresh_is_due(
 async def test_a_refresh_through_one_instance_is_read_through_the_other(
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    settings = build_settings(database_url)
     token = make_token(roles=["service"])
-    async with running_app(settings) as (_, first), running_app(settings) as (second_app, second):
-        await connect_branch(first, token, oauth_server)
+    async with _two_instances_one_cached_read(database_url, token, oauth_server) as instances:
+        first, second, second_app, _ = instances
         stale = (await read_token(second, token)).json()["access_token"]
-        assert (await read_token(second, token)).json()["access_token"] == stale
         assert second_app.state.token_context.read_cache.hits == 1
 
         refreshed = (await _force_refresh(first, token)).json()["access_token"]
         assert refreshed != stale
         assert (await read_token(second, token)).json()["access_token"] == refreshed
 
-        gone = await first.delete(
-            "/token-management/tokens/branch-1",
-            params={"provider": "local_oauth"},
-            headers=bearer(token),
-        )
-        assert gone.status_code == 200
+        assert (await _disconnect(first, token)).status_code == 200
         assert (await read_token(second, token)).status_code == 404
 
 
@@ -201,11 +205,9 @@ async def test_two_tenants_with_the_same_branch_read_their_own_tokens(
 async def test_a_revoked_grant_found_through_one_instance_stops_reads_through_the_other(
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    settings = build_settings(database_url)
     token = make_token(roles=["service"])
-    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
-        await connect_branch(first, token, oauth_server)
-        assert (await read_token(second, token)).status_code == 200  # now cached there
+    async with _two_instances_one_cached_read(database_url, token, oauth_server) as instances:
+        first, second, _, _ = instances
         oauth_server.revoke_all_grants()
         forced = await _force_refresh(first, token)
         assert forced.status_code == 409
@@ -218,11 +220,9 @@ async def test_a_revoked_grant_found_through_one_instance_stops_reads_through_th
 async def test_a_client_deleted_through_one_instance_stops_reads_through_the_other(
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    settings = build_settings(database_url)
     token = make_token(roles=["service"])
-    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
-        connected = await connect_branch(first, token, oauth_server)
-        assert (await read_token(second, token)).status_code == 200
+    async with _two_instances_one_cached_read(database_url, token, oauth_server) as instances:
+        first, second, _, connected = instances
         deleted = await first.delete(
             f"/token-management/clients/{connected['client_pk']}", headers=bearer(token)
         )
