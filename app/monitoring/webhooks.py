@@ -299,11 +299,6 @@ class WebhookDispatcher:
         except DecryptionError:
             logger.error("webhook secret of a tenant cannot be decrypted (delivery %s)", item.id)
             return "secret_unreadable"
-        try:
-            # Checked again at each delivery: DNS may have changed since registration.
-            await netguard.ensure_public_destination(item.url, allow_private=self.settings.is_dev)
-        except netguard.UnsafeDestination:
-            return "unsafe_destination"
         body = json.dumps(item.payload, separators=(",", ":")).encode()
         timestamp = str(int(utcnow().timestamp()))
         headers = {
@@ -313,9 +308,18 @@ class WebhookDispatcher:
             EVENT_ID_HEADER: str(item.payload["event_id"]),
         }
         try:
-            response = await self._http.post(
-                item.url, content=body, headers=headers, timeout=DELIVERY_TIMEOUT_S
+            # Checked again at each delivery (DNS may have changed since registration), and sent
+            # to the address checked.
+            response = await netguard.post(
+                self._http,
+                item.url,
+                allow_private=self.settings.is_dev,
+                content=body,
+                headers=headers,
+                timeout=DELIVERY_TIMEOUT_S,
             )
+        except netguard.UnsafeDestination:
+            return "unsafe_destination"
         except httpx.TimeoutException:
             return "timeout"
         except httpx.HTTPError as exc:

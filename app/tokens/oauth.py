@@ -8,6 +8,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -104,13 +105,6 @@ async def _token_call(
     *,
     allow_private: bool,
 ) -> dict[str, Any]:
-    if spec.custom:
-        # A tenant chose this URL (built-in ones and their overrides come from the operator); a
-        # refused destination is that tenant's misconfiguration, like any provider failure.
-        try:
-            await netguard.ensure_public_destination(url, allow_private=allow_private)
-        except netguard.UnsafeDestination:
-            raise ProviderError("unsafe_destination") from None
     headers = {"Accept": "application/json"}
     payload = dict(body)
     if spec.client_auth == "basic":
@@ -118,11 +112,17 @@ async def _token_call(
     else:
         payload["client_id"] = credentials.client_id
         payload["client_secret"] = credentials.client_secret
+    # A custom provider's URL was chosen by a tenant (built-in ones and their overrides come from
+    # the operator): it is called only at an address checked to be public.
+    send = partial(netguard.post, http, allow_private=allow_private) if spec.custom else http.post
     try:
         if spec.body_format == "json":
-            response = await http.post(url, json=payload, headers=headers)
+            response = await send(url, json=payload, headers=headers)
         else:
-            response = await http.post(url, data=payload, headers=headers)
+            response = await send(url, data=payload, headers=headers)
+    except netguard.UnsafeDestination:
+        # That tenant's misconfiguration, like any provider failure.
+        raise ProviderError("unsafe_destination") from None
     # `from None`: httpx's exception names the URL and request; keep only a safe code.
     except httpx.TimeoutException:
         raise ProviderError("timeout") from None

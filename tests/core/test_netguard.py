@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import httpx
 import pytest
 
-from app.core.netguard import UnsafeDestination, ensure_public_destination
+from app.core.netguard import UnsafeDestination, _aimed_at, ensure_public_destination, post
 
 
 @pytest.mark.parametrize(
@@ -36,3 +42,89 @@ async def test_a_host_that_does_not_resolve_is_refused() -> None:
 
 async def test_development_allows_private_destinations() -> None:
     await ensure_public_destination("https://127.0.0.1/token", allow_private=True)
+
+
+# --- calls are made to the address that was checked --------------------------------------------
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.seen.append({**dict(self.headers.items()), "peer": self.client_address[0]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[int, list[dict[str, str]]]]:
+    seen: list[dict[str, str]] = []
+    handler = type("Recorder", (_Recorder,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_call_by_name_goes_to_the_checked_address_with_the_name_as_host(
+    recorder: tuple[int, list[dict[str, str]]],
+) -> None:
+    port, seen = recorder
+    async with httpx.AsyncClient() as http:
+        response = await post(
+            http, f"http://localhost:{port}/hook", allow_private=True, content=b"x"
+        )
+    assert response.status_code == 200
+    assert len(seen) == 1
+    assert seen[0]["Host"] == f"localhost:{port}"
+    assert seen[0]["Connection"] == "close"  # no pooled connection outlives the checked call
+    assert seen[0]["peer"] == "127.0.0.1"
+
+
+async def test_outside_development_a_private_name_is_refused_before_any_connection(
+    recorder: tuple[int, list[dict[str, str]]],
+) -> None:
+    port, seen = recorder
+    async with httpx.AsyncClient() as http:
+        for url in (f"http://localhost:{port}/hook", f"http://127.0.0.1:{port}/hook"):
+            with pytest.raises(UnsafeDestination):
+                await post(http, url, allow_private=False, content=b"x")
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "aimed", "host"),
+    [
+        (
+            "https://auth.example.com/oauth/token?x=1",
+            "93.184.216.34",
+            "https://93.184.216.34/oauth/token?x=1",
+            "auth.example.com",
+        ),
+        (
+            "https://auth.example.com:8443/t",
+            "2606:2800:220:1::1",
+            "https://[2606:2800:220:1::1]:8443/t",
+            "auth.example.com:8443",
+        ),
+    ],
+)
+def test_the_request_is_aimed_at_the_address_and_verified_against_the_name(
+    url: str, address: str, aimed: str, host: str
+) -> None:
+    target, headers, extensions = _aimed_at(url, address)
+    assert target == aimed
+    assert headers["Host"] == host
+    assert extensions == {"sni_hostname": "auth.example.com"}
