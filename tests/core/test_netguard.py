@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from app.core.netguard import UnsafeDestination, _aimed_at, ensure_public_destination, post
 
@@ -128,3 +135,62 @@ def test_the_request_is_aimed_at_the_address_and_verified_against_the_name(
     assert target == aimed
     assert headers["Host"] == host
     assert extensions == {"sni_hostname": "auth.example.com"}
+
+
+def _self_signed_for_localhost(directory: Path) -> tuple[Path, Path]:
+    """A certificate valid for the name `localhost` only (not for 127.0.0.1), and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_over_tls_the_certificate_is_verified_against_the_name_not_the_address(
+    tmp_path: Path,
+) -> None:
+    cert_path, key_path = _self_signed_for_localhost(tmp_path)
+    seen: list[dict[str, str]] = []
+    handler = type("Recorder", (_Recorder,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_path, key_path)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    trust = ssl.create_default_context(cafile=str(cert_path))
+    try:
+        async with httpx.AsyncClient(verify=trust) as http:
+            # Connected to 127.0.0.1, verified as `localhost`: the pinned call succeeds.
+            response = await post(
+                http, f"https://localhost:{port}/hook", allow_private=True, content=b"x"
+            )
+            assert response.status_code == 200
+            # The same server by address: its certificate does not name 127.0.0.1.
+            with pytest.raises(httpx.ConnectError):
+                await http.post(f"https://127.0.0.1:{port}/hook", content=b"x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [entry["Host"] for entry in seen] == [f"localhost:{port}"]
