@@ -61,6 +61,13 @@ class InvalidInput(DomainError):
     code = "validation_error"
 
 
+class InvalidField(InvalidInput):
+    """One named field breaks a rule: 422 with `fields: [{field, message}]`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", fields=[{"field": field, "message": message}])
+
+
 class ServiceUnavailable(DomainError):
     status_code = 503
     code = "service_unavailable"

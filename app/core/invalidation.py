@@ -2,9 +2,9 @@
 
 A domain that keeps entries in process memory (provider configurations, fresh-token rows) must
 drop them on every replica when the data behind them changes. The writer, after its commit:
-1. publishes a message naming what changed (`prepare`, then publish it, alone or inside a Redis
-   transaction of its own);
-2. waits (`wait`, bounded by a short timeout) until as many replicas as Redis reported receivers
+1. publishes a message naming what changed (`broadcast`, in one Redis transaction with any
+   commands of the caller's own);
+2. waits (bounded by a short timeout) until as many replicas as Redis reported receivers
    have dropped their entries and acknowledged,
 so once the writer's response is sent no replica still serves the old data. Every replica,
 the writer included, hears its own message; the writer answers for itself (it dropped its entries
@@ -12,7 +12,7 @@ before waiting).
 
 With Redis unreachable, or the subscription down, a local tier cannot hear invalidations:
 `coherent` is then false and the domain bypasses its local entries. An invalidation this replica
-could not publish is kept (`defer`) and published once Redis answers again (at the next broadcast,
+could not publish is kept and published once Redis answers again (at the next broadcast,
 or when the subscription comes back), so replicas that never lost Redis drop their entries too;
 past `_MAX_DEFERRED` of them they are replaced by one message that clears every replica's cache.
 Without Redis (one process, in-memory cache) there is nobody else to tell and `coherent` is always
@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from app.core.cache import Cache, RedisCache
@@ -59,15 +60,6 @@ class _Acks:
     def ack(self) -> None:
         self.received += 1
         self._check()
-
-
-@dataclass(frozen=True)
-class Announcement:
-    """A prepared invalidation: publish `message` on `channel`, then `wait` for it."""
-
-    nonce: str
-    channel: str
-    message: str
 
 
 class InvalidationBus:
@@ -116,43 +108,67 @@ class InvalidationBus:
         if self.redis is not None and self.redis.bus_connected:
             await self.publish_deferred()
 
-    def defer(self, payload: Payload) -> None:
+    def _defer(self, payload: Payload) -> None:
         """An invalidation that could not be published: publish it once Redis answers."""
         if len(self._deferred) >= _MAX_DEFERRED or payload == _RESET:
             self._deferred = [_RESET]
         elif self._deferred != [_RESET]:
             self._deferred.append(payload)
 
+    def _message(self, payload: Payload) -> tuple[str, str]:
+        nonce = new_id()
+        return nonce, json.dumps({**payload, "nonce": nonce, "origin": self._replica_id})
+
     async def publish_deferred(self) -> None:
         """Publish the deferred invalidations (without waiting for acknowledgements)."""
         redis = self.redis
         while redis is not None and self._deferred:
-            announcement = self.prepare(self._deferred[0])
-            self.cancel(announcement)
+            _, message = self._message(self._deferred[0])
             try:
-                await redis.client.publish(announcement.channel, announcement.message)
+                await redis.client.publish(self.channel, message)
             except (RedisError, OSError) as exc:
                 self.failed(exc)
                 return
             self._deferred.pop(0)
 
-    def prepare(self, payload: Payload) -> Announcement:
-        nonce = new_id()
-        self._acks[nonce] = _Acks()
-        message = json.dumps({**payload, "nonce": nonce, "origin": self._replica_id})
-        return Announcement(nonce, self.channel, message)
+    async def broadcast(
+        self,
+        payload: Payload,
+        *,
+        within: Callable[[Pipeline], None] | None = None,
+        published: Callable[[], None] | None = None,
+    ) -> bool:
+        """Publish `payload` and wait until every replica Redis counted has acknowledged it.
 
-    def cancel(self, announcement: Announcement) -> None:
-        """The announcement was not published (Redis failed): stop waiting for it."""
-        self._acks.pop(announcement.nonce, None)
-
-    async def wait(self, announcement: Announcement, receivers: int) -> None:
-        """Until `receivers` replicas acknowledged, or the timeout (logged, not raised)."""
-        acks = self._acks.get(announcement.nonce)
-        if acks is None:
-            return
+        `within` adds the caller's own commands to the same Redis transaction (one round trip);
+        `published` runs once it has executed, before the wait. False when Redis could not be
+        told: the payload is then kept and published once Redis answers, and meanwhile
+        `coherent` is false for the caller's entries anyway.
+        """
+        if self.redis is None:
+            return True
+        if not self.redis.available:
+            self._defer(payload)
+            return False
+        await self.publish_deferred()
+        nonce, message = self._message(payload)
+        acks = self._acks[nonce] = _Acks()
         try:
-            acks.expect(receivers)
+            async with self.redis.client.pipeline(transaction=True) as pipe:
+                if within is not None:
+                    within(pipe)
+                pipe.publish(self.channel, message)
+                *_, receivers = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._acks.pop(nonce, None)
+            self.failed(exc)
+            self._defer(payload)
+            return False
+        self.redis.breaker.success()
+        if published is not None:
+            published()
+        try:
+            acks.expect(int(receivers))
             await asyncio.wait_for(acks.done.wait(), self._ack_timeout_s)
         except TimeoutError:
             logger.warning(
@@ -162,27 +178,7 @@ class InvalidationBus:
                 acks.expected,
             )
         finally:
-            self._acks.pop(announcement.nonce, None)
-
-    async def broadcast(self, payload: Payload) -> bool:
-        """Publish and wait; False when Redis could not be told (the caller's entries are then
-        untrusted anyway: `coherent` is false until Redis answers and the bus resets)."""
-        if self.redis is None:
-            return True
-        if not self.redis.available:
-            self.defer(payload)
-            return False
-        await self.publish_deferred()
-        announcement = self.prepare(payload)
-        try:
-            receivers = await self.redis.client.publish(announcement.channel, announcement.message)
-        except (RedisError, OSError) as exc:
-            self.cancel(announcement)
-            self.failed(exc)
-            self.defer(payload)
-            return False
-        self.redis.breaker.success()
-        await self.wait(announcement, int(receivers))
+            self._acks.pop(nonce, None)
         return True
 
     def failed(self, exc: BaseException) -> None:
@@ -201,16 +197,20 @@ class InvalidationBus:
             payload = json.loads(message)
             nonce = str(payload.pop("nonce"))
             origin = payload.pop("origin", None)
-            if origin != self._replica_id and payload != _RESET:
-                self._on_invalidate(payload)
         except (ValueError, KeyError, TypeError, AttributeError):
             logger.warning("ignoring a malformed %s invalidation", self._name)
             return
-        if payload == _RESET and origin != self._replica_id:
-            await self._on_reset()
         if origin == self._replica_id:
             await self._on_ack(nonce)  # the writer dropped its own entries already
             return
+        if payload == _RESET:
+            await self._on_reset()
+        else:
+            try:
+                self._on_invalidate(payload)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                logger.warning("ignoring a malformed %s invalidation", self._name)
+                return
         await self._cache.publish(self.ack_channel, nonce)
 
     async def _on_ack(self, message: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidField
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -59,9 +59,8 @@ def documented(
     return parameter
 
 
-def invalid(location: str, name: str, message: str) -> InvalidInput:
-    field = f"{location}.{name}"
-    return InvalidInput(f"{field}: {message}", fields=[{"field": field, "message": message}])
+def invalid(location: str, name: str, message: str) -> InvalidField:
+    return InvalidField(f"{location}.{name}", message)
 
 
 def path_param(request: Request, name: str, pattern: re.Pattern[str]) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from app.core.cache import Cache, RedisCache
@@ -213,33 +214,23 @@ class ConfigCache:
             self._drop_local(tenant_id, types)
             return
         keys = [cache_key(tenant_id, None), *(cache_key(tenant_id, t) for t in types)]
-        payload = {"tenant_id": tenant_id, "types": types}
-        if not redis.available:
-            await redis.delete(*keys)  # queued by the foundation, replayed once Redis answers
-            self._bus.defer(payload)  # the other replicas are told then too
-            self._drop_local(tenant_id, types)
-            return
-        await self._bus.publish_deferred()
-        announcement = self._bus.prepare(payload)
         generation = generation_key(tenant_id)
-        try:
-            # One round trip: new generation, shared entries gone, every replica told.
-            async with redis.client.pipeline(transaction=True) as pipe:
-                pipe.incr(generation)
-                pipe.pexpire(generation, int(self.ttl_s * 1000) * 2)
-                pipe.delete(*keys)
-                pipe.publish(announcement.channel, announcement.message)
-                *_, receivers = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self._bus.cancel(announcement)
-            self._bus.failed(exc)
-            self._bus.defer(payload)
-            await redis.delete(*keys)
+
+        def shared_entries(pipe: Pipeline) -> None:
+            # In the same round trip as the announcement: new generation, shared entries gone.
+            pipe.incr(generation)
+            pipe.pexpire(generation, int(self.ttl_s * 1000) * 2)
+            pipe.delete(*keys)
+
+        told = await self._bus.broadcast(
+            {"tenant_id": tenant_id, "types": types},
+            within=shared_entries,
+            # After the shared delete: a local fill that read Redis before it is discarded.
+            published=lambda: self._drop_local(tenant_id, types),
+        )
+        if not told:
+            await redis.delete(*keys)  # queued by the foundation, replayed once Redis answers
             self._drop_local(tenant_id, types)
-            return
-        # After the shared delete: a local fill that read Redis before it is discarded (epoch).
-        self._drop_local(tenant_id, types)
-        await self._bus.wait(announcement, int(receivers))
 
     def _on_invalidation(self, payload: dict[str, Any]) -> None:
         """Another replica changed a tenant's configuration: drop what this one holds of it."""

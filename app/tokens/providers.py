@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -135,6 +136,10 @@ class ProviderSpec:
     @property
     def effective_refresh_url(self) -> str:
         return self.refresh_url or self.token_url
+
+    def refresh_from(self, expires_at: datetime) -> datetime:
+        """When a token expiring at `expires_at` is due for refresh: its margin before."""
+        return expires_at - timedelta(seconds=self.refresh_margin_s)
 
     def capabilities(self) -> dict[str, Any]:
         data = asdict(self)

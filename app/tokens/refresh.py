@@ -158,7 +158,7 @@ def compute_refresh_due_at(
     # Some providers revoke refresh tokens left idle; refresh at least this often.
     due = base + timedelta(seconds=settings.monitor_idle_refresh_s)
     if connection.expires_at is not None:
-        due = min(due, connection.expires_at - timedelta(seconds=provider.refresh_margin_s))
+        due = min(due, provider.refresh_from(connection.expires_at))
     if connection.next_attempt_at is not None and connection.next_attempt_at > due:
         due = connection.next_attempt_at
     return due
@@ -423,8 +423,7 @@ def _not_due(
         return True  # another worker refreshed it while this one waited for the lock
     # Within the provider's current margin is always due, whatever refresh_due_at was computed
     # with (the client's margin may have been edited since).
-    margin = timedelta(seconds=spec.refresh_margin_s)
-    if connection.expires_at is not None and connection.expires_at - margin <= now:
+    if connection.expires_at is not None and spec.refresh_from(connection.expires_at) <= now:
         return False
     due = connection.refresh_due_at
     return due is not None and due > now

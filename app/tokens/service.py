@@ -518,7 +518,7 @@ async def _load_for_tenant(
 def _needs_refresh(connection: _TokenRow, now: datetime) -> bool:
     if connection.expires_at is None:
         return False
-    return connection.expires_at - timedelta(seconds=connection.spec.refresh_margin_s) <= now
+    return connection.spec.refresh_from(connection.expires_at) <= now
 
 
 def _raise_needs_reauth(connection: _TokenRow) -> None:
@@ -580,8 +580,7 @@ def _serve_for_s(connection: _TokenRow, now: datetime) -> float:
     """How long a read may answer with this row without looking again: until its refresh is due."""
     if connection.expires_at is None:
         return float("inf")
-    due = connection.expires_at - timedelta(seconds=connection.spec.refresh_margin_s)
-    return (due - now).total_seconds()
+    return (connection.spec.refresh_from(connection.expires_at) - now).total_seconds()
 
 
 async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> TokenView:

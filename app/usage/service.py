@@ -154,7 +154,8 @@ class _Statements:
     add_to_counters: Any
 
 
-_COUNTER_FIGURES = (
+# What a counter row adds up and a summary reports, under the same names.
+_FIGURES = (
     "calls",
     "prompt_tokens",
     "completion_tokens",
@@ -197,10 +198,10 @@ def _build_statements(session: AsyncSession) -> _Statements:
         .group_by(ev.tenant_id, ev.period)
         .order_by(ev.tenant_id, ev.period)
     )
-    columns = ["tenant_id", "period", "shard", *_COUNTER_FIGURES, "updated_at"]
+    columns = ["tenant_id", "period", "shard", *_FIGURES, "updated_at"]
     upsert = dialect_insert(session, counters_table).from_select(columns, figures)
     counter = counters_table.c
-    added = {name: counter[name] + upsert.excluded[name] for name in _COUNTER_FIGURES}
+    added = {name: counter[name] + upsert.excluded[name] for name in _FIGURES}
     add_to_counters = upsert.on_conflict_do_update(
         index_elements=["tenant_id", "period", "shard"],
         set_={**added, "updated_at": upsert.excluded.updated_at},
@@ -329,16 +330,6 @@ def _bucket(session: AsyncSession, group_by: GroupBy) -> ColumnElement[Any]:
         return cast(func.timezone(literal_column("'UTC'"), ev.occurred_at), Date)
     # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'; date() takes its day.
     return func.date(ev.occurred_at)
-
-
-_FIGURES = (
-    "calls",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "estimated_cost_usd",
-    "unpriced_calls",
-)
 
 
 async def summarize(
