@@ -167,20 +167,38 @@ async def test_a_live_lease_of_another_instance_is_left_alone(
     assert (tick.due, oauth_server.refresh_calls) == (0, 0)
 
 
-async def test_shutdown_lets_an_in_flight_refresh_finish_within_the_grace_period(
-    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
-) -> None:
-    settings = build_settings(database_url, monitor_interval_s=0.05, monitor_shutdown_grace_s=10.0)
+async def _stop_during_a_refresh(
+    database_url: str,
+    token: str,
+    oauth_server: LocalOAuthServer,
+    *,
+    grace_s: float,
+    provider_delay_s: float,
+) -> tuple[Any, Any, Any]:
+    """Stop the running monitor while it refreshes one connection against a slow provider:
+    the monitor, and the connection row before and after."""
+    settings = build_settings(
+        database_url, monitor_interval_s=0.05, monitor_shutdown_grace_s=grace_s
+    )
     async with running_app(settings) as (app, client):
-        await connect_branch(client, make_token(), oauth_server, "branch-1")
+        await connect_branch(client, token, oauth_server, "branch-1")
         [before] = await connections(app)
-        oauth_server.delay_s = 0.5
+        oauth_server.delay_s = provider_delay_s
         monitor = monitor_of(app)
         await make_due(app)
         await monitor.start()
         await eventually(lambda: oauth_server.refresh_calls == 1)
         await monitor.stop()
         [after] = await connections(app)
+    return monitor, before, after
+
+
+async def test_shutdown_lets_an_in_flight_refresh_finish_within_the_grace_period(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    monitor, before, after = await _stop_during_a_refresh(
+        database_url, make_token(), oauth_server, grace_s=10.0, provider_delay_s=0.5
+    )
     assert monitor.totals["refreshed"] == 1
     assert after.access_token_enc != before.access_token_enc
     assert after.lease_owner is None
@@ -189,17 +207,9 @@ async def test_shutdown_lets_an_in_flight_refresh_finish_within_the_grace_period
 async def test_shutdown_past_the_grace_period_leaves_the_previous_token_set_whole(
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    settings = build_settings(database_url, monitor_interval_s=0.05, monitor_shutdown_grace_s=0)
-    async with running_app(settings) as (app, client):
-        await connect_branch(client, make_token(), oauth_server, "branch-1")
-        [before] = await connections(app)
-        oauth_server.delay_s = 2.0
-        monitor = monitor_of(app)
-        await make_due(app)
-        await monitor.start()
-        await eventually(lambda: oauth_server.refresh_calls == 1)
-        await monitor.stop()
-        [after] = await connections(app)
+    monitor, before, after = await _stop_during_a_refresh(
+        database_url, make_token(), oauth_server, grace_s=0, provider_delay_s=2.0
+    )
     assert monitor.totals["abandoned"] == 1
     assert (after.access_token_enc, after.refresh_token_enc, after.expires_at) == (
         before.access_token_enc,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
+from app.core.config import Settings
 from tests.conftest import build_settings, free_port, postgres_only, running_app
 from tests.oauth_fixtures import connect_branch, oauth_server
 from tests.oauth_server import LocalOAuthServer
@@ -12,22 +15,30 @@ from tests.tokens.helpers import connection_row, read_token
 __all__ = ["oauth_server"]
 
 
-@postgres_only
-async def test_fifty_reads_across_two_instances_make_exactly_one_provider_call(
-    database_url: str, make_token, oauth_server: LocalOAuthServer
-) -> None:
-    settings = build_settings(database_url)
-    token = make_token(roles=["service"])
+async def _split_expired_reads(
+    settings: Settings, token: str, oauth_server: LocalOAuthServer, count: int
+) -> list[httpx.Response]:
+    """`count` concurrent reads of a token that expired at login, alternating between two app
+    instances with `settings`, against a slow provider."""
     async with running_app(settings) as (_, first), running_app(settings) as (_, second):
         oauth_server.token_lifetime_s = 0
         await connect_branch(first, token, oauth_server)
         oauth_server.token_lifetime_s = 3600
         # A slow provider widens the window in which every reader finds the token expired.
         oauth_server.delay_s = 0.3
-
-        responses = await asyncio.gather(
-            *(read_token(first if i % 2 else second, token) for i in range(50))
+        return list(
+            await asyncio.gather(
+                *(read_token(first if i % 2 else second, token) for i in range(count))
+            )
         )
+
+
+@postgres_only
+async def test_fifty_reads_across_two_instances_make_exactly_one_provider_call(
+    database_url: str, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    responses = await _split_expired_reads(build_settings(database_url), token, oauth_server, 50)
 
     assert [r.status_code for r in responses] == [200] * 50
     assert oauth_server.refresh_calls == 1
@@ -41,15 +52,7 @@ async def test_row_lock_keeps_refresh_single_flight_without_redis(
 ) -> None:
     settings = build_settings(database_url, redis_url=None)
     token = make_token(roles=["service"])
-    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
-        oauth_server.token_lifetime_s = 0
-        await connect_branch(first, token, oauth_server)
-        oauth_server.token_lifetime_s = 3600
-        oauth_server.delay_s = 0.3
-
-        responses = await asyncio.gather(
-            *(read_token(first if i % 2 else second, token) for i in range(20))
-        )
+    responses = await _split_expired_reads(settings, token, oauth_server, 20)
 
     assert [r.status_code for r in responses] == [200] * 20
     assert oauth_server.refresh_calls == 1
