@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,26 +98,11 @@ class BenchContext:
         warmup_s: float = 1.0,
     ) -> LoadResult:
         url = (base_url or self.base_url) + path
-        if isinstance(body, str):
-            body = body.encode()
+        raw = body.encode() if isinstance(body, str) else body
+        spec = _Load(method, url, headers or {}, raw, duration_s, connections)
         if warmup_s > 0:
-            await self._run_load(method, url, headers or {}, body, warmup_s, connections)
-        return await self._run_load(method, url, headers or {}, body, duration_s, connections)
-
-    async def _run_load(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        body: bytes | None,
-        duration_s: float,
-        connections: int,
-    ) -> LoadResult:
-        if shutil.which("wrk"):
-            return await asyncio.to_thread(
-                _wrk, method, url, headers, body, duration_s, connections
-            )
-        return await _python_load(method, url, headers, body, duration_s, connections)
+            await _run_load(replace(spec, duration_s=warmup_s))
+        return await _run_load(spec)
 
     async def paired(
         self,
@@ -156,22 +141,33 @@ class BenchContext:
             yield base_url
 
 
-def _wrk(
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    body: bytes | None,
-    duration_s: float,
-    connections: int,
-) -> LoadResult:
+@dataclass(frozen=True)
+class _Load:
+    """One load run: the request wrk (or the Python generator) repeats, for how long, how wide."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    duration_s: float
+    connections: int
+
+
+async def _run_load(load: _Load) -> LoadResult:
+    if shutil.which("wrk"):
+        return await asyncio.to_thread(_wrk, load)
+    return await _python_load(load)
+
+
+def _wrk(load: _Load) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "request.lua"
-        lines = [f"wrk.method = {_lua_string(method)}"]
-        for name, value in headers.items():
+        lines = [f"wrk.method = {_lua_string(load.method)}"]
+        for name, value in load.headers.items():
             lines.append(f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}")
-        if body is not None:
+        if load.body is not None:
             body_path = Path(tmp) / "body"
-            body_path.write_bytes(body)
+            body_path.write_bytes(load.body)
             lines.append(f'local f = io.open({_lua_string(str(body_path))}, "rb")')
             lines.append("wrk.body = f:read('*a')")
             lines.append("f:close()")
@@ -180,12 +176,12 @@ def _wrk(
             [
                 "wrk",
                 "-t1",
-                f"-c{connections}",
-                f"-d{max(1, round(duration_s))}s",
+                f"-c{load.connections}",
+                f"-d{max(1, round(load.duration_s))}s",
                 "--latency",
                 "-s",
                 str(script),
-                url,
+                load.url,
             ],
             capture_output=True,
             text=True,
@@ -212,18 +208,13 @@ def _wrk(
     )
 
 
-async def _python_load(
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    body: bytes | None,
-    duration_s: float,
-    connections: int,
-) -> LoadResult:
+async def _python_load(load: _Load) -> LoadResult:
     latencies: list[float] = []
     errors = 0
-    deadline = time.perf_counter() + duration_s
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    deadline = time.perf_counter() + load.duration_s
+    limits = httpx.Limits(
+        max_connections=load.connections, max_keepalive_connections=load.connections
+    )
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
         async def worker() -> None:
@@ -231,7 +222,9 @@ async def _python_load(
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 try:
-                    response = await client.request(method, url, headers=headers, content=body)
+                    response = await client.request(
+                        load.method, load.url, headers=load.headers, content=load.body
+                    )
                     if response.status_code >= 400:
                         errors += 1
                 except httpx.HTTPError:
@@ -239,7 +232,7 @@ async def _python_load(
                 latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
+        await asyncio.gather(*(worker() for _ in range(load.connections)))
         elapsed = time.perf_counter() - started
     latencies.sort()
 
