@@ -19,35 +19,31 @@ _CUSTOM_CACHE_SIZE = 1024
 
 # The built-in providers. Every URL can be overridden per provider with OAUTH_PROVIDER_OVERRIDES
 # (staging, and the tests' local authorization server).
+# Both Google products share Google's OAuth endpoints and behaviour; only their scopes differ.
+_GOOGLE: dict[str, Any] = {
+    "authorization_url": "https://accounts.google.com/o/oauth2/v2/auth",
+    "token_url": "https://oauth2.googleapis.com/token",
+    "revoke_url": "https://oauth2.googleapis.com/revoke",
+    "scope_separator": " ",
+    # Without these Google issues no refresh token on a second consent.
+    "extra_authorize_params": {"access_type": "offline", "prompt": "consent"},
+    "body_format": "form",
+    "client_auth": "post",
+    "pkce": True,
+    "refresh_margin_s": 300,
+    "tokens_expire": True,
+}
+
 BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
     "google_search_console": {
+        **_GOOGLE,
         "display_name": "Google Search Console",
-        "authorization_url": "https://accounts.google.com/o/oauth2/v2/auth",
-        "token_url": "https://oauth2.googleapis.com/token",
-        "revoke_url": "https://oauth2.googleapis.com/revoke",
         "default_scopes": ["https://www.googleapis.com/auth/webmasters.readonly"],
-        "scope_separator": " ",
-        # Without these Google issues no refresh token on a second consent.
-        "extra_authorize_params": {"access_type": "offline", "prompt": "consent"},
-        "body_format": "form",
-        "client_auth": "post",
-        "pkce": True,
-        "refresh_margin_s": 300,
-        "tokens_expire": True,
     },
     "google_business_profile": {
+        **_GOOGLE,
         "display_name": "Google Business Profile",
-        "authorization_url": "https://accounts.google.com/o/oauth2/v2/auth",
-        "token_url": "https://oauth2.googleapis.com/token",
-        "revoke_url": "https://oauth2.googleapis.com/revoke",
         "default_scopes": ["https://www.googleapis.com/auth/business.manage"],
-        "scope_separator": " ",
-        "extra_authorize_params": {"access_type": "offline", "prompt": "consent"},
-        "body_format": "form",
-        "client_auth": "post",
-        "pkce": True,
-        "refresh_margin_s": 300,
-        "tokens_expire": True,
     },
     "bing_webmaster": {
         "display_name": "Bing Webmaster Tools",
@@ -182,6 +178,8 @@ def _spec_from_data(name: str, data: dict[str, Any], *, custom: bool) -> Provide
         raise ValueError(f"client_auth: one of {', '.join(CLIENT_AUTH_METHODS)}")
     values = dict(data)
     values["default_scopes"] = tuple(values.get("default_scopes", ()))
+    # Each spec its own copy: built-in entries share a base (the Google ones).
+    values["extra_authorize_params"] = dict(values.get("extra_authorize_params") or {})
     values.setdefault("display_name", name)
     return ProviderSpec(name=name, custom=custom, **values)
 
