@@ -68,7 +68,12 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER)
+        # A scan, not dict(headers): this runs on every request and wants one header (the last
+        # one given, as before).
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                incoming = value
         request_id = (_valid_request_id(incoming) if incoming else None) or uuid.uuid4().hex
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
