@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.errors import BadRequest, Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound
 
 
 class ConfigNotFound(NotFound):
@@ -24,10 +24,6 @@ class VersionConflict(Conflict):
 
 class NotRestorable(InvalidInput):
     code = "not_restorable"
-
-
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
 
 
 class SecretUndecryptable(Conflict):

@@ -189,7 +189,7 @@ async def config_history(
         limit=min(limit, MAX_HISTORY_LIMIT),
         cursor=cursor,
     )
-    return _json(service.encode(page))
+    return _json(page)
 
 
 @router.post("/config/{tenant_id}/rollback", response_model=None, responses=_DOCUMENT)
