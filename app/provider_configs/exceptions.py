@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidField, NotFound
 
 
 class ConfigNotFound(NotFound):
@@ -22,7 +22,7 @@ class VersionConflict(Conflict):
         super().__init__(detail, current_version=current_version, **extra)
 
 
-class NotRestorable(InvalidInput):
+class NotRestorable(InvalidField):
     code = "not_restorable"
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.crypto import DecryptionError, Keyring, mask
 from app.core.db import after_commit, is_postgres, utcnow
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidField
 from app.core.pagination import RowIdCursor
 from app.core.secret_fields import MaskedSecretField
 from app.provider_configs import repository
@@ -386,9 +386,9 @@ def _incoming_secret(
     if live and current_mask is not None and value == current_mask:
         return None  # the masked value a GET returned, posted back: keep the secret
     if value.startswith("****"):
-        raise InvalidInput(
-            f"{label}.{field.name}: a masked value cannot be stored; send the secret or omit "
-            "the field"
+        raise InvalidField(
+            f"{label}.{field.name}",
+            "a masked value cannot be stored; send the secret or omit the field",
         )
     aad = field.aad(config.tenant_id, config.id)
     if live and current_encrypted is not None:
@@ -402,7 +402,7 @@ def _incoming_secret(
 
 def _check_config_data(config_data: dict[str, Any], label: str) -> None:
     if len(json.dumps(config_data)) > MAX_CONFIG_DATA_BYTES:
-        raise InvalidInput(f"{label}.config_data: larger than {MAX_CONFIG_DATA_BYTES} bytes")
+        raise InvalidField(f"{label}.config_data", f"larger than {MAX_CONFIG_DATA_BYTES} bytes")
 
 
 async def _upsert_one(
@@ -499,15 +499,15 @@ async def upsert_providers(
 ) -> bytes:
     """Upsert the listed providers (others untouched); answers the whole document."""
     if body.tenant_id is not None and body.tenant_id != tenant_id:
-        raise InvalidInput("tenant_id: does not match the tenant in the path")
+        raise InvalidField("tenant_id", "does not match the tenant in the path")
     listed = body.providers()
     if not listed:
-        raise InvalidInput("body: list at least one provider (e.g. map_providers)")
+        raise InvalidField("body", "list at least one provider (e.g. map_providers)")
     seen: set[tuple[str, str]] = set()
     for provider_type, provider in listed:
         if (provider_type, provider.provider_name) in seen:
-            raise InvalidInput(
-                f"{list_field(provider_type)}: provider '{provider.provider_name}' is listed twice"
+            raise InvalidField(
+                list_field(provider_type), f"provider '{provider.provider_name}' is listed twice"
             )
         seen.add((provider_type, provider.provider_name))
     await _start_write(session, tenant_id)
@@ -577,7 +577,7 @@ async def rollback(
     snapshot = target.snapshot
     if snapshot.get("deleted"):
         raise NotRestorable(
-            f"version: version {request.version} records a deletion; choose one with content"
+            "version", f"version {request.version} records a deletion; choose one with content"
         )
     config.priority = snapshot["priority"]
     config.enabled = snapshot["enabled"]
