@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 
 from app.core.config import Settings
-from app.core.errors import BadRequest, Forbidden, Unauthorized
+from app.core.errors import BadRequest, Forbidden, InvalidToken, TokenExpired, Unauthorized
 
 logger = logging.getLogger("junction.auth")
 
@@ -111,9 +111,9 @@ class TokenVerifier:
                 leeway=5,
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("the token has expired", code="token_expired") from exc
+            raise TokenExpired("the token has expired") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthorized(f"invalid token: {_reason(exc)}", code="invalid_token") from exc
+            raise InvalidToken(f"invalid token: {_reason(exc)}") from exc
         return _principal_from(claims)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,6 +40,16 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+
+
+class InvalidToken(Unauthorized):
+    """The bearer token fails verification (signature, audience, issuer, algorithm, claims)."""
+
+    code = "invalid_token"
+
+
 class Forbidden(DomainError):
     status_code = 403
     code = "forbidden"
@@ -61,11 +72,21 @@ class InvalidInput(DomainError):
     code = "validation_error"
 
 
-class InvalidField(InvalidInput):
-    """One named field breaks a rule: 422 with `fields: [{field, message}]`."""
+class InvalidFields(InvalidInput):
+    """Named fields break their rules: 422 with `fields: [{field, message}]`, the one shape of
+    every field error (the schema's own errors are rendered through it too)."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+        detail = "; ".join(f"{field}: {message}" for field, message in errors)
+        fields = [{"field": field, "message": message} for field, message in errors]
+        super().__init__(detail or "invalid request", fields=fields)
+
+
+class InvalidField(InvalidFields):
+    """One named field breaks a rule."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", fields=[{"field": field, "message": message}])
+        super().__init__([(field, message)])
 
 
 class ServiceUnavailable(DomainError):
@@ -98,19 +119,15 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return name or "body"
 
 
+def _field_error(err: Any) -> tuple[str, str]:
+    if err.get("type") == "extra_forbidden":
+        return _field_name(err.get("loc", ())), "unknown field"
+    return _field_name(err.get("loc", ())), str(err.get("msg", "invalid"))
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = []
-    for err in exc.errors():
-        field = _field_name(err.get("loc", ()))
-        message = str(err.get("msg", "invalid"))
-        if err.get("type") == "extra_forbidden":
-            message = "unknown field"
-        fields.append({"field": field, "message": message})
-    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
-    return JSONResponse(
-        status_code=422, content=error_body("validation_error", detail, fields=fields)
-    )
+    return await _domain_error(request, InvalidFields([_field_error(e) for e in exc.errors()]))
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:

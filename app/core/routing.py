@@ -5,15 +5,16 @@ parameters with pydantic on every request; for a read answered from memory that 
 most of the cost (measured in `bench`: ~10 µs of a ~40 µs in-process request for one path
 parameter). `DirectRoute` is FastAPI's documented extension point (a custom `APIRoute` with its
 own `get_route_handler`): the endpoint takes only the `Request` and reads its own input through
-the helpers below, which answer with the same 422 shape the schema errors have. The route stays
-an `APIRoute`, so it is matched, documented (declare its parameters in `openapi_extra`) and its
-errors go through the app's handlers like any other.
+its declared parameters below, which answer with the same 422 shape the schema errors have. The
+route stays an `APIRoute`, so it is matched, documented (`direct_parameters` gives its
+`openapi_extra`) and its errors go through the app's handlers like any other.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request, Response
@@ -37,37 +38,6 @@ class DirectRoute(APIRoute):
             return await endpoint(request)
 
         return handler
-
-
-def documented(
-    location: str,
-    name: str,
-    schema: dict[str, Any],
-    *,
-    required: bool = False,
-    description: str | None = None,
-) -> dict[str, Any]:
-    """One OpenAPI parameter, for the `openapi_extra` of a DirectRoute (which declares none)."""
-    parameter: dict[str, Any] = {
-        "name": name,
-        "in": location,
-        "required": required or location == "path",
-        "schema": schema,
-    }
-    if description:
-        parameter["description"] = description
-    return parameter
-
-
-def invalid(location: str, name: str, message: str) -> InvalidField:
-    return InvalidField(f"{location}.{name}", message)
-
-
-def path_param(request: Request, name: str, pattern: re.Pattern[str]) -> str:
-    value: str = request.path_params[name]
-    if pattern.fullmatch(value) is None:
-        raise invalid("path", name, f"must match {pattern.pattern}")
-    return value
 
 
 _QUERY_KEY = "junction.query"
@@ -100,32 +70,113 @@ def _query(request: Request) -> dict[str, str]:
     return parsed
 
 
-def query_param(
-    request: Request,
-    name: str,
-    pattern: re.Pattern[str] | None = None,
-    *,
-    choices: tuple[str, ...] | None = None,
-    required: bool = False,
-) -> str | None:
-    """One query parameter, checked against a pattern or a set of choices."""
-    value = _query(request).get(name)
-    if value is None:
-        if required:
-            raise invalid("query", name, "field required")
-        return None
-    if choices is not None and value not in choices:
-        raise invalid("query", name, f"must be one of {', '.join(choices)}")
-    if pattern is not None and pattern.fullmatch(value) is None:
-        raise invalid("query", name, f"must match {pattern.pattern}")
-    return value
+# --- parameters, each declared once ---------------------------------------------------------
+# A DirectRoute endpoint declares its parameters as module constants: the declaration compiles
+# its pattern once (at import), reads the request (`read`) and gives the route its OpenAPI entry
+# (`direct_parameters`), so what is documented is what is checked.
 
 
-def query_flag(request: Request, name: str) -> bool:
+def _invalid(location: str, name: str, message: str) -> InvalidField:
+    return InvalidField(f"{location}.{name}", message)
+
+
+@dataclass(frozen=True, slots=True)
+class PathParam:
+    """A path parameter that must match `pattern`."""
+
+    name: str
+    pattern: str
+    description: str | None = None
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_regex", re.compile(self.pattern))
+
+    def read(self, request: Request) -> str:
+        value: str = request.path_params[self.name]
+        if self._regex.fullmatch(value) is None:
+            raise _invalid("path", self.name, f"must match {self.pattern}")
+        return value
+
+    def openapi(self) -> dict[str, Any]:
+        schema = {"type": "string", "pattern": self.pattern}
+        return _documented("path", self.name, schema, True, self.description)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    """A query parameter, checked against a pattern or a set of choices."""
+
+    name: str
+    pattern: str | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    description: str | None = None
+    _regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = re.compile(self.pattern) if self.pattern is not None else None
+        object.__setattr__(self, "_regex", regex)
+
+    def read(self, request: Request) -> str | None:
+        value = _query(request).get(self.name)
+        if value is None:
+            if self.required:
+                raise _invalid("query", self.name, "field required")
+            return None
+        if self.choices is not None and value not in self.choices:
+            raise _invalid("query", self.name, f"must be one of {', '.join(self.choices)}")
+        if self._regex is not None and self._regex.fullmatch(value) is None:
+            raise _invalid("query", self.name, f"must match {self.pattern}")
+        return value
+
+    def openapi(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string"}
+        if self.choices is not None:
+            schema["enum"] = list(self.choices)
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        return _documented("query", self.name, schema, self.required, self.description)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFlag:
     """A boolean query parameter, read the way FastAPI reads `bool` (default false)."""
-    raw = _query(request).get(name)
-    if raw is None or raw.lower() in _FALSE:
-        return False
-    if raw.lower() in _TRUE:
-        return True
-    raise invalid("query", name, "must be a boolean")
+
+    name: str
+    description: str | None = None
+
+    def read(self, request: Request) -> bool:
+        raw = _query(request).get(self.name)
+        if raw is None or raw.lower() in _FALSE:
+            return False
+        if raw.lower() in _TRUE:
+            return True
+        raise _invalid("query", self.name, "must be a boolean")
+
+    def openapi(self) -> dict[str, Any]:
+        schema = {"type": "boolean", "default": False}
+        return _documented("query", self.name, schema, False, self.description)
+
+
+Parameter = PathParam | QueryParam | QueryFlag
+
+
+def _documented(
+    location: str, name: str, schema: dict[str, Any], required: bool, description: str | None
+) -> dict[str, Any]:
+    parameter: dict[str, Any] = {
+        "name": name,
+        "in": location,
+        "required": required,
+        "schema": schema,
+    }
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+def direct_parameters(*parameters: Parameter) -> dict[str, Any]:
+    """The `openapi_extra` of a DirectRoute: the entries of the parameters its endpoint reads
+    (FastAPI documents none, since the endpoint declares none in its signature)."""
+    return {"parameters": [parameter.openapi() for parameter in parameters]}

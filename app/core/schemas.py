@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -50,15 +49,3 @@ class ResponseModel(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     detail: str
-
-
-T = TypeVar("T")
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = None
-
-
-def utc_iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

@@ -18,7 +18,7 @@ from app.core.deps import (
     SettingsDep,
     TenantIdQuery,
 )
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import InvalidField, NotFound
 from app.monitoring import service, webhooks
 from app.monitoring.loop import MonitorLoop
 from app.monitoring.models import MonitoringWebhook
@@ -43,7 +43,7 @@ def _as_utc(moment: datetime) -> datetime:
     try:
         return moment.astimezone(UTC)
     except OverflowError:
-        raise InvalidInput("since: out of range once moved to UTC", field="since") from None
+        raise InvalidField("query.since", "out of range once moved to UTC") from None
 
 
 @router.get("/monitoring/events", response_model=EventPage)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import new_id
-from app.core.errors import BadRequest
+from app.core.pagination import TimeIdCursor
 from app.monitoring import metrics, repository, webhooks
 from app.monitoring.loop import Refresher
 from app.monitoring.models import (
@@ -70,31 +65,6 @@ async def record_status_change(session: AsyncSession, change: token_service.Stat
 # --- listing ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EventCursor:
-    occurred_at: datetime
-    id: str
-
-    def encode(self) -> str:
-        raw = json.dumps({"t": self.occurred_at.isoformat(), "i": self.id}).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, value: str) -> EventCursor:
-        try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            data: Any = json.loads(raw)
-            occurred_at = datetime.fromisoformat(data["t"])
-            event_id = data["i"]
-            if occurred_at.tzinfo is None or not isinstance(event_id, str):
-                raise ValueError("incomplete cursor")
-        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise BadRequest(
-                "cursor: not a cursor returned by this listing", code="invalid_cursor"
-            ) from exc
-        return cls(occurred_at=occurred_at.astimezone(UTC), id=event_id)
-
-
 async def list_events(
     session: AsyncSession,
     tenant_id: str,
@@ -108,9 +78,9 @@ async def list_events(
     if since is not None:
         query = query.where(MonitoringEvent.occurred_at >= since)
     if cursor:
-        after = EventCursor.decode(cursor)
+        after = TimeIdCursor.decode(cursor)
         query = query.where(
-            tuple_(MonitoringEvent.occurred_at, MonitoringEvent.id) < (after.occurred_at, after.id)
+            tuple_(MonitoringEvent.occurred_at, MonitoringEvent.id) < (after.at, after.id)
         )
     query = query.order_by(MonitoringEvent.occurred_at.desc(), MonitoringEvent.id.desc())
     rows = list((await session.scalars(query.limit(limit + 1))).all())
@@ -118,7 +88,7 @@ async def list_events(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = EventCursor(last.occurred_at, last.id).encode()
+        next_cursor = TimeIdCursor(last.occurred_at, last.id).encode()
     return rows, next_cursor
 
 

@@ -20,7 +20,7 @@ from app.core import netguard
 from app.core.config import Settings
 from app.core.crypto import DecryptionError, Keyring, associated_data
 from app.core.db import is_postgres, new_id, utcnow
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidField
 from app.monitoring.loop import instance_owner
 from app.monitoring.models import MonitoringEvent, MonitoringWebhook, MonitoringWebhookDelivery
 from app.tokens.providers import validate_url
@@ -76,7 +76,8 @@ async def check_url(url: str, settings: Settings) -> str:
     try:
         validate_url(url, field_name="url", allow_loopback_http=settings.is_dev)
     except ValueError as exc:
-        raise InvalidInput(str(exc), field="url") from None
+        # validate_url words its message for a field of that name: "url: must be ...".
+        raise InvalidField("url", str(exc).removeprefix("url: ")) from None
     await netguard.ensure_public_destination(url, allow_private=settings.is_dev)
     return url
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.errors import BadRequest, Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidField, NotFound
 
 
 class ConfigNotFound(NotFound):
@@ -22,12 +22,8 @@ class VersionConflict(Conflict):
         super().__init__(detail, current_version=current_version, **extra)
 
 
-class NotRestorable(InvalidInput):
+class NotRestorable(InvalidField):
     code = "not_restorable"
-
-
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
 
 
 class SecretUndecryptable(Conflict):

@@ -9,13 +9,12 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE
 from app.core.deps import (
     TENANT_ID_PATTERN,
-    TENANT_ID_RE,
     CurrentPrincipal,
     SessionDep,
     TenantIdPath,
     get_principal,
 )
-from app.core.routing import DirectRoute, documented, path_param, query_flag, query_param
+from app.core.routing import DirectRoute, PathParam, QueryFlag, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
 from app.provider_configs import service
 from app.provider_configs.schemas import (
@@ -59,28 +58,14 @@ def _json(body: bytes, *, private: bool = False) -> Response:
     return Response(body, media_type=JSON, headers=headers)
 
 
-_GET_PARAMETERS = {
-    "parameters": [
-        documented(
-            "path",
-            "tenant_id",
-            {"type": "string", "pattern": TENANT_ID_PATTERN},
-            description="the tenant (workspace) id",
-        ),
-        documented(
-            "query",
-            "provider_type",
-            {"type": "string", "enum": list(PROVIDER_TYPES)},
-            description="only this provider list",
-        ),
-        documented(
-            "query",
-            "include_secrets",
-            {"type": "boolean", "default": False},
-            description="reveal api_key / api_secret (service or admin role)",
-        ),
-    ]
-}
+# Declared once: each reads its parameter on the hot path and documents it in OpenAPI.
+_TENANT_ID = PathParam("tenant_id", TENANT_ID_PATTERN, description="the tenant (workspace) id")
+_PROVIDER_TYPE = QueryParam(
+    "provider_type", choices=PROVIDER_TYPES, description="only this provider list"
+)
+_INCLUDE_SECRETS = QueryFlag(
+    "include_secrets", description="reveal api_key / api_secret (service or admin role)"
+)
 
 
 async def get_config(request: Request) -> Response:
@@ -91,10 +76,10 @@ async def get_config(request: Request) -> Response:
     session, no model and no dependency solving.
     """
     principal = await get_principal(request)
-    tenant_id = path_param(request, "tenant_id", TENANT_ID_RE)
+    tenant_id = _TENANT_ID.read(request)
     principal.require_tenant(tenant_id)
-    provider_type = query_param(request, "provider_type", choices=PROVIDER_TYPES)
-    include_secrets = query_flag(request, "include_secrets")
+    provider_type = _PROVIDER_TYPE.read(request)
+    include_secrets = _INCLUDE_SECRETS.read(request)
     domain = _domain(request)
     if include_secrets:
         principal.require_role(ROLE_SERVICE, ROLE_ADMIN)
@@ -116,7 +101,7 @@ def add_hot_routes(app: FastAPI) -> None:
         tags=["provider_configs"],
         response_model=None,
         responses=_DOCUMENT,
-        openapi_extra=_GET_PARAMETERS,
+        openapi_extra=direct_parameters(_TENANT_ID, _PROVIDER_TYPE, _INCLUDE_SECRETS),
         route_class_override=DirectRoute,
     )
 
@@ -189,7 +174,7 @@ async def config_history(
         limit=min(limit, MAX_HISTORY_LIMIT),
         cursor=cursor,
     )
-    return _json(service.encode(page))
+    return _json(page)
 
 
 @router.post("/config/{tenant_id}/rollback", response_model=None, responses=_DOCUMENT)

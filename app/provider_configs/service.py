@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.crypto import DecryptionError, Keyring, associated_data, mask
+from app.core.crypto import DecryptionError, Keyring, mask
 from app.core.db import after_commit, is_postgres, utcnow
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidField
+from app.core.pagination import RowIdCursor
+from app.core.secret_fields import MaskedSecretField
 from app.provider_configs import repository
 from app.provider_configs.cache import ConfigCache
 from app.provider_configs.exceptions import (
     ConfigNotFound,
-    InvalidCursor,
     NotRestorable,
     SecretUndecryptable,
     VersionConflict,
@@ -39,87 +38,96 @@ from app.provider_configs.schemas import (
 )
 from app.workspaces import service as workspace_service
 
-TABLE = "provider_configs"
 _MAX_CHANGED_BY = 255
-SECRET_FIELDS = ("api_key", "api_secret")
 
-Document = dict[str, Any]
-Reveal = Callable[[Row[Any], str], str | None]
+# The secret columns; a version snapshot keys their values by the same column names.
+API_KEY = MaskedSecretField(
+    ProviderConfig.__tablename__, "api_key", "api_key_encrypted", "api_key_mask"
+)
+API_SECRET = MaskedSecretField(
+    ProviderConfig.__tablename__, "api_secret", "api_secret_encrypted", "api_secret_mask"
+)
+SECRET_FIELDS = (API_KEY, API_SECRET)
 
-
-# --- defaults ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """The settings' defaults, rendered once: masked for every caller, revealed for services."""
-
-    masked: dict[str, list[Document]]
-    revealed: dict[str, list[Document]]
-    masked_json: dict[str, str]
-
-    @classmethod
-    def from_settings_document(cls, raw: dict[str, Any]) -> Defaults:
-        document = DefaultsDocument.model_validate(raw)
-        masked: dict[str, list[Document]] = {}
-        revealed: dict[str, list[Document]] = {}
-        for provider_type in PROVIDER_TYPES:
-            providers = sorted(
-                getattr(document, list_field(provider_type)),
-                key=lambda p: (PRIORITY_RANK[p.priority], p.provider_name),
-            )
-            masked[provider_type] = [
-                _default_entry(p.model_dump(), reveal=False) for p in providers
-            ]
-            revealed[provider_type] = [
-                _default_entry(p.model_dump(), reveal=True) for p in providers
-            ]
-        masked_json = {t: ",".join(_compact(entry) for entry in masked[t]) for t in masked}
-        return cls(masked, revealed, masked_json)
+# A stored row's secrets in clear, in SECRET_FIELDS order.
+Reveal = Callable[[Row[Any]], tuple[str | None, str | None]]
 
 
-def _default_entry(provider: dict[str, Any], *, reveal: bool) -> Document:
-    return {
-        "id": None,
-        "provider_name": provider["provider_name"],
-        "priority": provider["priority"],
-        "enabled": provider["enabled"],
-        "config_data": provider["config_data"],
-        "api_key": provider["api_key"] if reveal else mask(provider["api_key"]),
-        "api_secret": provider["api_secret"] if reveal else mask(provider["api_secret"]),
-        "version": 0,
-        "updated_at": None,
-        "updated_by": None,
-        "source": "default",
-    }
+# --- the one renderer ----------------------------------------------------------------------------
+# Every answer of the domain is built here from string pieces, with the stored JSON spliced in:
+# this runs on every cache miss and every uncached read, where building dicts and encoding them
+# was a fifth of the cost. The pydantic models in schemas.py document these shapes, and a test
+# validates every answer against them.
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
-# --- the document ------------------------------------------------------------------------------
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _config_data(row: Row[Any]) -> Any:
-    raw = row.config_data
-    return json.loads(raw) if isinstance(raw, str) else raw
+def _nullable(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
-def _entry(row: Row[Any], reveal: Reveal | None) -> Document:
-    return {
-        "id": row.id,
-        "provider_name": row.provider_name,
-        "priority": row.priority,
-        "enabled": row.enabled,
-        "config_data": _config_data(row),
-        "api_key": reveal(row, "api_key") if reveal else row.api_key_mask,
-        "api_secret": reveal(row, "api_secret") if reveal else row.api_secret_mask,
-        "version": row.version,
-        "updated_at": _iso(row.updated_at),
-        "updated_by": row.updated_by,
-        "source": "tenant",
-    }
+def _nullable_int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
+def _provider_json(
+    head: str,
+    provider_name: str,
+    priority: str,
+    enabled: bool,
+    config_data: Any,
+    api_key: str | None,
+    api_secret: str | None,
+) -> str:
+    """The fields a document entry and a version snapshot share, after the entry's own `head`;
+    `config_data` as stored (JSON text) or decoded."""
+    if not isinstance(config_data, str):
+        config_data = _compact(config_data)
+    return (
+        f'{{{head}"provider_name":{_quote(provider_name)},"priority":{_quote(priority)},'
+        f'"enabled":{"true" if enabled else "false"},"config_data":{config_data},'
+        f'"api_key":{_nullable(api_key)},"api_secret":{_nullable(api_secret)}'
+    )
+
+
+def _entry_json(
+    row: tuple[Any, ...],
+    secrets: tuple[str | None, str | None] | None = None,
+    source: str = "tenant",
+) -> str:
+    """One provider of a document: a stored row (masked, or with `secrets` in clear) or a default.
+
+    Positional: the columns of repository.fetch_live_configs, in order (faster than by name).
+    """
+    (
+        config_id,
+        _provider_type,
+        provider_name,
+        priority,
+        enabled,
+        config_data,
+        api_key,
+        api_secret,
+        version,
+        updated_at,
+        updated_by,
+    ) = row[:11]
+    if secrets is not None:
+        api_key, api_secret = secrets
+    head = f'"id":{_nullable(config_id)},'
+    return (
+        _provider_json(head, provider_name, priority, enabled, config_data, api_key, api_secret)
+        + f',"version":{int(version)},"updated_at":{_nullable(_iso(updated_at))},'
+        f'"updated_by":{_nullable(updated_by)},"source":"{source}"}}'
+    )
 
 
 def _sorted_by_type(rows: Sequence[Row[Any]], types: Sequence[str]) -> dict[str, list[Row[Any]]]:
@@ -137,66 +145,14 @@ def render_document(
     defaults: Defaults,
     provider_type: str | None,
     reveal: Reveal | None = None,
-) -> Document:
-    """The older service's shape; a type the tenant stored nothing for shows the defaults."""
-    types = (provider_type,) if provider_type else PROVIDER_TYPES
-    stored = _sorted_by_type(rows, types)
-    document: Document = {"tenant_id": tenant_id, "source": "tenant" if rows else "default"}
-    fallback = defaults.revealed if reveal else defaults.masked
-    for t in types:
-        own = stored[t]
-        document[list_field(t)] = [_entry(r, reveal) for r in own] if own else fallback[t]
-    return document
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-
-def _nullable(value: str | None) -> str:
-    return "null" if value is None else _quote(value)
-
-
-def _entry_json(row: Row[Any]) -> str:
-    # Positional: the columns of repository.fetch_live_configs, in order (faster than by name).
-    (
-        config_id,
-        _provider_type,
-        provider_name,
-        priority,
-        enabled,
-        config_data,
-        api_key_mask,
-        api_secret_mask,
-        version,
-        updated_at,
-        updated_by,
-    ) = cast(tuple[Any, ...], row)[:11]
-    if not isinstance(config_data, str):
-        config_data = _compact(config_data)
-    return (
-        f'{{"id":{_quote(config_id)},"provider_name":{_quote(provider_name)},'
-        f'"priority":{_quote(priority)},"enabled":{"true" if enabled else "false"},'
-        f'"config_data":{config_data},"api_key":{_nullable(api_key_mask)},'
-        f'"api_secret":{_nullable(api_secret_mask)},"version":{int(version)},'
-        f'"updated_at":{_nullable(_iso(updated_at))},"updated_by":{_nullable(updated_by)},'
-        '"source":"tenant"}'
-    )
-
-
-def render_document_json(
-    tenant_id: str, rows: Sequence[Row[Any]], defaults: Defaults, provider_type: str | None
 ) -> bytes:
-    """`render_document` (masked) serialized directly: what every cached read serves.
+    """The older service's document, serialized: secrets masked, or in clear through `reveal`.
 
-    Built from string pieces with the stored JSON spliced in, because this runs on every cache
-    miss and every uncached read, where decoding and re-encoding was a fifth of the cost.
+    A type the tenant stored nothing for shows the defaults.
     """
     types = (provider_type,) if provider_type else PROVIDER_TYPES
     stored = _sorted_by_type(rows, types)
+    fallback = defaults.masked_json if reveal is None else defaults.revealed_json
     parts = [
         '{"tenant_id":',
         _quote(tenant_id),
@@ -205,35 +161,101 @@ def render_document_json(
     for t in types:
         own = stored[t]
         parts.append(f',"{list_field(t)}":[')
-        parts.append(",".join(_entry_json(r) for r in own) if own else defaults.masked_json[t])
+        if not own:
+            parts.append(fallback[t])
+        elif reveal is None:
+            parts.append(",".join(_entry_json(r) for r in own))
+        else:
+            parts.append(",".join(_entry_json(r, reveal(r)) for r in own))
         parts.append("]")
     parts.append("}")
     return "".join(parts).encode()
 
 
-def encode(document: Document) -> bytes:
-    return _compact(document).encode()
+def _history_item_json(row: ProviderConfigVersion) -> str:
+    snapshot = row.snapshot
+    head = f'"provider_type":{_quote(snapshot["provider_type"])},'
+    provider = _provider_json(
+        head,
+        snapshot["provider_name"],
+        snapshot["priority"],
+        snapshot["enabled"],
+        snapshot["config_data"],
+        snapshot.get(API_KEY.mask),
+        snapshot.get(API_SECRET.mask),
+    )
+    return (
+        f'{{"config_id":{_quote(row.config_id)},"version":{int(row.version)},'
+        f'"change_type":{_quote(row.change_type)},"changed_at":{_nullable(_iso(row.changed_at))},'
+        f'"changed_by":{_quote(row.changed_by)},"change_reason":{_nullable(row.change_reason)},'
+        f'"source_version":{_nullable_int(row.source_version)},"snapshot":{provider},'
+        f'"deleted":{"true" if snapshot.get("deleted") else "false"}}}}}'
+    )
 
 
-def _aad(tenant_id: str, config_id: str, field: str) -> bytes:
-    return associated_data(TABLE, field, tenant_id, config_id)
+def render_history(rows: Sequence[ProviderConfigVersion], next_cursor: str | None) -> bytes:
+    items = ",".join(_history_item_json(r) for r in rows)
+    return f'{{"items":[{items}],"next_cursor":{_nullable(next_cursor)}}}'.encode()
+
+
+# --- defaults ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The settings' defaults, rendered once per type: masked for every caller, revealed for
+    services."""
+
+    masked_json: dict[str, str]
+    revealed_json: dict[str, str]
+
+    @classmethod
+    def from_settings_document(cls, raw: dict[str, Any]) -> Defaults:
+        document = DefaultsDocument.model_validate(raw)
+        masked: dict[str, str] = {}
+        revealed: dict[str, str] = {}
+        for provider_type in PROVIDER_TYPES:
+            providers = sorted(
+                getattr(document, list_field(provider_type)),
+                key=lambda p: (PRIORITY_RANK[p.priority], p.provider_name),
+            )
+            masked_entries: list[str] = []
+            revealed_entries: list[str] = []
+            for p in providers:
+                # In the layout of a stored row, so the one entry renderer draws them too.
+                row = (
+                    *(None, provider_type, p.provider_name, p.priority, p.enabled, p.config_data),
+                    *(mask(p.api_key), mask(p.api_secret), 0, None, None),
+                )
+                masked_entries.append(_entry_json(row, source="default"))
+                clear = (p.api_key, p.api_secret)
+                revealed_entries.append(_entry_json(row, clear, source="default"))
+            masked[provider_type] = ",".join(masked_entries)
+            revealed[provider_type] = ",".join(revealed_entries)
+        return cls(masked, revealed)
+
+
+# --- reads -------------------------------------------------------------------------------------
 
 
 def _revealer(keyring: Keyring, tenant_id: str) -> Reveal:
-    def reveal(row: Row[Any], field: str) -> str | None:
-        stored = getattr(row, f"{field}_encrypted")
+    def open_secret(row: Row[Any], field: MaskedSecretField) -> str | None:
+        stored = field.stored(row)
         if not stored:
             return None
         try:
-            return keyring.decrypt(stored, _aad(tenant_id, row.id, field))
+            return field.open(keyring, tenant_id, row.id, stored)
         except DecryptionError:
             # An operator problem (a removed key) or a moved ciphertext: a clear 409, not a 500.
             raise SecretUndecryptable(
-                f"{field} of {row.provider_type} provider '{row.provider_name}' cannot be "
+                f"{field.name} of {row.provider_type} provider '{row.provider_name}' cannot be "
                 "decrypted; store it again",
                 provider_type=row.provider_type,
                 provider_name=row.provider_name,
             ) from None
+
+    def reveal(row: Row[Any]) -> tuple[str | None, str | None]:
+        return open_secret(row, API_KEY), open_secret(row, API_SECRET)
 
     return reveal
 
@@ -250,10 +272,8 @@ async def read_document(
     rows = await repository.fetch_live_configs(
         session, tenant_id, provider_type, with_secrets=keyring is not None
     )
-    if keyring is None:
-        return render_document_json(tenant_id, rows, defaults, provider_type)
-    reveal = _revealer(keyring, tenant_id)
-    return encode(render_document(tenant_id, rows, defaults, provider_type, reveal))
+    reveal = None if keyring is None else _revealer(keyring, tenant_id)
+    return render_document(tenant_id, rows, defaults, provider_type, reveal)
 
 
 def document_loader(engine: AsyncEngine, defaults: Defaults) -> Callable[[str, str | None], Any]:
@@ -268,7 +288,7 @@ def document_loader(engine: AsyncEngine, defaults: Defaults) -> Callable[[str, s
     async def load(tenant_id: str, provider_type: str | None) -> bytes:
         async with reader.connect() as connection:
             rows = await repository.fetch_live_configs(connection, tenant_id, provider_type)
-        return render_document_json(tenant_id, rows, defaults, provider_type)
+        return render_document(tenant_id, rows, defaults, provider_type)
 
     return load
 
@@ -302,18 +322,18 @@ def _check_expected(config: ProviderConfig, expected: int | None, label: str) ->
 
 def snapshot_of(config: ProviderConfig) -> dict[str, Any]:
     # The ciphertexts stay encrypted (bound to the config row), so a rollback restores secrets.
-    return {
+    snapshot: dict[str, Any] = {
         "provider_type": config.provider_type,
         "provider_name": config.provider_name,
         "priority": config.priority,
         "enabled": config.enabled,
         "config_data": config.config_data,
-        "api_key_encrypted": config.api_key_encrypted,
-        "api_key_mask": config.api_key_mask,
-        "api_secret_encrypted": config.api_secret_encrypted,
-        "api_secret_mask": config.api_secret_mask,
-        "deleted": config.deleted,
     }
+    for field in SECRET_FIELDS:
+        snapshot[field.encrypted] = field.stored(config)
+        snapshot[field.mask] = field.stored_mask(config)
+    snapshot["deleted"] = config.deleted
+    return snapshot
 
 
 def _record_version(
@@ -351,21 +371,26 @@ def _record_version(
 
 
 def _incoming_secret(
-    keyring: Keyring, config: ProviderConfig, field: str, value: str | None, label: str
+    keyring: Keyring,
+    config: ProviderConfig,
+    field: MaskedSecretField,
+    value: str | None,
+    label: str,
 ) -> tuple[str | None, str | None] | None:
     """The (ciphertext, mask) to store for a secret sent in a write, or None when unchanged."""
-    current_encrypted: str | None = getattr(config, f"{field}_encrypted")
-    current_mask: str | None = getattr(config, f"{field}_mask")
+    current_encrypted = field.stored(config)
+    current_mask = field.stored_mask(config)
     live = not config.deleted
     if value is None:
         return None if live and current_encrypted is None else (None, None)
     if live and current_mask is not None and value == current_mask:
         return None  # the masked value a GET returned, posted back: keep the secret
     if value.startswith("****"):
-        raise InvalidInput(
-            f"{label}.{field}: a masked value cannot be stored; send the secret or omit the field"
+        raise InvalidField(
+            f"{label}.{field.name}",
+            "a masked value cannot be stored; send the secret or omit the field",
         )
-    aad = _aad(config.tenant_id, config.id, field)
+    aad = field.aad(config.tenant_id, config.id)
     if live and current_encrypted is not None:
         try:
             if keyring.decrypt(current_encrypted, aad) == value:
@@ -377,7 +402,7 @@ def _incoming_secret(
 
 def _check_config_data(config_data: dict[str, Any], label: str) -> None:
     if len(json.dumps(config_data)) > MAX_CONFIG_DATA_BYTES:
-        raise InvalidInput(f"{label}.config_data: larger than {MAX_CONFIG_DATA_BYTES} bytes")
+        raise InvalidField(f"{label}.config_data", f"larger than {MAX_CONFIG_DATA_BYTES} bytes")
 
 
 async def _upsert_one(
@@ -412,13 +437,14 @@ async def _upsert_one(
         else (config.config_data if live else {})
     )
     _check_config_data(config_data, label)
-    secrets: dict[str, tuple[str | None, str | None]] = {}
+    secrets: dict[MaskedSecretField, tuple[str | None, str | None]] = {}
     for field in SECRET_FIELDS:
-        if field in given:
-            change = _incoming_secret(keyring, config, field, getattr(provider, field), label)
+        if field.name in given:
+            sent = getattr(provider, field.name)
+            change = _incoming_secret(keyring, config, field, sent, label)
             if change is not None:
                 secrets[field] = change
-        elif not live and getattr(config, f"{field}_encrypted") is not None:
+        elif not live and field.stored(config) is not None:
             secrets[field] = (None, None)  # a re-created config starts without the old secrets
 
     content_changed = (
@@ -439,8 +465,7 @@ async def _upsert_one(
     config.config_data = config_data
     config.deleted = False
     for field, (encrypted, masked) in secrets.items():
-        setattr(config, f"{field}_encrypted", encrypted)
-        setattr(config, f"{field}_mask", masked)
+        field.store(config, encrypted, masked)
     _record_version(session, config, change_type=change_type, changed_by=changed_by, reason=reason)
     return True
 
@@ -474,15 +499,15 @@ async def upsert_providers(
 ) -> bytes:
     """Upsert the listed providers (others untouched); answers the whole document."""
     if body.tenant_id is not None and body.tenant_id != tenant_id:
-        raise InvalidInput("tenant_id: does not match the tenant in the path")
+        raise InvalidField("tenant_id", "does not match the tenant in the path")
     listed = body.providers()
     if not listed:
-        raise InvalidInput("body: list at least one provider (e.g. map_providers)")
+        raise InvalidField("body", "list at least one provider (e.g. map_providers)")
     seen: set[tuple[str, str]] = set()
     for provider_type, provider in listed:
         if (provider_type, provider.provider_name) in seen:
-            raise InvalidInput(
-                f"{list_field(provider_type)}: provider '{provider.provider_name}' is listed twice"
+            raise InvalidField(
+                list_field(provider_type), f"provider '{provider.provider_name}' is listed twice"
             )
         seen.add((provider_type, provider.provider_name))
     await _start_write(session, tenant_id)
@@ -552,14 +577,13 @@ async def rollback(
     snapshot = target.snapshot
     if snapshot.get("deleted"):
         raise NotRestorable(
-            f"version: version {request.version} records a deletion; choose one with content"
+            "version", f"version {request.version} records a deletion; choose one with content"
         )
     config.priority = snapshot["priority"]
     config.enabled = snapshot["enabled"]
     config.config_data = snapshot["config_data"]
     for field in SECRET_FIELDS:
-        setattr(config, f"{field}_encrypted", snapshot.get(f"{field}_encrypted"))
-        setattr(config, f"{field}_mask", snapshot.get(f"{field}_mask"))
+        field.store(config, snapshot.get(field.encrypted), snapshot.get(field.mask))
     config.deleted = False
     _record_version(
         session,
@@ -577,51 +601,6 @@ async def rollback(
 # --- history -----------------------------------------------------------------------------------
 
 
-def _encode_cursor(version_row_id: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{version_row_id}".encode()).decode().rstrip("=")
-
-
-# Version row ids are 64-bit; a cursor outside that range was not made here.
-_MAX_VERSION_ROW_ID = 2**63 - 1
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "v1":
-            raise ValueError(prefix)
-        version_row_id = int(value)
-        if not 0 < version_row_id <= _MAX_VERSION_ROW_ID:
-            raise ValueError(value)
-        return version_row_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidCursor("cursor: not a cursor this service returned") from exc
-
-
-def _history_item(row: ProviderConfigVersion) -> Document:
-    snapshot = row.snapshot
-    return {
-        "config_id": row.config_id,
-        "version": row.version,
-        "change_type": row.change_type,
-        "changed_at": _iso(row.changed_at),
-        "changed_by": row.changed_by,
-        "change_reason": row.change_reason,
-        "source_version": row.source_version,
-        "snapshot": {
-            "provider_type": snapshot["provider_type"],
-            "provider_name": snapshot["provider_name"],
-            "priority": snapshot["priority"],
-            "enabled": snapshot["enabled"],
-            "config_data": snapshot["config_data"],
-            "api_key": snapshot.get("api_key_mask"),
-            "api_secret": snapshot.get("api_secret_mask"),
-            "deleted": bool(snapshot.get("deleted")),
-        },
-    }
-
-
 async def history(
     session: AsyncSession,
     tenant_id: str,
@@ -631,9 +610,9 @@ async def history(
     config_id: str | None,
     limit: int,
     cursor: str | None,
-) -> Document:
-    """Version rows newest first; `next_cursor` continues after the last item."""
-    before_id = _decode_cursor(cursor) if cursor else None
+) -> bytes:
+    """Version rows newest first, serialized; `next_cursor` continues after the last item."""
+    before_id = RowIdCursor.decode(cursor).row_id if cursor else None
     if config_id is not None and not await repository.config_exists(session, tenant_id, config_id):
         raise ConfigNotFound(f"configuration '{config_id}' not found")
     rows = await repository.history_page(
@@ -646,5 +625,5 @@ async def history(
         limit=limit + 1,
     )
     page = rows[:limit]
-    next_cursor = _encode_cursor(page[-1].id) if len(rows) > limit else None
-    return {"items": [_history_item(r) for r in page], "next_cursor": next_cursor}
+    next_cursor = RowIdCursor(page[-1].id).encode() if len(rows) > limit else None
+    return render_history(page, next_cursor)

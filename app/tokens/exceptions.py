@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UpstreamError
+from app.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 
 
 class ClientNotFound(NotFound):
@@ -35,10 +35,6 @@ class RefreshInProgress(ServiceUnavailable):
     """Another worker holds the refresh lock for longer than a reader is willing to wait."""
 
     code = "refresh_in_progress"
-
-
-class TokenExchangeFailed(UpstreamError):
-    code = "token_exchange_failed"
 
 
 class ProviderError(Exception):

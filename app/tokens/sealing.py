@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from app.core.crypto import Keyring, associated_data
+from app.core.crypto import Keyring
+from app.core.secret_fields import SecretField
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
+
+CLIENT_SECRET = SecretField(OAuthClient.__tablename__, "client_secret", "client_secret_enc")
+ACCESS_TOKEN = SecretField(OAuthConnection.__tablename__, "access_token", "access_token_enc")
+REFRESH_TOKEN = SecretField(OAuthConnection.__tablename__, "refresh_token", "refresh_token_enc")
+CODE_VERIFIER = SecretField(OAuthState.__tablename__, "code_verifier", "code_verifier_enc")
 
 
 def seal_client_secret(keyring: Keyring, client: OAuthClient, secret: str) -> None:
-    aad = associated_data("oauth_clients", "client_secret", client.tenant_id, client.id)
-    client.client_secret_enc = keyring.encrypt(secret, aad)
+    CLIENT_SECRET.seal(keyring, client, secret)
 
 
 def open_client_secret(keyring: Keyring, client: OAuthClient) -> str:
-    aad = associated_data("oauth_clients", "client_secret", client.tenant_id, client.id)
-    return keyring.decrypt(client.client_secret_enc, aad)
+    return CLIENT_SECRET.open(keyring, client.tenant_id, client.id, client.client_secret_enc)
 
 
 def seal_access_token(keyring: Keyring, conn: OAuthConnection, token: str) -> None:
-    aad = associated_data("oauth_connections", "access_token", conn.tenant_id, conn.id)
-    conn.access_token_enc = keyring.encrypt(token, aad)
+    ACCESS_TOKEN.seal(keyring, conn, token)
 
 
 def open_access_token(keyring: Keyring, conn: OAuthConnection) -> str:
@@ -28,29 +31,20 @@ def open_access_token(keyring: Keyring, conn: OAuthConnection) -> str:
 def open_stored_access_token(
     keyring: Keyring, tenant_id: str, connection_id: str, stored: str
 ) -> str:
-    aad = associated_data("oauth_connections", "access_token", tenant_id, connection_id)
-    return keyring.decrypt(stored, aad)
+    return ACCESS_TOKEN.open(keyring, tenant_id, connection_id, stored)
 
 
 def seal_refresh_token(keyring: Keyring, conn: OAuthConnection, token: str) -> None:
-    aad = associated_data("oauth_connections", "refresh_token", conn.tenant_id, conn.id)
-    conn.refresh_token_enc = keyring.encrypt(token, aad)
+    REFRESH_TOKEN.seal(keyring, conn, token)
 
 
 def open_refresh_token(keyring: Keyring, conn: OAuthConnection) -> str | None:
-    if conn.refresh_token_enc is None:
-        return None
-    aad = associated_data("oauth_connections", "refresh_token", conn.tenant_id, conn.id)
-    return keyring.decrypt(conn.refresh_token_enc, aad)
+    return REFRESH_TOKEN.open_row(keyring, conn)
 
 
 def seal_code_verifier(keyring: Keyring, state: OAuthState, verifier: str) -> None:
-    aad = associated_data("oauth_states", "code_verifier", state.tenant_id, state.id)
-    state.code_verifier_enc = keyring.encrypt(verifier, aad)
+    CODE_VERIFIER.seal(keyring, state, verifier)
 
 
 def open_code_verifier(keyring: Keyring, state: OAuthState) -> str | None:
-    if state.code_verifier_enc is None:
-        return None
-    aad = associated_data("oauth_states", "code_verifier", state.tenant_id, state.id)
-    return keyring.decrypt(state.code_verifier_enc, aad)
+    return CODE_VERIFIER.open_row(keyring, state)

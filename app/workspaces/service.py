@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.db import dialect_insert, utcnow
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidField
 from app.workspaces.models import DEFAULT_TIER, Workspace
 
 # Monthly limits per tier; `USAGE_TIER_LIMITS` merges over these (and may add tiers).
@@ -57,7 +57,7 @@ async def update_workspace(
 ) -> Workspace:
     if tier is not None and tier not in tier_limits(settings):
         known = ", ".join(sorted(tier_limits(settings)))
-        raise InvalidInput(f"tier: unknown tier '{tier}' (known: {known})")
+        raise InvalidField("tier", f"unknown tier '{tier}' (known: {known})")
     workspace = await get_workspace(session, tenant_id)
     if name is not None:
         workspace.name = name

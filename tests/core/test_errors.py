@@ -119,3 +119,19 @@ async def test_an_unpaired_surrogate_in_a_body_is_a_422(
     headers = {**bearer(make_token(roles=["admin"])), "content-type": "application/json"}
     response = await client.put(ROUTE, headers=headers, content=b'{"name": "x\\ud800y"}')
     assert response.status_code == 422
+
+
+async def test_a_rule_a_field_breaks_answers_the_schema_errors_shape(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    # The schema accepts any tier string; the service refuses an unknown one, in the same shape.
+    response = await client.put(
+        ROUTE, headers=bearer(make_token(roles=["admin"])), json={"tier": "platinum"}
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert body["fields"] == [
+        {"field": "tier", "message": "unknown tier 'platinum' (known: enterprise, free, pro)"}
+    ]
+    assert body["detail"] == f"tier: {body['fields'][0]['message']}"

@@ -1,16 +1,15 @@
-"""The input helpers of DirectRoute endpoints read a query the way Starlette's parser does."""
+"""DirectRoute parameters: read the way Starlette parses, documented as they are checked."""
 
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 
 import pytest
 from starlette.requests import Request
 
 from app.core.errors import InvalidInput
-from app.core.routing import path_param, query_flag, query_param
+from app.core.routing import PathParam, QueryFlag, QueryParam, direct_parameters
 from app.tokens.router import _token_out
 from app.tokens.service import TokenView
 
@@ -34,18 +33,18 @@ def _request(query: bytes, path_params: dict[str, str] | None = None) -> Request
 def test_every_value_matches_starlettes_parser(query: bytes) -> None:
     for name in ("a", "b", "c"):
         expected = _request(query).query_params.get(name)
-        assert query_param(_request(query), name) == expected
+        assert QueryParam(name).read(_request(query)) == expected
 
 
 def test_a_repeated_name_reads_its_last_value_like_starlette() -> None:
-    assert query_param(_request(b"provider=a1&provider=b2"), "provider") == "b2"
+    assert QueryParam("provider").read(_request(b"provider=a1&provider=b2")) == "b2"
 
 
 def test_a_pattern_is_checked_against_the_decoded_value() -> None:
-    request = _request(b"provider=local%5Foauth")
-    assert query_param(request, "provider", re.compile(r"^[a-z_]+$")) == "local_oauth"
+    provider = QueryParam("provider", r"^[a-z_]+$")
+    assert provider.read(_request(b"provider=local%5Foauth")) == "local_oauth"
     with pytest.raises(InvalidInput) as raised:
-        query_param(_request(b"provider=Local"), "provider", re.compile(r"^[a-z_]+$"))
+        provider.read(_request(b"provider=Local"))
     assert raised.value.extra["fields"] == [
         {"field": "query.provider", "message": "must match ^[a-z_]+$"}
     ]
@@ -53,7 +52,7 @@ def test_a_pattern_is_checked_against_the_decoded_value() -> None:
 
 def test_a_missing_required_parameter_names_itself() -> None:
     with pytest.raises(InvalidInput) as raised:
-        query_param(_request(b""), "provider", required=True)
+        QueryParam("provider", required=True).read(_request(b""))
     assert raised.value.extra["fields"] == [
         {"field": "query.provider", "message": "field required"}
     ]
@@ -61,13 +60,45 @@ def test_a_missing_required_parameter_names_itself() -> None:
 
 @pytest.mark.parametrize(("raw", "value"), [(b"", False), (b"x=true", True), (b"x=OFF", False)])
 def test_a_flag_reads_like_a_boolean(raw: bytes, value: bool) -> None:
-    assert query_flag(_request(raw), "x") is value
+    assert QueryFlag("x").read(_request(raw)) is value
 
 
 def test_a_path_parameter_must_match_its_pattern() -> None:
-    assert path_param(_request(b"", {"id": "abc"}), "id", re.compile("^[a-c]+$")) == "abc"
+    path_id = PathParam("id", "^[a-c]+$")
+    assert path_id.read(_request(b"", {"id": "abc"})) == "abc"
     with pytest.raises(InvalidInput):
-        path_param(_request(b"", {"id": "abd"}), "id", re.compile("^[a-c]+$"))
+        path_id.read(_request(b"", {"id": "abd"}))
+
+
+def test_a_declared_parameter_documents_what_it_reads() -> None:
+    documented = direct_parameters(
+        PathParam("id", "^[a-c]+$", description="the id"),
+        QueryParam("kind", choices=("a", "b"), required=True),
+        QueryFlag("all"),
+    )
+    assert documented == {
+        "parameters": [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[a-c]+$"},
+                "description": "the id",
+            },
+            {
+                "name": "kind",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "enum": ["a", "b"]},
+            },
+            {
+                "name": "all",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "boolean", "default": False},
+            },
+        ]
+    }
 
 
 def test_the_hand_built_token_body_is_the_json_of_its_fields() -> None:

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
+from app.core.deps import TENANT_ID_PATTERN
 from tests.conftest import TokenFactory, bearer, build_settings, running_app
 from tests.provider_configs.conftest import TENANT, find, history, post_config, provider
 
@@ -84,9 +85,8 @@ async def test_a_bad_tenant_id_in_the_read_path_is_a_422_naming_it(
     response = await client.get("/config/bad%20tenant!", headers=bearer(make_token(["*"])))
     assert response.status_code == 422
     assert response.json()["fields"] == [
-        {"field": "path.tenant_id", "message": response.json()["fields"][0]["message"]}
+        {"field": "path.tenant_id", "message": f"must match {TENANT_ID_PATTERN}"}
     ]
-    assert "must match" in response.json()["fields"][0]["message"]
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", ""])

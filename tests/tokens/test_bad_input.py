@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,6 +12,9 @@ import pytest
 from app.core.auth import mint_token
 from app.core.config import Settings
 from app.core.crypto import Keyring
+from app.tokens.exceptions import ProviderError
+from app.tokens.oauth import MAX_EXPIRES_IN_S, parse_token_response
+from app.tokens.providers import ProviderSpec
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import (
     client_body,
@@ -95,12 +99,54 @@ async def test_custom_provider_url_with_an_impossible_port_is_a_422(
     assert response.status_code == 422
 
 
+_SPEC = ProviderSpec(
+    name="local", display_name="Local", authorization_url="https://a/", token_url="https://t/"
+)
+
+
+def _lifetime_s(expires_in: Any) -> int | None:
+    data = {"access_token": "at", "token_type": "Bearer", "expires_in": expires_in}
+    return parse_token_response(data, _SPEC).expires_in
+
+
+def _expires_in_s(connected: dict[str, Any]) -> float:
+    expires_at = datetime.fromisoformat(connected["expires_at"])
+    return (expires_at - datetime.now(UTC)).total_seconds()
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime_s"),
+    [
+        (3600, 3600),
+        ("3600", 3600),
+        (0, 0),
+        (MAX_EXPIRES_IN_S, MAX_EXPIRES_IN_S),
+        (MAX_EXPIRES_IN_S + 1, MAX_EXPIRES_IN_S),
+        (10**20, MAX_EXPIRES_IN_S),
+        ("9" * 12, MAX_EXPIRES_IN_S),
+        ("9" * 5000, MAX_EXPIRES_IN_S),
+        (None, None),
+    ],
+)
+def test_the_parser_clamps_a_lifetime_to_the_longest_kept(
+    expires_in: Any, lifetime_s: int | None
+) -> None:
+    assert _lifetime_s(expires_in) == lifetime_s
+
+
+@pytest.mark.parametrize("expires_in", ["²", "-1", -1, 1.5, True, "", "1e3", [3600]])
+def test_the_parser_refuses_a_lifetime_that_is_not_a_count_of_seconds(expires_in: Any) -> None:
+    with pytest.raises(ProviderError) as raised:
+        _lifetime_s(expires_in)
+    assert raised.value.code == "invalid_response"
+
+
 async def test_a_provider_lifetime_beyond_the_calendar_still_connects(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
     oauth_server.token_lifetime_s = 10**20
     connected = await connect_branch(client, make_token(), oauth_server)
-    assert connected["expires_at"] is not None
+    assert _expires_in_s(connected) == pytest.approx(MAX_EXPIRES_IN_S, abs=60)
     assert len(await all_connections(app)) == 1
 
 
@@ -121,7 +167,7 @@ async def test_a_provider_lifetime_of_five_thousand_digits_is_clamped(
 ) -> None:
     oauth_server.token_lifetime_s = "9" * 5000  # type: ignore[assignment]
     connected = await connect_branch(client, make_token(), oauth_server)
-    assert connected["expires_at"] is not None
+    assert _expires_in_s(connected) == pytest.approx(MAX_EXPIRES_IN_S, abs=60)
 
 
 def _production(settings: Settings) -> Settings:

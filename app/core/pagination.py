@@ -1,0 +1,95 @@
+"""Keyset pagination cursors: one opaque encoding (unpadded base64url) and one error for all.
+
+A cursor is handed to callers and comes back in a later request, so each kind's wire format is
+fixed once issued: change it only with a new prefix or key, and keep decoding the old one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from app.core.errors import BadRequest
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+
+
+def _pack(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unpack(cursor: str) -> bytes:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+
+
+# What a malformed cursor raises on its way through base64, UTF-8, JSON and the field checks.
+_MALFORMED = (ValueError, binascii.Error, UnicodeDecodeError, KeyError, TypeError)
+
+
+class _Cursor:
+    # The 400's detail, each listing's own wording (callers may match on it).
+    invalid_detail: ClassVar[str]
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, cursor: str) -> Self:
+        """The position a cursor names; `InvalidCursor` for anything this service did not make."""
+        try:
+            return cls._parse(_unpack(cursor))
+        except _MALFORMED as exc:
+            raise InvalidCursor(cls.invalid_detail) from exc
+
+
+# Row ids are 64-bit; a cursor outside that range was not made here.
+_MAX_ROW_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class RowIdCursor(_Cursor):
+    """Continue below a row id: `v1:<id>`."""
+
+    invalid_detail: ClassVar[str] = "cursor: not a cursor this service returned"
+    row_id: int
+
+    def encode(self) -> str:
+        return _pack(f"v1:{self.row_id}".encode())
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> Self:
+        prefix, _, value = raw.decode().partition(":")
+        if prefix != "v1":
+            raise ValueError(prefix)
+        row_id = int(value)
+        if not 0 < row_id <= _MAX_ROW_ID:
+            raise ValueError(value)
+        return cls(row_id)
+
+
+@dataclass(frozen=True)
+class TimeIdCursor(_Cursor):
+    """Continue below (a UTC moment, an id): `{"t": <ISO 8601>, "i": <id>}`."""
+
+    invalid_detail: ClassVar[str] = "cursor: not a cursor returned by this listing"
+    at: datetime
+    id: str
+
+    def encode(self) -> str:
+        return _pack(json.dumps({"t": self.at.isoformat(), "i": self.id}).encode())
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> Self:
+        data: Any = json.loads(raw)
+        at = datetime.fromisoformat(data["t"])
+        row_id = data["i"]
+        if at.tzinfo is None or not isinstance(row_id, str):
+            raise ValueError("incomplete cursor")
+        return cls(at.astimezone(UTC), row_id)

@@ -1,0 +1,123 @@
+"""Every answer of /config validates against the response model its route publishes in OpenAPI.
+
+The routes serialize their bodies themselves (one renderer, string pieces), so nothing but this
+test keeps those bodies and the published models from drifting apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import BaseModel
+
+from app.core.config import Settings
+from app.provider_configs import schemas
+from tests.conftest import TokenFactory, bearer, build_settings, running_app
+from tests.provider_configs.conftest import TENANT, find, post_config, provider
+
+DEFAULTS = {
+    "map_providers": [
+        {"provider_name": "osm", "priority": "secondary", "config_data": {"style": "ünïcode"}}
+    ],
+    "sms_providers": [
+        {"provider_name": "twilio", "api_key": "default-key-123456", "api_secret": "s3cr3t-value"}
+    ],
+}
+
+
+def published_model(app: Any, method: str, path: str) -> type[BaseModel]:
+    """The pydantic model behind the route's documented 200 answer."""
+    response = app.openapi()["paths"][path][method]["responses"]["200"]
+    ref: str = response["content"]["application/json"]["schema"]["$ref"]
+    model: type[BaseModel] = getattr(schemas, ref.rsplit("/", 1)[-1])
+    return model
+
+
+def assert_published(app: Any, method: str, path: str, response: httpx.Response) -> None:
+    assert response.status_code == 200, response.text
+    model = published_model(app, method, path)
+    # extra="forbid": a field the renderer adds but the model lacks is a failure too.
+    model.model_validate_json(response.content, strict=True, extra="forbid")
+
+
+DOCUMENT = "/config/{tenant_id}"
+
+
+@pytest.fixture
+async def app_with_defaults(
+    settings: Settings,
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    custom = build_settings(settings.database_url, provider_config_defaults=json.dumps(DEFAULTS))
+    async with running_app(custom) as pair:
+        yield pair
+
+
+async def test_every_answer_matches_its_published_model(
+    app_with_defaults: tuple[Any, httpx.AsyncClient], make_token: TokenFactory
+) -> None:
+    app, client = app_with_defaults
+    user = bearer(make_token([TENANT], sub="alice"))
+    service = bearer(make_token([TENANT], roles=["service"], sub="billing"))
+
+    # Defaults only (nothing stored), masked, revealed and one type.
+    assert_published(app, "get", DOCUMENT, await client.get(f"/config/{TENANT}", headers=user))
+    revealed = await client.get(f"/config/{TENANT}?include_secrets=true", headers=service)
+    assert_published(app, "get", DOCUMENT, revealed)
+    assert find(revealed.json(), "sms", "twilio")["api_secret"] == "s3cr3t-value"
+    one_type = await client.get(f"/config/{TENANT}?provider_type=sms", headers=user)
+    assert_published(app, "get", DOCUMENT, one_type)
+
+    # The write answers.
+    written = await post_config(
+        client,
+        user,
+        map=[provider("google", api_key="key-abcdefgh1234", config_data={"zoom": 3})],
+        sms=[provider("vonage", enabled=False, api_secret="short")],
+        change_reason="first",
+    )
+    assert_published(app, "post", DOCUMENT, written)
+    updated = await post_config(client, user, map=[provider("google", config_data={"zoom": 4})])
+    assert_published(app, "post", DOCUMENT, updated)
+    config_id = find(updated.json(), "map", "google")["id"]
+
+    # Stored rows beside defaults: masked, revealed, one type.
+    assert_published(app, "get", DOCUMENT, await client.get(f"/config/{TENANT}", headers=user))
+    revealed = await client.get(f"/config/{TENANT}?include_secrets=true", headers=service)
+    assert_published(app, "get", DOCUMENT, revealed)
+    assert find(revealed.json(), "map", "google")["api_key"] == "key-abcdefgh1234"
+    one_type = await client.get(f"/config/{TENANT}?provider_type=map", headers=user)
+    assert_published(app, "get", DOCUMENT, one_type)
+
+    # Rollback and delete answer the document too.
+    rolled_back = await client.post(
+        f"/config/{TENANT}/rollback",
+        json={"config_id": config_id, "version": 1, "reason": "zoom back"},
+        headers=user,
+    )
+    assert_published(app, "post", "/config/{tenant_id}/rollback", rolled_back)
+    deleted = await client.delete(
+        f"/config/{TENANT}?provider_type=sms&provider_name=vonage&change_reason=gone",
+        headers=user,
+    )
+    assert_published(app, "delete", DOCUMENT, deleted)
+
+    # History: a full page, a page with a next cursor, and the page that cursor leads to.
+    path = "/config/{tenant_id}/history"
+    full = await client.get(f"/config/{TENANT}/history", headers=user)
+    assert_published(app, "get", path, full)
+    assert {item["change_type"] for item in full.json()["items"]} >= {
+        "created",
+        "updated",
+        "rolled_back",
+        "deleted",
+    }
+    first = await client.get(f"/config/{TENANT}/history?limit=1", headers=user)
+    assert_published(app, "get", path, first)
+    cursor = first.json()["next_cursor"]
+    assert cursor is not None
+    rest = await client.get(f"/config/{TENANT}/history", params={"cursor": cursor}, headers=user)
+    assert_published(app, "get", path, rest)
