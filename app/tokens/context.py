@@ -79,8 +79,8 @@ class TokenContext:
     http: httpx.AsyncClient
     registry: ProviderRegistry
     read_cache: TokenReadCache = field(repr=False)
-    local_locks: KeyedLocks = field(default_factory=KeyedLocks, repr=False)
-    _status_listeners: list[StatusListener] = field(default_factory=list, repr=False)
+    local_locks: KeyedLocks = field(default_factory=KeyedLocks, init=False, repr=False)
+    _status_listeners: list[StatusListener] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
     def build(
