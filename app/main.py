@@ -25,26 +25,17 @@ from app.core.migrations import head_revision
 from app.health import router as health_router
 from app.monitoring import lifecycle as monitoring_lifecycle
 from app.monitoring import router as monitoring_router
-from app.platforms import lifecycle as platforms_lifecycle
 from app.platforms import router as platforms_router
 from app.provider_configs import lifecycle as provider_configs_lifecycle
 from app.provider_configs import router as provider_configs_router
-from app.tokens import lifecycle as tokens_lifecycle
+from app.state import AppState, keep_state
 from app.tokens import router as tokens_router
-from app.usage import lifecycle as usage_lifecycle
+from app.tokens.context import TokenContext
 from app.usage import router as usage_router
+from app.usage.prices import PriceTable
 from app.workspaces import router as workspaces_router
 
 logger = logging.getLogger("junction")
-
-# Each domain's start-up and shutdown, in start order (stopped in reverse).
-DOMAIN_LIFESPANS = [
-    provider_configs_lifecycle.lifespan,
-    tokens_lifecycle.lifespan,
-    platforms_lifecycle.lifespan,
-    usage_lifecycle.lifespan,
-    monitoring_lifecycle.lifespan,
-]
 
 
 def _register_secrets(settings: Settings) -> None:
@@ -56,41 +47,65 @@ def _register_secrets(settings: Settings) -> None:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    state = app.state
-    state.engine = create_engine(settings)
-    state.sessionmaker = create_sessionmaker(state.engine)
-    state.cache = build_cache(
+async def started(settings: Settings) -> AsyncIterator[AppState]:
+    """Build the clients, start each domain in order, and stop them in reverse on the way out.
+
+    The order matters where one part uses another: the domains subscribe to the cache's bus
+    before it opens, and monitoring registers its listener with the token context.
+    """
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    cache = build_cache(
         settings.redis_url,
         socket_timeout_s=settings.cache_socket_timeout_s,
         breaker_failures=settings.cache_breaker_failures,
         breaker_reset_s=settings.cache_breaker_reset_s,
     )
-    state.keyring = Keyring(settings.encryption_keys)
-    state.http = build_http_client(settings)
-    state.token_verifier = TokenVerifier(settings)
-    state.schema_head = head_revision()
-    state.revocations = RevocationList(
-        state.sessionmaker, state.cache, settings.auth_revocation_sync_s
-    )
+    keyring = Keyring(settings.encryption_keys)
+    http = build_http_client(settings)
+    token_verifier = TokenVerifier(settings)
+    schema_head = head_revision()
+    revocations = RevocationList(sessionmaker, cache, settings.auth_revocation_sync_s)
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(state.engine.dispose)
-        stack.push_async_callback(state.http.aclose)
-        stack.push_async_callback(state.cache.close)
-        await state.revocations.start()
-        stack.push_async_callback(state.revocations.stop)
-        for domain_lifespan in DOMAIN_LIFESPANS:
-            await stack.enter_async_context(domain_lifespan(app))
+        stack.push_async_callback(engine.dispose)
+        stack.push_async_callback(http.aclose)
+        stack.push_async_callback(cache.close)
+        await revocations.start()
+        stack.push_async_callback(revocations.stop)
+        provider_configs = await stack.enter_async_context(
+            provider_configs_lifecycle.lifespan(settings, engine, sessionmaker, cache, keyring)
+        )
+        # Built here, not at import: the provider overrides are validated at start-up.
+        tokens = TokenContext.build(settings, engine, sessionmaker, cache, keyring, http)
+        # Settings plus defaults, built once rather than per event.
+        usage_prices = PriceTable.from_settings(settings)
+        monitoring = await stack.enter_async_context(
+            monitoring_lifecycle.lifespan(settings, sessionmaker, keyring, http, tokens)
+        )
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            cache=cache,
+            keyring=keyring,
+            http=http,
+            token_verifier=token_verifier,
+            revocations=revocations,
+            schema_head=schema_head,
+            provider_configs=provider_configs,
+            tokens=tokens,
+            usage_prices=usage_prices,
+            monitoring=monitoring,
+        )
         # Subscriptions are registered by now; open the cache bus once for all of them.
-        await state.cache.start()
+        await cache.start()
         logger.info(
             "junction %s started (database=%s, cache=%s)",
             __version__,
-            state.engine.dialect.name,
-            state.cache.backend,
+            engine.dialect.name,
+            cache.backend,
         )
-        yield
+        yield state
         logger.info("junction stopping")
 
 
@@ -98,13 +113,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.json_logs)
     _register_secrets(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with started(settings) as state:
+            keep_state(app, state)
+            yield
+
     app = FastAPI(
         title="Junction",
         version=__version__,
         summary="OAuth connections, provider configurations and AI usage for SaaS products.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider

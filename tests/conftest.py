@@ -28,6 +28,7 @@ from app.core.auth import mint_token
 from app.core.config import Settings
 from app.main import create_app
 from app.models import Base
+from app.state import app_state
 
 BACKEND = os.environ.get("JUNCTION_TEST_BACKEND", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -187,7 +188,7 @@ def recorded_statements(app: Any, wanted: Callable[[str], bool]) -> Iterator[lis
         if wanted(statement):
             seen.append(statement)
 
-    engine = app.state.engine.sync_engine
+    engine = app_state(app).engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from app.auth import service
 from app.auth.schemas import RevokeRequest, RevokeResponse
 from app.core.deps import CacheDep, CurrentPrincipal, SessionDep
+from app.state import app_state
 
 router = APIRouter(tags=["auth"])
 
@@ -21,6 +22,6 @@ async def revoke_token(
 ) -> RevokeResponse:
     body = body or RevokeRequest()
     jti, expires_at = await service.revoke(
-        session, request.app.state.revocations, cache, principal, body.jti, body.expires_at
+        session, app_state(request.app).revocations, cache, principal, body.jti, body.expires_at
     )
     return RevokeResponse(jti=jti, revoked=True, expires_at=expires_at)

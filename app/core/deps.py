@@ -2,47 +2,38 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import httpx
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, Principal, TokenVerifier
+from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, Principal
 from app.core.cache import Cache
 from app.core.config import Settings
 from app.core.crypto import Keyring
 from app.core.db import unit_of_work
 from app.core.errors import Unauthorized
+from app.state import app_state
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in unit_of_work(request.app.state.sessionmaker):
+    async for session in unit_of_work(app_state(request.app).sessionmaker):
         yield session
 
 
 # The getters are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
 # thread, a needless hop on every request.
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return app_state(request.app).settings
 
 
 async def get_cache(request: Request) -> Cache:
-    cache: Cache = request.app.state.cache
-    return cache
+    return app_state(request.app).cache
 
 
 async def get_keyring(request: Request) -> Keyring:
-    keyring: Keyring = request.app.state.keyring
-    return keyring
-
-
-async def get_http(request: Request) -> httpx.AsyncClient:
-    client: httpx.AsyncClient = request.app.state.http
-    return client
+    return app_state(request.app).keyring
 
 
 async def get_principal(request: Request) -> Principal:
@@ -52,9 +43,9 @@ async def get_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <JWT>'")
-    verifier: TokenVerifier = request.app.state.token_verifier
-    principal = await verifier.verify(token.strip())
-    if request.app.state.revocations.is_revoked(principal.jti):
+    state = app_state(request.app)
+    principal = await state.token_verifier.verify(token.strip())
+    if state.revocations.is_revoked(principal.jti):
         raise Unauthorized("the token has been revoked", code="token_revoked")
     return principal
 
@@ -77,13 +68,11 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 KeyringDep = Annotated[Keyring, Depends(get_keyring)]
-HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 ServicePrincipal = Annotated[Principal, Depends(get_service_principal)]
 AdminPrincipal = Annotated[Principal, Depends(get_admin_principal)]
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
 # An optional tenant id in a query: needed when the caller's token names several tenants.
 TenantIdQuery = Annotated[
     str | None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,8 +14,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.cache import Cache
 from app.core.logging import request_id_var
 
 access_logger = logging.getLogger("junction.access")
@@ -116,19 +118,17 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def render_metrics(state: Any) -> tuple[bytes, str]:
+def render_metrics(engine: AsyncEngine, cache: Cache) -> tuple[bytes, str]:
     """Collect the point-in-time gauges from the app's clients, then render everything."""
-    engine = getattr(state, "engine", None)
-    pool = getattr(engine, "pool", None) if engine is not None else None
-    if pool is not None and hasattr(pool, "checkedout"):
+    pool = engine.pool
+    # Only a queue pool counts its connections (SQLite's pools do not).
+    if isinstance(pool, QueuePool):
         DB_POOL.labels("checked_out").set(pool.checkedout())
         DB_POOL.labels("idle").set(pool.checkedin())
         DB_POOL.labels("size").set(pool.size())
         DB_POOL.labels("overflow").set(max(0, pool.overflow()))
-    cache = getattr(state, "cache", None)
-    if cache is not None:
-        CACHE_OPS.labels("hit").set(cache.stats.hits)
-        CACHE_OPS.labels("miss").set(cache.stats.misses)
-        CACHE_OPS.labels("error").set(cache.stats.errors)
-        CACHE_UP.set(1 if cache.available else 0)
+    CACHE_OPS.labels("hit").set(cache.stats.hits)
+    CACHE_OPS.labels("miss").set(cache.stats.misses)
+    CACHE_OPS.labels("error").set(cache.stats.errors)
+    CACHE_UP.set(1 if cache.available else 0)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from app import __version__
 from app.core.metrics import render_metrics
+from app.state import app_state
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,10 @@ _CHECK_TIMEOUT_S = 2.0
 
 async def _database_ok(request: Request) -> bool:
     try:
-        async with asyncio.timeout(_CHECK_TIMEOUT_S), request.app.state.engine.connect() as conn:
+        async with (
+            asyncio.timeout(_CHECK_TIMEOUT_S),
+            app_state(request.app).engine.connect() as conn,
+        ):
             await conn.execute(text("SELECT 1"))
     except Exception:
         return False
@@ -28,7 +32,10 @@ async def _database_ok(request: Request) -> bool:
 
 async def _schema_revision(request: Request) -> str | None:
     try:
-        async with asyncio.timeout(_CHECK_TIMEOUT_S), request.app.state.engine.connect() as conn:
+        async with (
+            asyncio.timeout(_CHECK_TIMEOUT_S),
+            app_state(request.app).engine.connect() as conn,
+        ):
             result = await conn.execute(text("SELECT version_num FROM alembic_version"))
             revision = result.scalar()
             return str(revision) if revision is not None else None
@@ -37,7 +44,7 @@ async def _schema_revision(request: Request) -> str | None:
 
 
 def _monitor_state(request: Request) -> str:
-    monitor = getattr(request.app.state, "monitor", None)
+    monitor = app_state(request.app).monitoring.loop
     if monitor is None:
         return "disabled"
     return "running" if monitor.running else "stopped"
@@ -46,7 +53,7 @@ def _monitor_state(request: Request) -> str:
 @router.get("/api/v1/health")
 async def health(request: Request) -> JSONResponse:
     database = await _database_ok(request)
-    cache = request.app.state.cache
+    cache = app_state(request.app).cache
     cache_ok = await cache.ping()
     monitor = _monitor_state(request)
     checks: dict[str, Any] = {
@@ -69,7 +76,7 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    expected = request.app.state.schema_head
+    expected = app_state(request.app).schema_head
     current = await _schema_revision(request)
     ready = current is not None and current == expected
     return JSONResponse(
@@ -83,5 +90,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    body, content_type = render_metrics(request.app.state)
+    state = app_state(request.app)
+    body, content_type = render_metrics(state.engine, state.cache)
     return Response(content=body, media_type=content_type)

@@ -1,4 +1,4 @@
-"""Start-up and shutdown of the monitoring domain (called from the app's lifespan)."""
+"""Start-up and shutdown of the monitoring domain (entered by the app's lifespan)."""
 
 from __future__ import annotations
 
@@ -6,47 +6,62 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from fastapi import FastAPI
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.crypto import Keyring
 from app.monitoring import service, webhooks
 from app.monitoring.loop import MonitorLoop
-from app.tokens.service import TokenContext
+from app.tokens.context import TokenContext
 
 logger = logging.getLogger("junction.monitoring")
 
 
+@dataclass(frozen=True)
+class Monitoring:
+    """The webhook dispatcher (always built: tests drive run_once) and the loop, None when
+    MONITOR_ENABLED is off."""
+
+    webhooks: webhooks.WebhookDispatcher
+    loop: MonitorLoop | None
+
+
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    # The tokens lifespan (entered before this one) built the context the refreshes run in.
-    ctx = TokenContext.from_state(app.state)
-    ctx.status_listeners.append(service.record_status_change)
-    # Built always (tests drive run_once); its background task runs with the loop.
-    dispatcher = webhooks.WebhookDispatcher(
-        settings, app.state.sessionmaker, app.state.keyring, app.state.http
-    )
-    app.state.webhooks = dispatcher
+async def lifespan(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    keyring: Keyring,
+    http: httpx.AsyncClient,
+    tokens: TokenContext,
+) -> AsyncIterator[Monitoring]:
+    # Every status change the tokens domain makes is recorded as an event (and a webhook).
+    stop_listening = tokens.on_status_change(service.record_status_change)
+    dispatcher = webhooks.WebhookDispatcher(settings, sessionmaker, keyring, http)
     monitor: MonitorLoop | None = None
     if settings.monitor_enabled:
         await dispatcher.start()
-        monitor = build_monitor(app)
-        app.state.monitor = monitor
+        monitor = build_monitor(settings, sessionmaker, tokens)
         await monitor.start()
     try:
-        yield
+        yield Monitoring(webhooks=dispatcher, loop=monitor)
     finally:
         if monitor is not None:
             await monitor.stop()
         await dispatcher.stop()
-        ctx.status_listeners.remove(service.record_status_change)
+        stop_listening()
 
 
-def build_monitor(app: FastAPI, *, owner: str | None = None) -> MonitorLoop:
-    """A loop over this app's database and token context (not started)."""
-    settings: Settings = app.state.settings
-    sessionmaker = app.state.sessionmaker
+def build_monitor(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tokens: TokenContext,
+    *,
+    owner: str | None = None,
+) -> MonitorLoop:
+    """A loop over this database and token context (not started)."""
     counted_at = 0.0
 
     async def count_statuses() -> None:
@@ -61,7 +76,7 @@ def build_monitor(app: FastAPI, *, owner: str | None = None) -> MonitorLoop:
     return MonitorLoop(
         settings,
         sessionmaker,
-        service.monitor_refresher(TokenContext.from_state(app.state)),
+        service.monitor_refresher(tokens),
         owner=owner,
         on_tick=count_statuses,
     )

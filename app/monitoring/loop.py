@@ -19,15 +19,14 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.monitoring import metrics, repository
 from app.monitoring.repository import LeasedConnection
+from app.tokens.refresh import RefreshResult
 
 logger = logging.getLogger("junction.monitoring")
 
-# Outcomes a refresher reports (RefreshOutcome.result of app/tokens), plus the loop's own.
-RESULT_REFRESHED = "refreshed"
-RESULT_SKIPPED = "skipped"
-RESULT_ERROR = "error"  # the refresher raised; logged
-RESULT_ABANDONED = "abandoned"  # shutdown came first
-FAILED_RESULTS = frozenset({"refresh_failed", "needs_reauth", RESULT_ERROR})
+# Counted as failures in a tick (the loop's own ERROR included: the refresher raised).
+FAILED_RESULTS = frozenset(
+    {RefreshResult.REFRESH_FAILED, RefreshResult.NEEDS_REAUTH, RefreshResult.ERROR}
+)
 
 # A provider may hold this many rounds of its concurrency limit in flight on one instance; beyond
 # that the loop leases other providers' connections, so a slow provider cannot fill the batch.
@@ -36,7 +35,7 @@ PROVIDER_QUEUE_ROUNDS = 4
 # rather than one leasing query per finished refresh.
 REFILL_DELAY_S = 0.05
 
-Refresher = Callable[[LeasedConnection], Awaitable[str]]
+Refresher = Callable[[LeasedConnection], Awaitable[RefreshResult]]
 
 
 def instance_owner() -> str:
@@ -58,8 +57,8 @@ class TickStats:
     _started_monotonic: float = field(default_factory=time.monotonic, repr=False)
     duration_s: float | None = None
 
-    def record(self, result: str) -> None:
-        if result == RESULT_REFRESHED:
+    def record(self, result: RefreshResult) -> None:
+        if result == RefreshResult.REFRESHED:
             self.refreshed += 1
         elif result in FAILED_RESULTS:
             self.failed += 1
@@ -99,7 +98,7 @@ class MonitorLoop:
         self.last_tick: TickStats | None = None
         self.ticks = 0
         # Results since start (refreshed, skipped, ...), for the status route and the tests.
-        self.totals: Counter[str] = Counter()
+        self.totals: Counter[RefreshResult] = Counter()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -253,7 +252,7 @@ class MonitorLoop:
     async def _refresh_leased(
         self, connection: LeasedConnection, tick: TickStats, lease_until: datetime
     ) -> None:
-        result = RESULT_ABANDONED
+        result = RefreshResult.ABANDONED
         try:
             # The provider's slot first: a task waiting on a slow provider holds no global slot.
             async with self._provider_slot(connection.provider), self._global_slots:
@@ -265,7 +264,7 @@ class MonitorLoop:
                     result = await self._refresher(connection)
                 except Exception:
                     logger.exception("monitoring refresh of connection %s failed", connection.id)
-                    result = RESULT_ERROR
+                    result = RefreshResult.ERROR
         finally:
             self._queued.pop(connection.id, None)
             self._running.pop(connection.id, None)
@@ -274,7 +273,7 @@ class MonitorLoop:
                 del self._in_flight_by_provider[connection.provider]
             # A skipped connection keeps its lease until it expires: the tokens service declined
             # to call the provider (cooldown, backoff), and retrying it every pass would spin.
-            if result != RESULT_SKIPPED:
+            if result != RefreshResult.SKIPPED:
                 await self._release(connection.id)
             metrics.REFRESHES.labels(connection.provider, result).inc()
             self.totals[result] += 1

@@ -20,7 +20,6 @@ from app.core.deps import (
 )
 from app.core.errors import InvalidField, NotFound
 from app.monitoring import service, webhooks
-from app.monitoring.loop import MonitorLoop
 from app.monitoring.models import MonitoringWebhook
 from app.monitoring.schemas import (
     EventOut,
@@ -31,6 +30,7 @@ from app.monitoring.schemas import (
     WebhookIn,
     WebhookOut,
 )
+from app.state import app_state
 from app.tokens.models import STORED_STATUSES
 from app.workspaces.service import ensure_workspace
 
@@ -78,13 +78,14 @@ async def monitor_status(
     The counts cover every tenant, so this needs an admin token for all tenants (`"*"`).
     """
     principal.require_tenant(ALL_TENANTS)
-    monitor: MonitorLoop | None = getattr(request.app.state, "monitor", None)
+    state = app_state(request.app)
+    monitor = state.monitoring.loop
     counts = await service.connection_status_counts(session)
     tick = monitor.last_tick if monitor is not None else None
     return MonitorStatusOut(
         running=monitor is not None and monitor.running,
         instance=monitor.owner if monitor is not None else None,
-        interval_s=request.app.state.settings.monitor_interval_s,
+        interval_s=state.settings.monitor_interval_s,
         in_flight=monitor.in_flight if monitor is not None else 0,
         last_tick=TickOut.model_validate(tick) if tick is not None else None,
         providers=[

@@ -18,8 +18,10 @@ from app.monitoring.models import (
     MonitoringEvent,
 )
 from app.monitoring.repository import LeasedConnection
-from app.tokens import service as token_service
+from app.tokens import refresh as token_refresh
+from app.tokens.context import StatusChange, TokenContext
 from app.tokens.models import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_REFRESH_FAILED
+from app.tokens.refresh import RefreshResult
 
 MAX_PAGE_SIZE = 200
 
@@ -40,7 +42,7 @@ def event_type_for(previous_status: str, new_status: str) -> str | None:
     return None
 
 
-async def record_status_change(session: AsyncSession, change: token_service.StatusChange) -> None:
+async def record_status_change(session: AsyncSession, change: StatusChange) -> None:
     """The status listener: runs inside the transaction that stores the new status."""
     event_type = event_type_for(change.previous_status, change.new_status)
     if event_type is None:
@@ -105,11 +107,11 @@ async def connection_status_counts(session: AsyncSession) -> dict[str, dict[str,
 # --- the loop's refresh ----------------------------------------------------------------------
 
 
-def monitor_refresher(ctx: token_service.TokenContext) -> Refresher:
-    """Refresh a leased connection through the tokens service's single-flight path."""
+def monitor_refresher(ctx: TokenContext) -> Refresher:
+    """Refresh a leased connection through the tokens domain's single-flight path."""
 
-    async def refresh(connection: LeasedConnection) -> str:
-        outcome = await token_service.refresh_connection(ctx, connection.id, trigger="monitor")
+    async def refresh(connection: LeasedConnection) -> RefreshResult:
+        outcome = await token_refresh.refresh_connection(ctx, connection.id, trigger="monitor")
         return outcome.result
 
     return refresh

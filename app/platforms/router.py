@@ -10,7 +10,7 @@ from app.core.db import utcnow
 from app.core.deps import CurrentPrincipal, SessionDep, TenantIdQuery
 from app.platforms import service
 from app.platforms.schemas import ConnectedPlatforms, PlatformsSummary
-from app.tokens.service import TokenContext
+from app.state import app_state
 
 router = APIRouter(tags=["platforms"])
 
@@ -33,7 +33,7 @@ async def connected_platforms(
 ) -> ConnectedPlatforms | PlatformsSummary:
     """A branch's status per provider, or without `branch_id` the tenant's counts per provider."""
     tenant = principal.resolve_tenant(tenant_id)
-    registry = TokenContext.from_state(request.app.state).registry
+    registry = app_state(request.app).tokens.registry
     now = utcnow()
     if branch_id is None:
         summary = await service.tenant_summary(session, registry, tenant, now)

@@ -1,84 +1,21 @@
 """Connected platforms: each provider's connection status for a branch, or counts for a tenant.
 
-The status is derived in SQL from the stored one and the token's expiry against its provider's
-refresh margin, so the summary is one GROUP BY however many connections a tenant has.
+The status is the tokens domain's (`app/tokens/timing.py`): for a branch computed per row, for a
+tenant's summary in SQL, so it is one GROUP BY however many connections the tenant has.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.core.db import is_postgres
 from app.platforms.schemas import PlatformStatus, ProviderSummary
-from app.tokens.models import (
-    STATUS_NEEDS_REAUTH,
-    STATUS_REFRESH_FAILED,
-    OAuthClient,
-    OAuthConnection,
-)
-from app.tokens.providers import ProviderRegistry, ProviderSpec
-
-STATUS_EXPIRING = "expiring"
-STATUS_EXPIRED = "expired"
-STATUS_ACTIVE = "active"
-STATUS_DISCONNECTED = "disconnected"
-# Statuses a connection can be in (the summary counts these; "disconnected" means no row).
-CONNECTION_STATUSES = (
-    STATUS_ACTIVE,
-    STATUS_EXPIRING,
-    STATUS_EXPIRED,
-    STATUS_REFRESH_FAILED,
-    STATUS_NEEDS_REAUTH,
-)
-# A usable grant: a token, or a refresh that may still succeed.
-CONNECTED_STATUSES = frozenset(
-    {STATUS_ACTIVE, STATUS_EXPIRING, STATUS_EXPIRED, STATUS_REFRESH_FAILED}
-)
-
-# A custom provider that set no margin gets the spec's default, as app/tokens does.
-_DEFAULT_MARGIN_S: int = ProviderSpec.refresh_margin_s
-
-
-def _refresh_margin_s(registry: ProviderRegistry) -> ColumnElement[Any]:
-    """A client's refresh margin: the registry's for built-ins, its settings' for custom ones."""
-    builtin = {spec.name: spec.refresh_margin_s for spec in registry.all_builtin()}
-    custom = func.coalesce(
-        OAuthClient.provider_settings["refresh_margin_s"].as_float(), float(_DEFAULT_MARGIN_S)
-    )
-    return case(builtin, value=OAuthClient.provider, else_=custom)
-
-
-def _epoch_s(session: AsyncSession, column: QueryableAttribute[Any]) -> ColumnElement[Any]:
-    if is_postgres(session):
-        return func.extract("epoch", column)
-    # SQLite keeps datetimes as UTC text; julianday() reads it.
-    return (func.julianday(column) - 2440587.5) * 86400.0
-
-
-def _derived_status(
-    session: AsyncSession, registry: ProviderRegistry, now: datetime
-) -> ColumnElement[Any]:
-    connection = OAuthConnection
-    expires_within_margin = (
-        _epoch_s(session, connection.expires_at) - _refresh_margin_s(registry) <= now.timestamp()
-    )
-    return case(
-        (connection.id.is_(None), literal(STATUS_DISCONNECTED)),
-        (
-            connection.status.in_([STATUS_NEEDS_REAUTH, STATUS_REFRESH_FAILED]),
-            connection.status,
-        ),
-        (connection.expires_at.is_(None), literal(STATUS_ACTIVE)),
-        (connection.expires_at <= now, literal(STATUS_EXPIRED)),
-        (expires_within_margin, literal(STATUS_EXPIRING)),
-        else_=literal(STATUS_ACTIVE),
-    )
+from app.tokens import timing
+from app.tokens.models import OAuthClient, OAuthConnection
+from app.tokens.providers import ProviderRegistry
 
 
 def _connection_of_client(*extra: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -101,7 +38,8 @@ async def branch_platforms(
     statement = (
         select(
             OAuthClient.provider,
-            _derived_status(session, registry, now).label("status"),
+            OAuthClient.provider_settings,
+            OAuthConnection.status,
             OAuthConnection.expires_at,
             OAuthConnection.last_refreshed_at,
             OAuthConnection.last_error,
@@ -116,10 +54,14 @@ async def branch_platforms(
     for row in (await session.execute(statement)).all():
         if row.provider in platforms:
             continue
+        status = timing.STATUS_DISCONNECTED
+        if row.status is not None:
+            spec = registry.resolve(row.provider, row.provider_settings)
+            status = timing.connection_status(row.status, row.expires_at, spec, now)
         platforms[row.provider] = PlatformStatus(
             provider=row.provider,
-            connected=row.status in CONNECTED_STATUSES,
-            status=row.status,
+            connected=status in timing.CONNECTED_STATUSES,
+            status=status,
             expires_at=row.expires_at,
             last_refreshed_at=row.last_refreshed_at,
             last_error=row.last_error,
@@ -135,7 +77,7 @@ async def tenant_summary(
         select(
             OAuthClient.provider.label("provider"),
             OAuthConnection.id.label("connection_id"),
-            _derived_status(session, registry, now).label("status"),
+            timing.connection_status_sql(session, registry, now).label("status"),
         )
         .select_from(OAuthClient)
         .outerjoin(OAuthConnection, _connection_of_client())
@@ -154,7 +96,7 @@ async def tenant_summary(
             ProviderSummary(
                 provider=provider,
                 connections=0,
-                statuses=dict.fromkeys(CONNECTION_STATUSES, 0),
+                statuses=dict.fromkeys(timing.CONNECTION_STATUSES, 0),
             ),
         )
         if status in summary.statuses:

@@ -1,14 +1,16 @@
-"""Start-up and shutdown of the provider_configs domain (called from the app's lifespan)."""
+"""Start-up and shutdown of the provider_configs domain (entered by the app's lifespan)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.cache import Cache
 from app.core.config import ConfigurationError, Settings
+from app.core.crypto import Keyring
 from app.provider_configs.cache import ConfigCache
 from app.provider_configs.service import Defaults, Domain, document_loader
 
@@ -21,23 +23,24 @@ def load_defaults(settings: Settings) -> Defaults:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+async def lifespan(
+    settings: Settings,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cache: Cache,
+    keyring: Keyring,
+) -> AsyncIterator[Domain]:
     defaults = load_defaults(settings)
-    cache = ConfigCache(
-        app.state.cache,
-        document_loader(app.state.engine, defaults),
+    config_cache = ConfigCache(
+        cache,
+        document_loader(engine, defaults),
         ttl_s=settings.provider_config_cache_ttl_s,
         enabled=settings.provider_config_cache_enabled,
     )
-    cache.subscribe()
-    app.state.provider_configs = Domain(
-        keyring=app.state.keyring,
-        defaults=defaults,
-        cache=cache,
-        sessionmaker=app.state.sessionmaker,
-    )
+    config_cache.subscribe()
     try:
-        yield
+        yield Domain(
+            keyring=keyring, defaults=defaults, cache=config_cache, sessionmaker=sessionmaker
+        )
     finally:
-        await cache.close()
+        await config_cache.close()

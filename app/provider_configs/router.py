@@ -27,6 +27,7 @@ from app.provider_configs.schemas import (
     ProviderType,
     RollbackRequest,
 )
+from app.state import app_state
 
 router = APIRouter(tags=["provider_configs"])
 
@@ -38,8 +39,7 @@ _DOCUMENT: dict[int | str, dict[str, Any]] = {200: {"model": ConfigDocument}, **
 
 
 def _domain(request: Request) -> service.Domain:
-    domain: service.Domain = request.app.state.provider_configs
-    return domain
+    return app_state(request.app).provider_configs
 
 
 async def get_domain(request: Request) -> service.Domain:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -133,10 +132,6 @@ class ProviderSpec:
     def effective_refresh_url(self) -> str:
         return self.refresh_url or self.token_url
 
-    def refresh_from(self, expires_at: datetime) -> datetime:
-        """When a token expiring at `expires_at` is due for refresh: its margin before."""
-        return expires_at - timedelta(seconds=self.refresh_margin_s)
-
     def capabilities(self) -> dict[str, Any]:
         data = asdict(self)
         data["default_scopes"] = list(self.default_scopes)
@@ -219,9 +214,6 @@ class ProviderRegistry:
 
     def is_builtin(self, name: str) -> bool:
         return name in self._builtin
-
-    def builtin(self, name: str) -> ProviderSpec | None:
-        return self._builtin.get(name)
 
     def all_builtin(self) -> list[ProviderSpec]:
         return list(self._builtin.values())

@@ -45,26 +45,6 @@ async def find_connection(
     return await session.scalar(statement.execution_options(populate_existing=True))
 
 
-async def find_connection_with_provider_settings(
-    session: AsyncSession, tenant_id: str, provider: str, branch_id: str
-) -> tuple[OAuthConnection, dict[str, Any]] | None:
-    """The connection and its client's provider settings, in one query (the hot read path)."""
-    statement = (
-        select(OAuthConnection, OAuthClient.provider_settings)
-        .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
-        .where(
-            OAuthConnection.tenant_id == tenant_id,
-            OAuthConnection.provider == provider,
-            OAuthConnection.branch_id == branch_id,
-        )
-        .execution_options(populate_existing=True)
-    )
-    row = (await session.execute(statement)).first()
-    if row is None:
-        return None
-    return row[0], row[1] or {}
-
-
 async def consume_state(session: AsyncSession, key: str) -> OAuthState | None:
     """Delete the state and return it, in one statement: of two concurrent callbacks with the same
     state exactly one gets the row."""

@@ -12,18 +12,17 @@ from app.core.auth import ROLE_ADMIN, ROLE_SERVICE
 from app.core.deps import (
     TENANT_ID_PATTERN,
     CurrentPrincipal,
-    KeyringDep,
     ServicePrincipal,
     SessionDep,
-    SettingsDep,
     get_principal,
 )
 from app.core.errors import error_body
 from app.core.routing import DirectRoute, PathParam, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
-from app.tokens import service
+from app.state import app_state
+from app.tokens import clients, connections, login, reads
+from app.tokens.context import TokenContext
 from app.tokens.oauth import with_query
-from app.tokens.refresh import TokenContext
 from app.tokens.schemas import (
     BRANCH_ID_PATTERN,
     CLIENT_ID_PATTERN,
@@ -45,8 +44,7 @@ router = APIRouter(prefix="/token-management", tags=["tokens"])
 
 
 async def get_token_context(request: Request) -> TokenContext:
-    context: TokenContext = request.app.state.token_context
-    return context
+    return app_state(request.app).tokens
 
 
 TokenContextDep = Annotated[TokenContext, Depends(get_token_context)]
@@ -75,7 +73,7 @@ def _string(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-def _token_out(view: service.TokenView) -> Response:
+def _token_out(view: reads.TokenView) -> Response:
     # Built by hand, as TokenOut would serialize it: the hot route skips a second validation of a
     # shape made right here, and a generic encoder walking a dict.
     expires_at = view.expires_at.isoformat() if view.expires_at else None
@@ -107,8 +105,8 @@ async def read_token(request: Request) -> Response:
     provider = _PROVIDER.read(request)
     assert provider is not None
     tenant = principal.resolve_tenant(_TENANT_ID.read(request))
-    ctx: TokenContext = request.app.state.token_context
-    return _token_out(await service.read_token(ctx, tenant, provider, branch_id))
+    ctx = app_state(request.app).tokens
+    return _token_out(await reads.read_token(ctx, tenant, provider, branch_id))
 
 
 def add_hot_routes(app: FastAPI) -> None:
@@ -137,12 +135,10 @@ async def create_client(
     body: ClientCreate,
     principal: CurrentPrincipal,
     session: SessionDep,
-    keyring: KeyringDep,
-    settings: SettingsDep,
     ctx: TokenContextDep,
 ) -> Any:
     tenant_id = principal.resolve_tenant(body.tenant_id)
-    return await service.create_client(session, keyring, ctx.registry, settings, tenant_id, body)
+    return await clients.create_client(session, ctx, tenant_id, body)
 
 
 @router.get("/clients", response_model=ClientList)
@@ -153,8 +149,8 @@ async def list_clients(
     provider: Annotated[str | None, Query(pattern=PROVIDER_PATTERN)] = None,
 ) -> Any:
     tenant = principal.resolve_tenant(tenant_id)
-    clients = await service.list_clients(session, tenant, provider)
-    return ClientList(items=[ClientOut.model_validate(client) for client in clients])
+    found = await clients.list_clients(session, tenant, provider)
+    return ClientList(items=[ClientOut.model_validate(client) for client in found])
 
 
 @router.get("/clients/{client_id}", response_model=ClientOut)
@@ -164,7 +160,7 @@ async def read_client(
     session: SessionDep,
     tenant_id: TenantQuery = None,
 ) -> Any:
-    return await service.get_client(session, principal, client_id, tenant_id)
+    return await clients.get_client(session, principal, client_id, tenant_id)
 
 
 @router.patch("/clients/{client_id}", response_model=ClientOut)
@@ -176,8 +172,8 @@ async def update_client(
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> Any:
-    client = await service.get_client(session, principal, client_id, tenant_id)
-    return await service.update_client(session, ctx, client, body)
+    client = await clients.get_client(session, principal, client_id, tenant_id)
+    return await clients.update_client(session, ctx, client, body)
 
 
 @router.delete("/clients/{client_id}", status_code=204)
@@ -188,8 +184,8 @@ async def delete_client(
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> Response:
-    client = await service.get_client(session, principal, client_id, tenant_id)
-    await service.delete_client(session, ctx, client)
+    client = await clients.get_client(session, principal, client_id, tenant_id)
+    await clients.delete_client(session, ctx, client)
     return Response(status_code=204)
 
 
@@ -204,14 +200,16 @@ async def start_login(
     redirect: bool = False,
     tenant_id: TenantQuery = None,
 ) -> Any:
-    client = await service.get_client(session, principal, client_id, tenant_id)
-    login = await service.start_login(
+    client = await clients.get_client(session, principal, client_id, tenant_id)
+    started = await login.start_login(
         session, ctx, client, branch_id=branch_id, return_url=return_url
     )
     if redirect:
-        return RedirectResponse(login.authorization_url, status_code=307)
+        return RedirectResponse(started.authorization_url, status_code=307)
     return LoginOut(
-        authorization_url=login.authorization_url, state=login.state, expires_at=login.expires_at
+        authorization_url=started.authorization_url,
+        state=started.state,
+        expires_at=started.expires_at,
     )
 
 
@@ -227,7 +225,7 @@ async def auth_callback(
     error: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Response:
     """The provider's redirect: no bearer token; the state says whose login this is."""
-    result = await service.complete_callback(ctx, state=state, code=code, error=error)
+    result = await login.complete_callback(ctx, state=state, code=code, error=error)
     if result.return_url:
         params = {"status": "connected" if result.connected else "error"}
         if result.reason:
@@ -264,7 +262,7 @@ async def refresh_token(
     body: RefreshRequest, principal: ServicePrincipal, ctx: TokenContextDep
 ) -> Response:
     tenant = principal.resolve_tenant(body.tenant_id)
-    return _token_out(await service.force_refresh(ctx, tenant, body.provider, body.branch_id))
+    return _token_out(await reads.force_refresh(ctx, tenant, body.provider, body.branch_id))
 
 
 @router.delete("/tokens/{branch_id}", response_model=DisconnectOut)
@@ -276,7 +274,7 @@ async def disconnect(
     tenant_id: TenantQuery = None,
 ) -> DisconnectOut:
     tenant = principal.resolve_tenant(tenant_id)
-    revoked = await service.disconnect(ctx, tenant, provider, branch_id)
+    revoked = await connections.disconnect(ctx, tenant, provider, branch_id)
     return DisconnectOut(
         provider=provider, branch_id=branch_id, disconnected=True, revoked_at_provider=revoked
     )

@@ -17,6 +17,7 @@ from app.core.deps import (
     SettingsDep,
     TenantIdPath,
 )
+from app.state import app_state
 from app.usage import service
 from app.usage.prices import PriceTable
 from app.usage.schemas import (
@@ -66,8 +67,7 @@ async def events_body(request: Request) -> EventsBody:
 
 
 def get_prices(request: Request) -> PriceTable:
-    prices: PriceTable = request.app.state.usage_prices
-    return prices
+    return app_state(request.app).usage_prices
 
 
 @router.post(

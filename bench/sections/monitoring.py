@@ -27,6 +27,7 @@ from app.core.db import utcnow
 from app.main import create_app
 from app.monitoring import repository
 from app.monitoring.lifecycle import build_monitor
+from app.state import app_state
 from bench.harness import ROOT, BenchContext
 from tests.oauth_fixtures import connect_branch
 from tests.oauth_server import LocalOAuthServer
@@ -261,12 +262,13 @@ async def _refresh_rate(
                     f"branch-{i}",
                     client_pk=first["client_pk"],  # type: ignore[arg-type]
                 )
-        async with app.state.sessionmaker() as session, session.begin():
+        async with app_state(app).sessionmaker() as session, session.begin():
             await session.execute(
                 text("UPDATE oauth_connections SET refresh_due_at = :due"),
                 {"due": utcnow() - timedelta(seconds=1)},
             )
-        monitor = build_monitor(app)
+        state = app_state(app)
+        monitor = build_monitor(state.settings, state.sessionmaker, state.tokens)
         started = time.perf_counter()
         await monitor.start()
         while sum(monitor.totals.values()) < REFRESH_CONNECTIONS:
@@ -274,7 +276,7 @@ async def _refresh_rate(
         elapsed = time.perf_counter() - started
         await monitor.stop()
         assert monitor.totals["refreshed"] == REFRESH_CONNECTIONS, dict(monitor.totals)
-        async with app.state.sessionmaker() as session, session.begin():
+        async with app_state(app).sessionmaker() as session, session.begin():
             await session.execute(text("TRUNCATE oauth_connections, oauth_clients CASCADE"))
     return REFRESH_CONNECTIONS / elapsed
 

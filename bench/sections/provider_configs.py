@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from sqlalchemy import text
 
 from app.core.routing import DirectRoute
+from app.state import app_state
 from bench.harness import BenchContext
 
 TENANT = "bench-provider-configs"
@@ -49,7 +50,7 @@ def register_bare_routes(app: FastAPI) -> None:
 
     @app.get("/bench/provider_configs/one_row", include_in_schema=False)
     async def bare_one_row(request: Request) -> Response:
-        async with request.app.state.engine.connect() as conn:
+        async with app_state(request.app).engine.connect() as conn:
             row = (await conn.execute(_ONE_ROW, {"tenant_id": TENANT})).first()
         return _row_response(row)
 
@@ -58,7 +59,7 @@ def register_bare_routes(app: FastAPI) -> None:
         # The same select without BEGIN/ROLLBACK, as the service's own uncached read does it.
         engine = _AUTOCOMMIT.get("engine")
         if engine is None:
-            engine = request.app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
+            engine = app_state(request.app).engine.execution_options(isolation_level="AUTOCOMMIT")
             _AUTOCOMMIT["engine"] = engine
         async with engine.connect() as conn:
             row = (await conn.execute(_ONE_ROW, {"tenant_id": TENANT})).first()

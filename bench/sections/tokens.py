@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from sqlalchemy import text
 
 from app.core.routing import DirectRoute
+from app.state import app_state
 from bench.harness import BenchContext
 from tests.oauth_server import LocalOAuthServer
 
@@ -52,7 +53,7 @@ def register_bare_routes(app: FastAPI) -> None:
     @app.get("/bench/tokens/one_row/{branch_id}", include_in_schema=False)
     async def bare_one_row(branch_id: str, request: Request) -> Response:
         # The same single-row lookup the token read does, with no auth and no decryption.
-        async with request.app.state.engine.connect() as conn:
+        async with app_state(request.app).engine.connect() as conn:
             row = (
                 await conn.execute(
                     _ONE_ROW, {"tenant_id": TENANT, "provider": PROVIDER, "branch_id": branch_id}

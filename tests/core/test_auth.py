@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app.core.auth import Principal, TokenVerifier
 from app.core.config import Settings
 from app.core.errors import Unauthorized
+from app.state import app_state
 from tests.conftest import IS_POSTGRES, TokenFactory, bearer, build_settings, running_app
 
 ADMIN_ROUTE = "/api/admin/workspaces/tenant-a"
@@ -177,7 +178,7 @@ async def test_a_revocation_reaches_a_second_instance(
                 await asyncio.sleep(0.02)
         else:
             # Without Redis there is no bus: another process learns from the periodic sync.
-            await app2.state.revocations.reload()
+            await app_state(app2).revocations.reload()
         assert (await second.get(ADMIN_ROUTE, headers=bearer(token))).status_code == 401
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from app.core.db import after_commit, create_sessionmaker, unit_of_work
+from app.state import app_state
 from app.workspaces.models import Workspace
 from tests.conftest import build_settings, postgres_only, running_app
 
@@ -14,7 +15,7 @@ async def test_the_statement_timeout_is_set_on_each_postgresql_connection(
     database_url: str,
 ) -> None:
     settings = build_settings(database_url, db_statement_timeout_ms=1234)
-    async with running_app(settings) as (app, _), app.state.engine.connect() as conn:
+    async with running_app(settings) as (app, _), app_state(app).engine.connect() as conn:
         assert (await conn.execute(text("SHOW statement_timeout"))).scalar() == "1234ms"
 
 
@@ -22,14 +23,14 @@ async def test_the_statement_timeout_is_set_on_each_postgresql_connection(
 async def test_the_pool_size_comes_from_settings(database_url: str) -> None:
     settings = build_settings(database_url, db_pool_size=7)
     async with running_app(settings) as (app, _):
-        assert app.state.engine.pool.size() == 7
+        assert app_state(app).engine.pool.size() == 7
 
 
 async def test_the_unit_of_work_commits_then_runs_after_commit_callbacks(database_url: str) -> None:
     settings = build_settings(database_url)
     ran: list[str] = []
     async with running_app(settings) as (app, _):
-        sessionmaker = create_sessionmaker(app.state.engine)
+        sessionmaker = create_sessionmaker(app_state(app).engine)
         async for session in unit_of_work(sessionmaker):
             session.add(Workspace(id="uow-tenant"))
 
@@ -45,7 +46,7 @@ async def test_the_unit_of_work_rolls_back_on_error_and_skips_callbacks(database
     settings = build_settings(database_url)
     ran: list[str] = []
     async with running_app(settings) as (app, _):
-        sessionmaker = create_sessionmaker(app.state.engine)
+        sessionmaker = create_sessionmaker(app_state(app).engine)
         try:
             async for session in unit_of_work(sessionmaker):
                 session.add(Workspace(id="rolled-back"))

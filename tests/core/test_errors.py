@@ -8,6 +8,7 @@ import httpx
 from fastapi import APIRouter
 
 from app.core.config import Settings
+from app.state import app_state
 from tests.conftest import TokenFactory, bearer, build_settings, running_app
 
 ROUTE = "/api/admin/workspaces/tenant-a"
@@ -88,7 +89,7 @@ async def test_an_exhausted_database_pool_answers_503_not_a_hang(database_url: s
     )
     async with running_app(settings) as (app, client):
         token = build_token(settings)
-        async with app.state.engine.connect() as held:  # the only pooled connection
+        async with app_state(app).engine.connect() as held:  # the only pooled connection
             await held.exec_driver_sql("SELECT 1")
             response = await asyncio.wait_for(client.get(ROUTE, headers=bearer(token)), 10)
         assert response.status_code == 503

@@ -10,8 +10,8 @@ from starlette.requests import Request
 
 from app.core.errors import InvalidInput
 from app.core.routing import PathParam, QueryFlag, QueryParam, direct_parameters
+from app.tokens.reads import TokenView
 from app.tokens.router import _token_out
-from app.tokens.service import TokenView
 
 
 def _request(query: bytes, path_params: dict[str, str] | None = None) -> Request:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from app.core.db import new_id, utcnow
 from app.monitoring.models import MonitoringEvent
+from app.state import app_state
 from app.tokens.models import OAuthClient, OAuthConnection
 
 
@@ -31,7 +32,7 @@ async def make_client(
         return_urls=[],
         provider_settings=provider_settings or {},
     )
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         session.add(client)
     return client.id
 
@@ -49,7 +50,7 @@ async def make_connection(
     lease_expires_at: datetime | None = None,
 ) -> str:
     now = utcnow()
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         client = await session.get(OAuthClient, client_id)
         assert client is not None
         connection = OAuthConnection(
@@ -76,7 +77,7 @@ async def make_connection(
 
 
 async def get_connection(app: Any, connection_id: str) -> OAuthConnection:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         connection = await session.get(OAuthConnection, connection_id)
         assert connection is not None
         return connection
@@ -102,13 +103,13 @@ async def make_event(
         occurred_at=occurred_at or utcnow(),
         reason=reason,
     )
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         session.add(event)
     return event.id
 
 
 async def list_event_rows(app: Any) -> list[MonitoringEvent]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         result = await session.scalars(
             select(MonitoringEvent).order_by(MonitoringEvent.occurred_at)
         )

@@ -9,7 +9,8 @@ import httpx
 
 from app.core.db import utcnow
 from app.monitoring import service
-from app.tokens.service import StatusChange
+from app.state import app_state
+from app.tokens.context import StatusChange
 from tests.conftest import bearer
 from tests.monitoring.factories import list_event_rows, make_event
 
@@ -28,7 +29,7 @@ def status_change(previous: str, new: str, reason: str | None = "invalid_grant")
 
 
 async def record(app: Any, change: StatusChange) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await service.record_status_change(session, change)
 
 

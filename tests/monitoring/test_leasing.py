@@ -9,13 +9,14 @@ from typing import Any
 from app.core.db import utcnow
 from app.monitoring import repository
 from app.monitoring.repository import LeasedConnection
+from app.state import app_state
 from tests.conftest import postgres_only
 from tests.monitoring.factories import get_connection, make_client, make_connection
 
 
 async def lease(app: Any, owner: str, limit: int = 100) -> list[LeasedConnection]:
     now = utcnow()
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         return await repository.lease_due_connections(
             session, owner=owner, now=now, lease_until=now + timedelta(seconds=60), limit=limit
         )
@@ -66,10 +67,10 @@ async def test_release_clears_only_the_owners_lease(app: Any) -> None:
     client_id = await make_client(app)
     connection_id = await make_connection(app, client_id, refresh_due_in_s=-5)
     await lease(app, "instance-a")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         assert await repository.release_leases(session, [connection_id], "instance-b") == 0
     assert (await get_connection(app, connection_id)).lease_owner == "instance-a"
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         assert await repository.release_leases(session, [connection_id], "instance-a") == 1
     assert (await get_connection(app, connection_id)).lease_owner is None
 

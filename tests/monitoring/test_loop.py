@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from app.core.db import utcnow
 from app.monitoring.lifecycle import build_monitor
 from app.monitoring.loop import MonitorLoop
+from app.state import app_state
 from app.tokens.models import OAuthConnection
 from tests.conftest import bearer, build_settings, postgres_only, running_app
 from tests.monitoring.factories import list_event_rows
@@ -37,21 +38,22 @@ async def eventually(condition: Callable[[], Awaitable[bool] | bool]) -> None:
 
 
 async def connections(app: Any) -> list[OAuthConnection]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         result = await session.scalars(select(OAuthConnection).order_by(OAuthConnection.branch_id))
         return list(result)
 
 
 async def make_due(app: Any, **values: Any) -> None:
     """What the clock does to a connection: its refresh time has come (plus any other columns)."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
             update(OAuthConnection).values(refresh_due_at=utcnow() - timedelta(seconds=1), **values)
         )
 
 
 def monitor_of(app: Any) -> MonitorLoop:
-    return build_monitor(app)
+    state = app_state(app)
+    return build_monitor(state.settings, state.sessionmaker, state.tokens)
 
 
 async def test_a_short_lived_token_is_refreshed_before_it_expires(
@@ -64,7 +66,7 @@ async def test_a_short_lived_token_is_refreshed_before_it_expires(
         await connect_branch(client, make_token(), oauth_server, "branch-1")
         [before] = await connections(app)
         await eventually(lambda: oauth_server.refresh_calls >= 1)
-        await eventually(lambda: app.state.monitor.last_tick.refreshed >= 1)
+        await eventually(lambda: app_state(app).monitoring.loop.last_tick.refreshed >= 1)
         [after] = await connections(app)
     assert before.expires_at is not None and after.expires_at is not None
     assert after.last_refreshed_at is not None and after.last_refreshed_at < before.expires_at

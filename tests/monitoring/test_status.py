@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
+from app.state import app_state
 from tests.conftest import bearer, build_settings, running_app
 from tests.monitoring.factories import make_client, make_connection
 
@@ -56,7 +57,7 @@ async def test_an_enabled_loop_runs_with_the_app_and_reports_its_ticks(
     async with running_app(settings) as (app, client):
         health = (await client.get("/api/v1/health")).json()
         assert health["checks"]["monitor"] == "running"
-        await app.state.monitor.run_once()
+        await app_state(app).monitoring.loop.run_once()
         response = await client.get(
             "/monitoring/status", headers=bearer(make_token(tenants=["*"], roles=["admin"]))
         )
@@ -64,13 +65,13 @@ async def test_an_enabled_loop_runs_with_the_app_and_reports_its_ticks(
         assert body["running"] is True
         assert body["last_tick"]["due"] == 0
         assert body["last_tick"]["duration_s"] is not None
-    assert app.state.monitor.running is False
+    assert app_state(app).monitoring.loop.running is False
 
 
 async def test_metrics_expose_the_loop_figures(database_url: str) -> None:
     settings: Settings = build_settings(database_url, monitor_enabled=True, monitor_interval_s=0.05)
     async with running_app(settings) as (app, client):
-        await app.state.monitor.run_once()
+        await app_state(app).monitoring.loop.run_once()
         text = (await client.get("/metrics")).text
     assert "junction_monitor_running 1.0" in text
     assert "junction_monitor_last_tick_duration_seconds" in text

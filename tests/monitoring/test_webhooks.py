@@ -21,6 +21,7 @@ from app.core.crypto import Keyring
 from app.monitoring import service
 from app.monitoring.models import MonitoringWebhookDelivery
 from app.monitoring.webhooks import MAX_ATTEMPTS
+from app.state import app_state
 from tests.conftest import bearer, build_settings, running_app
 from tests.monitoring.test_events import status_change
 from tests.monitoring.test_loop import eventually
@@ -95,12 +96,12 @@ async def register(
 async def raise_event(app: Any, tenant: str = "tenant-a") -> None:
     change = status_change("active", "needs_reauth")
     change = type(change)(**{**change.__dict__, "tenant_id": tenant})
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await service.record_status_change(session, change)
 
 
 async def deliveries(app: Any) -> list[MonitoringWebhookDelivery]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return list(await session.scalars(select(MonitoringWebhookDelivery)))
 
 
@@ -115,8 +116,8 @@ async def test_an_event_is_delivered_once_with_a_verifiable_signature(
 ) -> None:
     secret = await register(client, make_token, receiver.url)
     await raise_event(app)
-    await app.state.webhooks.run_once()
-    await app.state.webhooks.run_once()
+    await app_state(app).monitoring.webhooks.run_once()
+    await app_state(app).monitoring.webhooks.run_once()
     [request] = receiver.requests
     assert signature_is_valid(secret, request)
     payload = json.loads(request.body)
@@ -141,13 +142,13 @@ async def test_a_failing_receiver_is_retried_after_backoff_and_then_succeeds(
     receiver.statuses = [500]
     await register(client, make_token, receiver.url)
     await raise_event(app)
-    await app.state.webhooks.run_once()
+    await app_state(app).monitoring.webhooks.run_once()
     [failed] = await deliveries(app)
     assert (failed.attempts, failed.last_error, failed.delivered_at) == (1, "http_500", None)
-    await app.state.webhooks.run_once()  # still within the backoff: not sent again
+    await app_state(app).monitoring.webhooks.run_once()  # still within the backoff: not sent again
     assert len(receiver.requests) == 1
     assert failed.next_attempt_at is not None
-    await app.state.webhooks.run_once(now=failed.next_attempt_at)
+    await app_state(app).monitoring.webhooks.run_once(now=failed.next_attempt_at)
     assert len(receiver.requests) == 2
     [delivered] = await deliveries(app)
     assert delivered.delivered_at is not None and delivered.attempts == 2
@@ -159,12 +160,12 @@ async def test_delivery_gives_up_after_the_last_attempt(
     receiver.statuses = [503] * (MAX_ATTEMPTS + 2)
     await register(client, make_token, receiver.url)
     await raise_event(app)
-    await app.state.webhooks.run_once()
+    await app_state(app).monitoring.webhooks.run_once()
     for _ in range(MAX_ATTEMPTS + 1):
         [delivery] = await deliveries(app)
         if delivery.next_attempt_at is None:
             break
-        await app.state.webhooks.run_once(now=delivery.next_attempt_at)
+        await app_state(app).monitoring.webhooks.run_once(now=delivery.next_attempt_at)
     [delivery] = await deliveries(app)
     assert len(receiver.requests) == MAX_ATTEMPTS
     assert delivery.next_attempt_at is None and delivery.delivered_at is None
@@ -181,7 +182,7 @@ async def test_another_tenants_webhook_never_receives_the_event(
     await register(client, make_token, receiver.url, tenant="tenant-a")
     await register(client, make_token, other_receiver.url, tenant="tenant-b")
     await raise_event(app, tenant="tenant-a")
-    await app.state.webhooks.run_once()
+    await app_state(app).monitoring.webhooks.run_once()
     assert len(receiver.requests) == 1
     assert other_receiver.requests == []
 
@@ -195,7 +196,7 @@ async def test_a_rolled_back_status_change_queues_no_delivery(
     app: Any, client: httpx.AsyncClient, make_token: Any, receiver: Receiver
 ) -> None:
     await register(client, make_token, receiver.url)
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         await service.record_status_change(session, status_change("active", "needs_reauth"))
         await session.rollback()
     assert await deliveries(app) == []
@@ -225,7 +226,7 @@ async def test_a_given_secret_is_used_and_never_echoed(
     assert response.status_code == 200
     assert secret not in response.text
     await raise_event(app)
-    await app.state.webhooks.run_once()
+    await app_state(app).monitoring.webhooks.run_once()
     assert signature_is_valid(secret, receiver.requests[0])
 
 
@@ -241,7 +242,7 @@ async def test_the_secret_never_reaches_the_logs(
     secret = await register(client, make_token, receiver.url)
     await client.get("/monitoring/webhook", headers=service_token(make_token))
     await raise_event(app)
-    await app.state.webhooks.run_once()
+    await app_state(app).monitoring.webhooks.run_once()
     assert caplog.records
     assert secret not in caplog.text
 

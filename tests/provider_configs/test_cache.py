@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from app.core.config import Settings
 from app.provider_configs.cache import ConfigCache
+from app.state import app_state
 from tests.conftest import (
     REDIS_URL,
     TokenFactory,
@@ -175,7 +176,7 @@ async def test_a_load_that_straddles_a_write_is_not_kept(app: Any) -> None:
             return b'{"state":"old"}'
         return b'{"state":"new"}'
 
-    cache = ConfigCache(app.state.cache, loader, ttl_s=300)
+    cache = ConfigCache(app_state(app).cache, loader, ttl_s=300)
     straddling = asyncio.create_task(cache.get(TENANT, "map"))
     while not loads:
         await asyncio.sleep(0)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app.core.crypto import DecryptionError, associated_data
 from app.provider_configs.models import ProviderConfig
+from app.state import app_state
 from tests.conftest import TokenFactory, bearer
 from tests.provider_configs.conftest import TENANT, find, history, post_config, provider
 
@@ -19,7 +20,7 @@ SECRET = "shh-secret-value-5555"
 
 
 async def _stored(app: Any, name: str = "google") -> ProviderConfig:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         row = await session.scalar(
             select(ProviderConfig).where(ProviderConfig.provider_name == name)
         )
@@ -46,7 +47,7 @@ async def test_secrets_are_stored_encrypted_and_bound_to_their_row(
     await post_config(client, user, payment=[provider("other", api_key=KEY)])
     row, other = await _stored(app, "google"), await _stored(app, "other")
     assert row.api_key_encrypted and KEY not in row.api_key_encrypted
-    keyring = app.state.keyring
+    keyring = app_state(app).keyring
     own = associated_data("provider_configs", "api_key", TENANT, row.id)
     assert keyring.decrypt(row.api_key_encrypted, own) == KEY
     moved = associated_data("provider_configs", "api_key", TENANT, other.id)
@@ -145,7 +146,7 @@ async def test_include_secrets_with_a_ciphertext_moved_from_another_row_is_a_409
         client, user, payment=[provider("google", api_key=KEY), provider("stripe", api_key=KEY)]
     )
     google = await _stored(app, "google")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         stripe = await session.scalar(
             select(ProviderConfig).where(ProviderConfig.provider_name == "stripe")
         )

@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import select, update
 
 from app.core.db import utcnow
+from app.state import app_state
 from app.tokens.models import OAuthConnection
 from tests.conftest import bearer
 from tests.oauth_fixtures import LOCAL_PROVIDER
@@ -28,7 +29,7 @@ async def read_token(
 
 
 async def connection_row(app: Any, branch_id: str = "branch-1") -> OAuthConnection:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         row = await session.scalar(
             select(OAuthConnection).where(OAuthConnection.branch_id == branch_id)
         )
@@ -37,13 +38,13 @@ async def connection_row(app: Any, branch_id: str = "branch-1") -> OAuthConnecti
 
 
 async def all_connections(app: Any) -> list[OAuthConnection]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return list(await session.scalars(select(OAuthConnection)))
 
 
 async def end_cooldown(app: Any, branch_id: str = "branch-1") -> None:
     """Move the failure cooldown into the past (instead of sleeping through it)."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
             update(OAuthConnection)
             .where(OAuthConnection.branch_id == branch_id)

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from app.core.crypto import DecryptionError, associated_data
+from app.state import app_state
 from app.tokens.models import OAuthClient
 from tests.conftest import bearer
 from tests.oauth_fixtures import client_body, connect_branch, oauth_server, register_client
@@ -17,7 +18,7 @@ __all__ = ["oauth_server"]
 
 
 async def _stored_client(app) -> OAuthClient:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         row = await session.scalar(select(OAuthClient))
     assert row is not None
     return row
@@ -51,7 +52,7 @@ async def test_client_secret_is_encrypted_and_bound_to_its_row(
 ) -> None:
     await register_client(client, make_token(), oauth_server)
     row = await _stored_client(app)
-    keyring = app.state.keyring
+    keyring = app_state(app).keyring
 
     assert oauth_server.client_secret not in row.client_secret_enc
     aad = associated_data("oauth_clients", "client_secret", row.tenant_id, row.id)
@@ -81,7 +82,7 @@ async def test_patch_changes_fields_and_secret(
     assert "new-secret-value" not in response.text
     row = await _stored_client(app)
     aad = associated_data("oauth_clients", "client_secret", row.tenant_id, row.id)
-    assert app.state.keyring.decrypt(row.client_secret_enc, aad) == "new-secret-value"
+    assert app_state(app).keyring.decrypt(row.client_secret_enc, aad) == "new-secret-value"
 
 
 async def test_delete_removes_the_client_and_its_connections(
@@ -126,7 +127,7 @@ async def test_invalid_client_bodies_are_refused_naming_the_field(
 
     assert response.status_code == 422, response.text
     assert field in response.json()["detail"]
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         assert (await session.scalar(select(OAuthClient))) is None
 
 

@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import update
 
 from app.core.db import utcnow
+from app.state import app_state
 from app.tokens.models import OAuthState
 from tests.conftest import bearer
 from tests.oauth_fixtures import (
@@ -169,7 +170,7 @@ async def test_expired_state_gets_400_and_no_code_exchange(
     registered = await register_client(client, token, oauth_server)
     login = await _login(client, token, registered["id"])
     callback_url = await follow_authorization(login.json()["authorization_url"])
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(update(OAuthState).values(expires_at=utcnow()))
     parts = urlsplit(callback_url)
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
+from app.state import app_state
 from tests.conftest import (
     bearer,
     build_settings,
@@ -71,7 +72,7 @@ async def test_a_second_read_of_a_fresh_token_needs_no_database_query(
     assert first.status_code == second.status_code == 200
     assert second.json() == first.json()
     assert queries == []
-    assert app.state.token_context.read_cache.hits == 1
+    assert app_state(app).tokens.read_cache.hits == 1
 
 
 async def test_with_the_cache_turned_off_every_read_queries(
@@ -161,7 +162,7 @@ async def test_a_refresh_through_one_instance_is_read_through_the_other(
     async with _two_instances_one_cached_read(database_url, token, oauth_server) as instances:
         first, second, second_app, _ = instances
         stale = (await read_token(second, token)).json()["access_token"]
-        assert second_app.state.token_context.read_cache.hits == 1
+        assert app_state(second_app).tokens.read_cache.hits == 1
 
         refreshed = (await _force_refresh(first, token)).json()["access_token"]
         assert refreshed != stale
@@ -184,7 +185,7 @@ async def test_with_redis_unreachable_reads_go_to_the_database(
         with connection_queries(app) as queries:
             assert (await read_token(client, token)).status_code == 200
     assert len(queries) >= 1
-    assert app.state.token_context.read_cache.hits == 0
+    assert app_state(app).tokens.read_cache.hits == 0
 
 
 async def test_two_tenants_with_the_same_branch_read_their_own_tokens(

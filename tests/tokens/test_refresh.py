@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.tokens.service import StatusChange
+from app.state import app_state
+from app.tokens.context import StatusChange
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch, oauth_server
 from tests.oauth_server import LocalOAuthServer
@@ -40,7 +41,7 @@ def _record_changes(app: Any) -> list[StatusChange]:
         assert isinstance(session, AsyncSession)
         changes.append(change)
 
-    app.state.token_context.status_listeners.append(listener)
+    app_state(app).tokens.on_status_change(listener)
     return changes
 
 

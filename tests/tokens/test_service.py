@@ -7,9 +7,11 @@ from datetime import timedelta
 import httpx
 
 from app.core.db import utcnow
+from app.state import app_state
 from app.tokens.models import OAuthConnection
 from app.tokens.providers import ProviderSpec
-from app.tokens.service import TokenContext, compute_refresh_due_at, refresh_connection
+from app.tokens.refresh import refresh_connection
+from app.tokens.timing import compute_refresh_due_at
 from tests.conftest import bearer
 from tests.oauth_fixtures import (
     LOCAL_PROVIDER,
@@ -90,9 +92,7 @@ async def test_refresh_connection_skips_a_fresh_token(
     await connect_branch(client, make_token(), oauth_server)
     row = await connection_row(app)
 
-    outcome = await refresh_connection(
-        TokenContext.from_state(app.state), row.id, trigger="monitor"
-    )
+    outcome = await refresh_connection(app_state(app).tokens, row.id, trigger="monitor")
 
     assert (outcome.result, outcome.status) == ("skipped", "active")
     assert oauth_server.refresh_calls == 0
@@ -104,7 +104,7 @@ async def test_refresh_connection_with_force_refreshes(
     await connect_branch(client, make_token(), oauth_server)
     row = await connection_row(app)
 
-    outcome = await refresh_connection(app.state.token_context, row.id, force=True)
+    outcome = await refresh_connection(app_state(app).tokens, row.id, force=True)
 
     assert (outcome.result, outcome.status, outcome.error) == ("refreshed", "active", None)
     assert oauth_server.refresh_calls == 1
@@ -116,11 +116,11 @@ async def test_refresh_connection_due_for_idle_keep_alive_refreshes(
 ) -> None:
     await connect_branch(client, make_token(), oauth_server)
     row = await connection_row(app)
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         stored = await session.get(OAuthConnection, row.id)
         stored.refresh_due_at = utcnow()
 
-    outcome = await refresh_connection(app.state.token_context, row.id, trigger="monitor")
+    outcome = await refresh_connection(app_state(app).tokens, row.id, trigger="monitor")
 
     assert outcome.result == "refreshed"
 
@@ -132,7 +132,7 @@ async def test_refresh_connection_reports_needs_reauth(
     row = await connection_row(app)
     oauth_server.revoke_all_grants()
 
-    outcome = await refresh_connection(app.state.token_context, row.id, force=True)
+    outcome = await refresh_connection(app_state(app).tokens, row.id, force=True)
 
     assert (outcome.result, outcome.status, outcome.error) == (
         "needs_reauth",
@@ -142,7 +142,7 @@ async def test_refresh_connection_reports_needs_reauth(
 
 
 async def test_refresh_connection_of_an_unknown_id_is_not_found(app) -> None:
-    outcome = await refresh_connection(app.state.token_context, "0" * 32)
+    outcome = await refresh_connection(app_state(app).tokens, "0" * 32)
 
     assert outcome.result == "not_found"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import func, select
 
+from app.state import app_state
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
 from tests.conftest import bearer
 from tests.oauth_fixtures import LOCAL_PROVIDER, client_body, connect_branch, oauth_server
@@ -15,7 +16,7 @@ __all__ = ["oauth_server"]
 
 
 async def _snapshot(app) -> tuple:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         clients = [
             (c.id, c.name, c.client_secret_enc, c.scopes)
             for c in await session.scalars(select(OAuthClient))

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.core.config import Settings
+from app.state import app_state
 from app.usage import service
 from app.usage.prices import PriceTable
 from app.usage.schemas import UsageEventIn
@@ -82,14 +83,14 @@ async def test_batches_sharing_request_ids_in_opposite_orders_do_not_deadlock(
     app: Any, summary: Summary
 ) -> None:
     # At the service level, so both inserts reach PostgreSQL at the same moment.
-    prices = PriceTable.from_settings(app.state.settings)
+    prices = PriceTable.from_settings(app_state(app).settings)
     events = [
         UsageEventIn(**event_body(request_id=f"r{i}", prompt_tokens=1, completion_tokens=0))
         for i in range(5000)
     ]
 
     async def record(batch: list[UsageEventIn]) -> None:
-        async with app.state.sessionmaker() as session, session.begin():
+        async with app_state(app).sessionmaker() as session, session.begin():
             await service.record_events(session, prices, batch, now=datetime.now(UTC))
 
     await record([UsageEventIn(**event_body(request_id=None))])  # the workspace row exists

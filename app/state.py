@@ -1,0 +1,53 @@
+"""The application state: one typed object, built by the lifespan (app/main.py), kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+
+if TYPE_CHECKING:
+    # Types only: the domains' routers import app.core.deps, which reads this state, so the
+    # domains must not be imported from here at run time.
+    import httpx
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from app.auth.service import RevocationList
+    from app.core.auth import TokenVerifier
+    from app.core.cache import Cache
+    from app.core.config import Settings
+    from app.core.crypto import Keyring
+    from app.monitoring.lifecycle import Monitoring
+    from app.provider_configs.service import Domain as ProviderConfigs
+    from app.tokens.context import TokenContext
+    from app.usage.prices import PriceTable
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """The clients built at start-up and each domain's share of them."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    cache: Cache
+    keyring: Keyring
+    http: httpx.AsyncClient
+    token_verifier: TokenVerifier
+    revocations: RevocationList
+    schema_head: str | None
+    provider_configs: ProviderConfigs
+    tokens: TokenContext
+    usage_prices: PriceTable
+    monitoring: Monitoring
+
+
+def keep_state(app: Starlette, state: AppState) -> None:
+    app.state.junction = state
+
+
+def app_state(app: Starlette) -> AppState:
+    """The state of a started app (its lifespan is running): `app_state(request.app).cache`."""
+    state: AppState = app.state.junction
+    return state

@@ -1,0 +1,200 @@
+"""OAuth clients: a tenant's registered app credentials per provider, and their custom providers."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import netguard
+from app.core.auth import Principal
+from app.core.config import Settings
+from app.core.db import after_commit, new_id, utcnow
+from app.core.errors import InvalidInput
+from app.tokens import repository, timing
+from app.tokens.context import TokenContext
+from app.tokens.exceptions import ClientNotFound
+from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
+from app.tokens.providers import CUSTOM_FIELDS, URL_FIELDS, ProviderRegistry, custom_spec
+from app.tokens.schemas import ClientCreate, ClientUpdate
+from app.tokens.sealing import seal_client_secret
+from app.workspaces.service import ensure_workspace
+
+# The custom provider URLs Junction itself calls (with the client secret and tokens).
+SERVER_CALLED_URL_FIELDS = ("token_url", "refresh_url", "revoke_url")
+
+
+def _custom_settings_for(
+    registry: ProviderRegistry, provider: str, fields: dict[str, Any], *, creating: bool
+) -> dict[str, Any]:
+    if registry.is_builtin(provider):
+        if fields:
+            name = sorted(fields)[0]
+            raise InvalidInput(
+                f"{name}: only a custom provider takes its own URLs and options; "
+                f"'{provider}' is built in (its URLs are overridden in settings)",
+                fields=[{"field": name, "message": "only for custom providers"}],
+            )
+        return {}
+    if creating:
+        for required in ("authorization_url", "token_url"):
+            if not fields.get(required):
+                raise InvalidInput(
+                    f"{required}: required for the custom provider '{provider}'",
+                    fields=[{"field": required, "message": "required for a custom provider"}],
+                )
+    return fields
+
+
+async def _check_custom(
+    settings: Settings, provider: str, provider_settings: dict[str, Any]
+) -> None:
+    try:
+        custom_spec(provider, provider_settings)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(str(exc)) from exc
+    if settings.is_dev:
+        return
+    # Outside development a tenant's URLs must not reach this host's own services: Junction
+    # posts client secrets and refresh tokens to them.
+    for name in URL_FIELDS:
+        url = provider_settings.get(name)
+        if url is not None and urlsplit(str(url)).scheme != "https":
+            raise InvalidInput(
+                f"{name}: must be an https URL (http to localhost only in development)",
+                fields=[{"field": name, "message": "must be an https URL"}],
+            )
+    # Every call is checked again (DNS can change); this tells the tenant early. The
+    # authorization URL is only ever opened by the user's browser, so it may be anything.
+    for name in SERVER_CALLED_URL_FIELDS:
+        url = provider_settings.get(name)
+        if url is None:
+            continue
+        try:
+            await netguard.ensure_public_destination(str(url), allow_private=False)
+        except netguard.UnsafeDestination as exc:
+            raise InvalidInput(
+                f"{name}: {exc}",
+                code="unsafe_destination",
+                fields=[{"field": name, "message": "must resolve to a public address"}],
+            ) from None
+
+
+async def create_client(
+    session: AsyncSession, ctx: TokenContext, tenant_id: str, body: ClientCreate
+) -> OAuthClient:
+    provider_settings = _custom_settings_for(
+        ctx.registry, body.provider, body.custom_settings(), creating=True
+    )
+    if provider_settings:
+        await _check_custom(ctx.settings, body.provider, provider_settings)
+    redirect_uri = body.redirect_uri or ctx.settings.oauth_callback_url
+    if not redirect_uri:
+        raise InvalidInput(
+            "redirect_uri: required (no OAUTH_CALLBACK_URL is configured)",
+            fields=[{"field": "redirect_uri", "message": "required"}],
+        )
+    spec = ctx.registry.resolve(body.provider, provider_settings)
+    await ensure_workspace(session, tenant_id)
+    now = utcnow()
+    client = OAuthClient(
+        id=new_id(),
+        tenant_id=tenant_id,
+        provider=body.provider,
+        name=body.name,
+        client_id=body.client_id,
+        redirect_uri=redirect_uri,
+        scopes=body.scopes if body.scopes is not None else list(spec.default_scopes),
+        return_urls=body.return_urls,
+        provider_settings=provider_settings,
+        workspace_info=body.workspace_info,
+        created_at=now,
+        updated_at=now,
+    )
+    seal_client_secret(ctx.keyring, client, body.client_secret)
+    session.add(client)
+    await session.flush()
+    return client
+
+
+async def get_client(
+    session: AsyncSession, principal: Principal, client_pk: str, tenant_id: str | None
+) -> OAuthClient:
+    """The client if the caller may see it; another tenant's client is 'not found'."""
+    if tenant_id:
+        principal.require_tenant(tenant_id)
+    client = await repository.get_client(session, client_pk)
+    if (
+        client is None
+        or not principal.can_access(client.tenant_id)
+        or (tenant_id and client.tenant_id != tenant_id)
+    ):
+        raise ClientNotFound(f"no client '{client_pk[:64]}'")
+    return client
+
+
+async def list_clients(
+    session: AsyncSession, tenant_id: str, provider: str | None = None
+) -> list[OAuthClient]:
+    return await repository.list_clients(session, tenant_id, provider)
+
+
+async def update_client(
+    session: AsyncSession, ctx: TokenContext, client: OAuthClient, body: ClientUpdate
+) -> OAuthClient:
+    changes = body.model_dump(exclude_unset=True)
+    custom = {k: v for k, v in changes.items() if k in CUSTOM_FIELDS}
+    custom_fields = _custom_settings_for(ctx.registry, client.provider, custom, creating=False)
+    if custom_fields:
+        merged = {**client.provider_settings, **custom_fields}
+        merged = {k: v for k, v in merged.items() if v is not None}
+        for required in ("authorization_url", "token_url"):
+            if not merged.get(required):
+                raise InvalidInput(f"{required}: required for a custom provider")
+        await _check_custom(ctx.settings, client.provider, merged)
+        client.provider_settings = merged
+        await _reschedule_connections(session, ctx, client)
+        # Its provider options (refresh margin, URLs) shape every cached read of its connections.
+        after_commit(session, partial(ctx.invalidate, tenant_id=client.tenant_id))
+    for name in ("name", "client_id", "redirect_uri", "scopes", "return_urls", "workspace_info"):
+        if name in changes:
+            if changes[name] is None and name != "workspace_info":
+                raise InvalidInput(f"{name}: may not be null")
+            setattr(client, name, changes[name])
+    if changes.get("client_secret") is not None:
+        seal_client_secret(ctx.keyring, client, changes["client_secret"])
+    elif "client_secret" in changes:
+        raise InvalidInput("client_secret: may not be null")
+    client.updated_at = utcnow()
+    await session.flush()
+    return client
+
+
+async def _reschedule_connections(
+    session: AsyncSession, ctx: TokenContext, client: OAuthClient
+) -> None:
+    """The client's provider options changed (its refresh margin may have): move the monitoring
+    loop's next refresh of each of its connections accordingly."""
+    spec = ctx.spec_for(client)
+    # SKIP LOCKED: a connection being refreshed right now (its row lock held through the provider
+    # call) is rescheduled by that refresh's own write; waiting for it could take HTTP_TIMEOUT_S,
+    # and writing over it would lose the refresh's new due time.
+    connections = await session.scalars(
+        select(OAuthConnection)
+        .where(OAuthConnection.client_id == client.id)
+        .with_for_update(skip_locked=True)
+    )
+    for connection in connections:
+        connection.refresh_due_at = timing.compute_refresh_due_at(connection, spec, ctx.settings)
+
+
+async def delete_client(session: AsyncSession, ctx: TokenContext, client: OAuthClient) -> None:
+    """Remove the client with its connections and pending logins (ON DELETE CASCADE)."""
+    await session.execute(delete(OAuthConnection).where(OAuthConnection.client_id == client.id))
+    await session.execute(delete(OAuthState).where(OAuthState.client_id == client.id))
+    await session.delete(client)
+    await session.flush()
+    after_commit(session, partial(ctx.invalidate, tenant_id=client.tenant_id))

@@ -1,0 +1,148 @@
+"""`TokenContext`: the clients the tokens domain works with outside a request, built at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.cache import Cache
+from app.core.config import Settings
+from app.core.crypto import Keyring
+from app.core.db import utcnow
+from app.tokens.models import OAuthClient, OAuthConnection
+from app.tokens.providers import ProviderRegistry, ProviderSpec
+from app.tokens.read_cache import TokenReadCache
+
+
+@dataclass
+class StatusChange:
+    tenant_id: str
+    provider: str
+    branch_id: str
+    connection_id: str
+    previous_status: str
+    new_status: str
+    reason: str | None
+    occurred_at: datetime
+
+
+StatusListener = Callable[[AsyncSession, StatusChange], Awaitable[None]]
+
+
+class KeyedLocks:
+    """In-process asyncio locks per connection, dropped when nobody holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, timeout_s: float) -> AsyncIterator[bool]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        acquired = False
+        try:
+            try:
+                await asyncio.wait_for(lock.acquire(), timeout=max(timeout_s, 0.001))
+                acquired = True
+            except TimeoutError:
+                acquired = False
+            yield acquired
+        finally:
+            if acquired:
+                lock.release()
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass(eq=False)
+class TokenContext:
+    """Everything the tokens domain needs outside a request (the monitoring loop uses it too).
+
+    Built once, by `build` in the app's lifespan. Other domains hear of status changes through
+    `on_status_change`, the one hook they register with.
+    """
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    cache: Cache
+    keyring: Keyring
+    http: httpx.AsyncClient
+    registry: ProviderRegistry
+    read_cache: TokenReadCache = field(repr=False)
+    local_locks: KeyedLocks = field(default_factory=KeyedLocks, init=False, repr=False)
+    _status_listeners: list[StatusListener] = field(default_factory=list, init=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        engine: AsyncEngine,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        cache: Cache,
+        keyring: Keyring,
+        http: httpx.AsyncClient,
+    ) -> TokenContext:
+        """A context over the app's clients (the registry validates the overrides here, at
+        start-up); its read cache hears invalidations once the shared cache is started."""
+        read_cache = TokenReadCache(cache, ttl_s=settings.token_read_cache_ttl_s)
+        read_cache.subscribe()
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            cache=cache,
+            keyring=keyring,
+            http=http,
+            registry=ProviderRegistry(settings),
+            read_cache=read_cache,
+        )
+
+    def on_status_change(self, listener: StatusListener) -> Callable[[], None]:
+        """Await `listener` inside every transaction that changes a connection's stored status
+        (`active`, `refresh_failed`, `needs_reauth`), a new login that recovers one included.
+        Returns the function that unregisters it."""
+        self._status_listeners.append(listener)
+        return lambda: self._status_listeners.remove(listener)
+
+    async def notify_status_change(
+        self,
+        session: AsyncSession,
+        connection: OAuthConnection,
+        previous_status: str,
+        reason: str | None,
+    ) -> None:
+        """Tell every listener (the monitoring events) inside the transaction that made the
+        change; nothing when the status stayed the same."""
+        if previous_status == connection.status:
+            return
+        change = StatusChange(
+            tenant_id=connection.tenant_id,
+            provider=connection.provider,
+            branch_id=connection.branch_id,
+            connection_id=connection.id,
+            previous_status=previous_status,
+            new_status=connection.status,
+            reason=reason,
+            occurred_at=utcnow(),
+        )
+        for listener in list(self._status_listeners):
+            await listener(session, change)
+
+    async def invalidate(
+        self, connection_ids: Iterable[str] = (), *, tenant_id: str | None = None
+    ) -> None:
+        """After a commit that changed what a token read answers."""
+        await self.read_cache.invalidate(connection_ids, tenant_id=tenant_id)
+
+    def spec_for(self, client: OAuthClient) -> ProviderSpec:
+        return self.registry.resolve(client.provider, client.provider_settings)

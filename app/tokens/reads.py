@@ -1,0 +1,195 @@
+"""Token reads: a usable access token for a branch (refreshed first when due), forced refresh."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from app.core.crypto import DecryptionError
+from app.core.db import utcnow
+from app.core.errors import Conflict, UpstreamError
+from app.tokens import repository, timing
+from app.tokens.context import TokenContext
+from app.tokens.exceptions import (
+    ConnectionNotFound,
+    NeedsReauth,
+    RefreshInProgress,
+    RefreshUnavailable,
+)
+from app.tokens.models import STATUS_NEEDS_REAUTH, OAuthConnection
+from app.tokens.providers import ProviderSpec
+from app.tokens.refresh import RefreshResult, refresh_connection
+from app.tokens.sealing import open_stored_access_token
+
+logger = logging.getLogger("junction.tokens")
+
+# A connection's last_used_at is written at most this often, so hot reads stay read-only.
+_LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class TokenView:
+    provider: str
+    branch_id: str
+    access_token: str
+    token_type: str
+    expires_at: datetime | None
+    scope: str | None
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """What a token read needs of a connection; plain data, read in one query."""
+
+    id: str
+    tenant_id: str
+    provider: str
+    branch_id: str
+    access_token_enc: str
+    token_type: str
+    scope: str | None
+    expires_at: datetime | None
+    status: str
+    last_error: str | None
+    last_used_at: datetime | None
+    next_attempt_at: datetime | None
+    spec: ProviderSpec
+
+
+async def find_token_row(
+    ctx: TokenContext, tenant_id: str, provider: str, branch_id: str
+) -> TokenRow:
+    """The tenant's connection for the branch, read on a bare connection (ConnectionNotFound)."""
+    async with ctx.engine.connect() as conn:
+        row = await repository.read_token_row(conn, tenant_id, provider, branch_id)
+    if row is None:
+        raise ConnectionNotFound(f"no connection for provider '{provider}' and this branch_id")
+    values = row._asdict()
+    provider_settings = values.pop("provider_settings") or {}
+    return TokenRow(**values, spec=ctx.registry.resolve(row.provider, provider_settings))
+
+
+def _raise_needs_reauth(connection: TokenRow) -> None:
+    raise NeedsReauth(
+        f"the {connection.provider} grant for this branch_id is no longer valid "
+        f"({connection.last_error or 'revoked'}); log in again",
+        reason=connection.last_error,
+    )
+
+
+def _open_view(ctx: TokenContext, connection: TokenRow) -> TokenView:
+    """The answer of a token read, with the access token decrypted for it."""
+    try:
+        access_token = open_stored_access_token(
+            ctx.keyring, connection.tenant_id, connection.id, connection.access_token_enc
+        )
+    except DecryptionError as exc:
+        logger.error("access token of connection %s does not decrypt", connection.id)
+        raise Conflict(
+            "the stored token cannot be decrypted; log in again", code="needs_reauth"
+        ) from exc
+    return TokenView(
+        provider=connection.provider,
+        branch_id=connection.branch_id,
+        access_token=access_token,
+        token_type=connection.token_type,
+        expires_at=connection.expires_at,
+        scope=connection.scope,
+    )
+
+
+async def _view(ctx: TokenContext, connection: TokenRow) -> TokenView:
+    view = _open_view(ctx, connection)
+    await _touch(ctx, connection.id, connection.last_used_at)
+    return view
+
+
+async def _touch(ctx: TokenContext, connection_id: str, last_used_at: datetime | None) -> datetime:
+    """Write last_used_at when the recorded one is over a minute old; the time now on record."""
+    now = utcnow()
+    if last_used_at is not None and last_used_at >= now - _LAST_USED_RESOLUTION:
+        return last_used_at
+    # SKIP LOCKED: a refresh holding the row lock through its provider call must not hold up a
+    # read of the still-valid token; last_used_at is only a hint and waits a minute.
+    row = (
+        select(OAuthConnection.id)
+        .where(OAuthConnection.id == connection_id)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(OAuthConnection).where(OAuthConnection.id == row).values(last_used_at=now)
+        )
+    return now
+
+
+async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> TokenView:
+    """A usable access token, refreshed first when it expires within the provider's margin.
+
+    A row read within the last `TOKEN_READ_CACHE_TTL_S` answers from process memory until its
+    refresh is due (see `read_cache`). Otherwise it uses short sessions of its own rather than the
+    request's: a reader waiting for another worker's refresh must not hold a pooled connection.
+    """
+    cache = ctx.read_cache
+    key = (tenant_id, provider, branch_id)
+    entry = cache.get(key)
+    if entry is not None:
+        view = _open_view(ctx, entry.row)
+        entry.last_used_at = await _touch(ctx, entry.row.id, entry.last_used_at)
+        return view
+    epoch = cache.epoch
+    connection = await find_token_row(ctx, tenant_id, provider, branch_id)
+    if connection.status == STATUS_NEEDS_REAUTH:
+        _raise_needs_reauth(connection)
+    now = utcnow()
+    if not timing.needs_refresh(connection.spec, connection.expires_at, now):
+        view = _open_view(ctx, connection)
+        last_used_at = await _touch(ctx, connection.id, connection.last_used_at)
+        serve_for_s = timing.serve_for_s(connection.spec, connection.expires_at, now)
+        cache.put(key, connection, epoch, serve_for_s, last_used_at)
+        return view
+    outcome = await refresh_connection(ctx, connection.id, trigger="read")
+    connection = await find_token_row(ctx, tenant_id, provider, branch_id)
+    if connection.status == STATUS_NEEDS_REAUTH:
+        _raise_needs_reauth(connection)
+    if connection.expires_at is not None and connection.expires_at <= utcnow():
+        if outcome.error == "refresh_in_progress":
+            raise RefreshInProgress("another worker is refreshing this token; retry shortly")
+        raise RefreshUnavailable(
+            "the token has expired and the provider could not refresh it "
+            f"({connection.last_error or 'unknown'}); retry after retry_at",
+            reason=connection.last_error,
+            retry_at=connection.next_attempt_at.isoformat() if connection.next_attempt_at else None,
+        )
+    # Still valid (maybe within the margin after a failed refresh): the old token serves.
+    return await _view(ctx, connection)
+
+
+async def force_refresh(
+    ctx: TokenContext, tenant_id: str, provider: str, branch_id: str
+) -> TokenView:
+    connection = await find_token_row(ctx, tenant_id, provider, branch_id)
+    if connection.status == STATUS_NEEDS_REAUTH:
+        _raise_needs_reauth(connection)
+    outcome = await refresh_connection(ctx, connection.id, force=True, trigger="forced")
+    connection = await find_token_row(ctx, tenant_id, provider, branch_id)
+    if outcome.result == RefreshResult.NEEDS_REAUTH:
+        _raise_needs_reauth(connection)
+    if outcome.result == RefreshResult.REFRESH_FAILED:
+        raise UpstreamError(
+            f"the provider did not refresh the token ({outcome.error})",
+            code="refresh_failed",
+            reason=outcome.error,
+        )
+    if outcome.result != RefreshResult.REFRESHED:
+        if outcome.error == "no_refresh_token":
+            raise Conflict(
+                f"{provider} issued no refresh token for this connection",
+                code="refresh_not_supported",
+            )
+        raise RefreshInProgress("another worker is refreshing this token; retry shortly")
+    return await _view(ctx, connection)
