@@ -1,9 +1,13 @@
 """The shared cache: one small interface, over Redis or in-process.
 
 Redis is an accelerator and the cross-replica lock and message bus, never a source of truth: its
-calls have short socket timeouts, no retries, and sit behind a circuit breaker, so a dead Redis
+calls have short socket timeouts, no retries, and sit behind one circuit breaker, so a dead Redis
 costs a caller a fraction of a millisecond (a miss), not a hang. Lock operations are the exception:
 they raise `CacheUnavailable`, because a caller that needs mutual exclusion must choose a fallback.
+
+What must reach the other replicas but could not (a delete of shared entries, a transaction that
+announces an invalidation) waits in one backlog and is replayed, in order and before anything
+else, by the first call that finds Redis answering again, whichever call that is.
 """
 
 from __future__ import annotations
@@ -14,22 +18,37 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from app.core.metrics import count_cache_operations
+
 logger = logging.getLogger("junction.cache")
 
 MessageHandler = Callable[[str], Awaitable[None]]
 ResetHandler = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 _BUS_HEALTH_CHECK_S = 5
+# Past this many messages waiting for one channel, they are replaced by its backlog message.
+MAX_BACKLOG_MESSAGES = 256
 
 # Compare-and-delete: release a lock only if we still own it.
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
+"""
+# Store the value only if the guard key still holds what was read ('' for absent).
+_SET_IF_GUARD = """
+local g = redis.call('get', KEYS[2])
+if (g == false and ARGV[1] == '') or g == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
 """
 
 
@@ -49,6 +68,10 @@ class CacheStats:
 class _Subscription:
     handlers: list[MessageHandler] = field(default_factory=list)
     resets: list[ResetHandler] = field(default_factory=list)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 class CircuitBreaker:
@@ -84,18 +107,106 @@ class CircuitBreaker:
         return False
 
 
+@dataclass
+class Batch:
+    """Commands sent in one transaction (`Cache.execute`), in the order they were added."""
+
+    bumps: dict[str, int] = field(default_factory=dict)  # counter key -> expiry (ms)
+    deletes: list[str] = field(default_factory=list)
+    # (channel, message, backlog message): the last stands for any number of the channel's
+    # messages when too many wait in the backlog.
+    messages: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def bump(self, key: str, ttl_s: float) -> None:
+        """Increment the counter at `key` (a generation) and keep it for `ttl_s`."""
+        self.bumps[key] = _ms(ttl_s)
+
+    def delete(self, *keys: str) -> None:
+        self.deletes.extend(keys)
+
+    def publish(self, channel: str, message: str, *, backlog_message: str) -> None:
+        self.messages.append((channel, message, backlog_message))
+
+
+class _Backlog:
+    """What could not reach Redis, replayed as one transaction once it answers.
+
+    Bumps and deletes commute with each other and all precede the messages, so a replica that
+    hears a replayed invalidation finds the shared entries already gone. The messages keep their
+    order; past `MAX_BACKLOG_MESSAGES` on one channel they become that channel's backlog message
+    (for the invalidation bus: "drop everything"), which also absorbs the channel's later ones.
+    """
+
+    def __init__(self) -> None:
+        self.batch = Batch()
+        self._collapsed: set[str] = set()
+
+    def __bool__(self) -> bool:
+        batch = self.batch
+        return bool(batch.bumps or batch.deletes or batch.messages)
+
+    def add(self, batch: Batch) -> None:
+        for key, ttl_ms in batch.bumps.items():
+            self.batch.bumps[key] = max(ttl_ms, self.batch.bumps.get(key, 0))
+        self.batch.deletes.extend(k for k in batch.deletes if k not in self.batch.deletes)
+        for channel, message, backlog_message in batch.messages:
+            self._add_message(channel, message, backlog_message)
+
+    def _add_message(self, channel: str, message: str, backlog_message: str) -> None:
+        messages = self.batch.messages
+        if channel in self._collapsed:
+            return
+        if sum(1 for queued in messages if queued[0] == channel) >= MAX_BACKLOG_MESSAGES:
+            messages[:] = [queued for queued in messages if queued[0] != channel]
+            messages.append((channel, backlog_message, backlog_message))
+            self._collapsed.add(channel)
+            return
+        messages.append((channel, message, backlog_message))
+
+    def take(self) -> _Backlog:
+        """Everything queued, leaving this backlog empty (what arrives meanwhile queues anew)."""
+        taken = _Backlog()
+        taken.batch, taken._collapsed = self.batch, self._collapsed
+        self.batch, self._collapsed = Batch(), set()
+        return taken
+
+    def put_back(self, taken: _Backlog) -> None:
+        """A replay failed: its items go back in front of what was queued meanwhile."""
+        newer = self.take()
+        self.batch, self._collapsed = taken.batch, taken._collapsed
+        self.add(newer.batch)
+
+
 class Cache:
     """Interface; see `RedisCache` and `MemoryCache`."""
 
     backend = "none"
+    # True when other processes share this cache: only then do local tiers need invalidations.
+    shared = False
 
     def __init__(self) -> None:
         self.stats = CacheStats()
         self._subscriptions: dict[str, _Subscription] = {}
+        count_cache_operations("shared", self.stats)
 
     @property
     def available(self) -> bool:
         return True
+
+    @property
+    def bus_connected(self) -> bool:
+        """True while this process hears the messages others publish."""
+        return True
+
+    @property
+    def coherent(self) -> bool:
+        """True while a per-process tier may trust its entries: no other replica, or Redis
+        answering and this process subscribed to hear the others' invalidations."""
+        return True
+
+    def channel_name(self, name: str) -> str:
+        """A pub/sub channel for `name`, private to this cache's database."""
+        return f"{name}:0"
 
     async def start(self) -> None:
         return None
@@ -106,10 +217,25 @@ class Cache:
     async def get(self, key: str) -> bytes | None:
         raise NotImplementedError
 
+    async def get_many(self, *keys: str) -> list[bytes | None] | None:
+        """The values of `keys`, in order; None when the cache cannot be reached."""
+        raise NotImplementedError
+
     async def set(self, key: str, value: bytes | str, ttl_s: float) -> None:
         raise NotImplementedError
 
+    async def set_if_unchanged(
+        self, key: str, value: bytes, ttl_s: float, *, guard: str, expected: str
+    ) -> bool:
+        """Store `value` only while `guard` still holds `expected` ('' for absent)."""
+        raise NotImplementedError
+
     async def delete(self, *keys: str) -> None:
+        raise NotImplementedError
+
+    async def execute(self, batch: Batch) -> int | None:
+        """Run `batch` as one transaction: the receiver count of its last message (0 without one),
+        or None when the cache could not be reached; the batch is then replayed once it can."""
         raise NotImplementedError
 
     async def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
@@ -179,13 +305,34 @@ class MemoryCache(Cache):
             self.stats.hits += 1
         return value
 
+    async def get_many(self, *keys: str) -> list[bytes | None] | None:
+        return [self._live(key) for key in keys]
+
     async def set(self, key: str, value: bytes | str, ttl_s: float) -> None:
         data = value.encode() if isinstance(value, str) else value
         self._data[key] = (data, time.monotonic() + ttl_s)
 
+    async def set_if_unchanged(
+        self, key: str, value: bytes, ttl_s: float, *, guard: str, expected: str
+    ) -> bool:
+        if (self._live(guard) or b"").decode() != expected:
+            return False
+        await self.set(key, value, ttl_s)
+        return True
+
     async def delete(self, *keys: str) -> None:
         for key in keys:
             self._data.pop(key, None)
+
+    async def execute(self, batch: Batch) -> int | None:
+        for key, ttl_ms in batch.bumps.items():
+            await self.set(key, str(int(self._live(key) or b"0") + 1), ttl_ms / 1000)
+        await self.delete(*batch.deletes)
+        receivers = 0
+        for channel, message, _ in batch.messages:
+            receivers = len(self._subscriptions.get(channel, _Subscription()).handlers)
+            await self._dispatch(channel, message)
+        return receivers
 
     async def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         if self._live(name) is not None:
@@ -208,6 +355,7 @@ class MemoryCache(Cache):
 
 class RedisCache(Cache):
     backend = "redis"
+    shared = True
 
     def __init__(
         self,
@@ -230,18 +378,36 @@ class RedisCache(Cache):
             max_connections=64,
         )
         self.breaker = CircuitBreaker(breaker_failures, breaker_reset_s)
-        self._pending_deletes: set[str] = set()
+        self._backlog = _Backlog()
+        # One replay at a time: two callers replaying at once would send the same items twice.
+        self._replaying = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._bus: aioredis.Redis | None = None
         # True while the pub/sub connection is subscribed: a local cache that relies on hearing
         # invalidations can trust its entries only then.
-        self.bus_connected = False
+        self._bus_connected = False
+        # Pub/sub channels are server-wide, not per database: the database number goes into
+        # channel names, so deployments (or test runs) sharing a server never hear each other.
+        self._db = int(self.client.connection_pool.connection_kwargs.get("db", 0))
         self._release = self.client.register_script(_RELEASE_IF_OWNER)
+        self._set_if_guard = self.client.register_script(_SET_IF_GUARD)
 
     @property
     def available(self) -> bool:
         return not self.breaker.is_open
+
+    @property
+    def bus_connected(self) -> bool:
+        return self._bus_connected
+
+    @property
+    def coherent(self) -> bool:
+        # On the hot path of every cached read: two attribute reads while the breaker is closed.
+        return self._bus_connected and not self.breaker.is_open
+
+    def channel_name(self, name: str) -> str:
+        return f"{name}:{self._db}"
 
     async def start(self) -> None:
         if self._subscriptions and self._listener is None:
@@ -270,7 +436,7 @@ class RedisCache(Cache):
             raise RuntimeError("subscribe before the cache starts (in a domain's lifespan)")
         super().subscribe(channel, handler, on_reset)
 
-    # --- breaker plumbing ---------------------------------------------------------------
+    # --- the one failure path, the one backlog ------------------------------------------------
     def _ok(self) -> None:
         if self.breaker.success():
             logger.info("redis reachable again; circuit closed")
@@ -279,76 +445,110 @@ class RedisCache(Cache):
         self.stats.errors += 1
         if self.breaker.failure():
             self.stats.breaker_opened += 1
-            logger.warning("redis unreachable (%s); circuit open", type(exc).__name__)
+            logger.warning(
+                "redis unreachable (%s); circuit open, local tiers bypassed", type(exc).__name__
+            )
 
-    async def _flush_pending_deletes(self) -> None:
-        # Invalidations that failed while Redis was down are replayed once it answers again.
-        if not self._pending_deletes:
-            return
-        keys = list(self._pending_deletes)
+    async def _call(self, command: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """One call behind the breaker, after the backlog (so it lands after what failed before).
+
+        Raises `CacheUnavailable` when the breaker is open or the call or the replay failed.
+        """
+        if not self.breaker.allow():
+            raise CacheUnavailable("redis circuit open")
         try:
-            await self.client.delete(*keys)
+            # While a replay is under way the backlog looks empty: wait for it all the same.
+            if self._backlog or self._replaying.locked():
+                await self._replay()
+            result = await command(self.client)
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return
-        self._pending_deletes.difference_update(keys)
+            raise CacheUnavailable(type(exc).__name__) from exc
+        self._ok()
+        return result
+
+    async def _replay(self) -> None:
+        """Send the backlog; raises the Redis error (the backlog is then kept, in order)."""
+        async with self._replaying:
+            if not self._backlog:
+                return  # another caller replayed it while we waited
+            taken = self._backlog.take()
+            try:
+                await self._transaction(taken.batch)
+            except BaseException:
+                self._backlog.put_back(taken)
+                raise
+
+    async def _transaction(self, batch: Batch) -> int:
+        async with self.client.pipeline(transaction=True) as pipe:
+            for key, ttl_ms in batch.bumps.items():
+                pipe.incr(key)
+                pipe.pexpire(key, ttl_ms)
+            if batch.deletes:
+                pipe.delete(*batch.deletes)
+            for channel, message, _ in batch.messages:
+                pipe.publish(channel, message)
+            results = await pipe.execute()
+        return int(results[-1]) if batch.messages else 0
 
     # --- operations ---------------------------------------------------------------------
     async def get(self, key: str) -> bytes | None:
-        if not self.breaker.allow():
-            self.stats.misses += 1
-            return None
         try:
-            await self._flush_pending_deletes()
-            raw = await self.client.get(key)
-            value = raw.encode() if isinstance(raw, str) else raw
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
+            raw = await self._call(lambda client: client.get(key))
+        except CacheUnavailable:
             self.stats.misses += 1
             return None
-        self._ok()
+        value: bytes | None = raw.encode() if isinstance(raw, str) else raw
         if value is None:
             self.stats.misses += 1
         else:
             self.stats.hits += 1
         return value
 
-    async def set(self, key: str, value: bytes | str, ttl_s: float) -> None:
-        if not self.breaker.allow():
-            return
+    async def get_many(self, *keys: str) -> list[bytes | None] | None:
         try:
-            await self.client.set(key, value, px=max(1, int(ttl_s * 1000)))
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return
-        self._ok()
+            raw: list[Any] = await self._call(lambda client: client.mget(*keys))
+        except CacheUnavailable:
+            return None
+        return [value.encode() if isinstance(value, str) else value for value in raw]
+
+    async def set(self, key: str, value: bytes | str, ttl_s: float) -> None:
+        with contextlib.suppress(CacheUnavailable):
+            await self._call(lambda client: client.set(key, value, px=_ms(ttl_s)))
+
+    async def set_if_unchanged(
+        self, key: str, value: bytes, ttl_s: float, *, guard: str, expected: str
+    ) -> bool:
+        try:
+            stored = await self._call(
+                lambda _: self._set_if_guard(
+                    keys=[key, guard], args=[expected, value, int(ttl_s * 1000)]
+                )
+            )
+        except CacheUnavailable:
+            return False
+        return bool(stored)
 
     async def delete(self, *keys: str) -> None:
         if not keys:
             return
-        if not self.breaker.allow():
-            self._pending_deletes.update(keys)
-            return
+        batch = Batch()
+        batch.delete(*keys)
+        await self.execute(batch)
+
+    async def execute(self, batch: Batch) -> int | None:
         try:
-            await self.client.delete(*keys)
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            self._pending_deletes.update(keys)
-            return
-        self._ok()
+            return await self._call(lambda _: self._transaction(batch))
+        except CacheUnavailable:
+            self._backlog.add(batch)
+            return None
 
     async def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
-        if not self.breaker.allow():
-            raise CacheUnavailable("redis circuit open")
-        try:
-            acquired = await self.client.set(name, owner, nx=True, px=max(1, int(ttl_s * 1000)))
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            raise CacheUnavailable(str(type(exc).__name__)) from exc
-        self._ok()
+        acquired = await self._call(lambda client: client.set(name, owner, nx=True, px=_ms(ttl_s)))
         return bool(acquired)
 
     async def release_lock(self, name: str, owner: str) -> bool:
+        # Tried even with the breaker open: a lock left behind blocks its name until its TTL.
         try:
             released = await self._release(keys=[name], args=[owner])
         except (RedisError, OSError) as exc:
@@ -358,24 +558,30 @@ class RedisCache(Cache):
         return bool(released)
 
     async def publish(self, channel: str, message: str) -> None:
-        if not self.breaker.allow():
-            return
-        try:
-            await self.client.publish(channel, message)
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return
-        self._ok()
+        with contextlib.suppress(CacheUnavailable):
+            await self._call(lambda client: client.publish(channel, message))
 
     async def ping(self) -> bool:
+        # The health probe asks Redis itself, whatever the breaker says.
         try:
             await self.client.ping()
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return False
         self._ok()
-        await self._flush_pending_deletes()
+        await self._replay_quietly()
         return True
+
+    async def _replay_quietly(self) -> None:
+        """Replay the backlog now that Redis answered; a failure counts against the breaker."""
+        if not self._backlog:
+            return
+        try:
+            await self._replay()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return
+        self._ok()
 
     async def _listen(self) -> None:
         """Keep one pub/sub connection open; after any gap, tell subscribers to reset."""
@@ -393,8 +599,10 @@ class RedisCache(Cache):
                 await pubsub.subscribe(*channels)
                 # Anything published while we were not subscribed is lost: drop derived state.
                 await self._reset_subscribers()
-                self.bus_connected = True
+                self._bus_connected = True
                 delay = 0.1
+                # Redis answers again: what this process could not tell the others goes out now.
+                await self._replay_quietly()
                 while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
@@ -410,7 +618,7 @@ class RedisCache(Cache):
             except (RedisError, OSError) as exc:
                 # Not subscribed from here on: local caches must stop trusting their entries now,
                 # not after the back-off below.
-                self.bus_connected = False
+                self._bus_connected = False
                 if self._closing:
                     return
                 logger.warning("cache bus disconnected (%s); reconnecting", type(exc).__name__)
@@ -418,7 +626,7 @@ class RedisCache(Cache):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                self.bus_connected = False
+                self._bus_connected = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):

@@ -11,38 +11,26 @@ Coherence, in order, after a write commits (see `invalidate`):
 A reader that loaded from the database while a write committed must not store what it read: the
 shared fill is a compare-and-set on the generation read before loading, and a local fill is dropped
 when an invalidation arrived meanwhile (the epoch moved). With Redis unreachable the local tier is
-bypassed (it could not hear invalidations) and reads go to the database.
+bypassed (it could not hear invalidations) and reads go to the database. The local tier is a
+`LocalTier`; the shared tier is reached only through the `Cache` interface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
-
-from app.core.cache import Cache, RedisCache
+from app.core.cache import Batch, Cache
 from app.core.invalidation import InvalidationBus
+from app.core.local_tier import LocalTier
+from app.core.metrics import CacheCounts, count_cache_operations
 
 ALL_TYPES = "all"  # the key suffix of the whole document (not a provider type)
 
 Loader = Callable[[str, str | None], Awaitable[bytes]]
 LocalKey = tuple[str, str | None]
-
-# Store the document only if the generation is still the one read before the database load.
-_FILL_IF_GENERATION = """
-local g = redis.call('get', KEYS[2])
-if (g == false and ARGV[1] == '') or g == ARGV[1] then
-  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-"""
 
 
 def cache_key(tenant_id: str, provider_type: str | None) -> str:
@@ -51,19 +39,6 @@ def cache_key(tenant_id: str, provider_type: str | None) -> str:
 
 def generation_key(tenant_id: str) -> str:
     return f"provider_config_generation:{tenant_id}"
-
-
-@dataclass(slots=True)
-class _Entry:
-    body: bytes
-    expires_at: float
-
-
-@dataclass
-class CacheCounters:
-    local_hits: int = 0
-    shared_hits: int = 0
-    database_loads: int = 0
 
 
 class ConfigCache:
@@ -79,18 +54,15 @@ class ConfigCache:
     ) -> None:
         self.enabled = enabled
         self.ttl_s = ttl_s
-        self.counters = CacheCounters()
+        self.database_loads = 0
+        # Its shared-tier reads: only this reader knows which of the keys it reads is an entry.
+        self.shared_reads = count_cache_operations("shared", CacheCounts())
         self._cache = cache
         self._loader = loader
-        # Without Redis the shared cache is this process's memory: the local tier is enough.
-        self._redis = cache if isinstance(cache, RedisCache) else None
-        self._max_local_entries = max_local_entries
-        self._local: dict[LocalKey, _Entry] = {}
-        self._inflight: dict[LocalKey, asyncio.Task[bytes]] = {}
-        self._epoch = 0
-        self._fill_script = (
-            self._redis.client.register_script(_FILL_IF_GENERATION) if self._redis else None
+        self._local: LocalTier[LocalKey, bytes] = LocalTier(
+            cache, ttl_s=ttl_s, max_entries=max_local_entries
         )
+        self._inflight: dict[LocalKey, asyncio.Task[bytes]] = {}
         self._bus = InvalidationBus(
             cache, "provider_config", self._on_invalidation, self.clear, ack_timeout_s=ack_timeout_s
         )
@@ -115,13 +87,12 @@ class ConfigCache:
         if not self.enabled:
             return await self._loader(tenant_id, provider_type)
         key = (tenant_id, provider_type)
-        entry = self._local.get(key)
-        if entry is not None and entry.expires_at > time.monotonic() and self._bus.coherent:
-            self.counters.local_hits += 1
-            return entry.body
+        body = self._local.get(key)
+        if body is not None:
+            return body
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._fill(key, self._epoch))
+            task = asyncio.create_task(self._fill(key, self._local.epoch))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._forget(key, done))
         # Shielded: a reader that gives up does not cancel the load the others are waiting for.
@@ -135,73 +106,48 @@ class ConfigCache:
 
     async def _fill(self, key: LocalKey, epoch: int) -> bytes:
         tenant_id, provider_type = key
-        shared_ok = self._redis is None
-        generation = ""
-        if self._redis is not None:
-            body, generation, shared_ok = await self._shared_read(tenant_id, provider_type)
-            if body is not None:
-                self.counters.shared_hits += 1
-                self._store_local(key, body, epoch)
-                return body
-        self.counters.database_loads += 1
-        body = await self._loader(tenant_id, provider_type)
-        if self._redis is not None and shared_ok:
-            await self._shared_fill(tenant_id, provider_type, generation, body)
-        if shared_ok:
-            self._store_local(key, body, epoch)
+        # Without Redis the shared cache is this process's memory: the local tier is enough.
+        if not self._cache.shared:
+            body = await self._load(tenant_id, provider_type)
+            self._local.put(key, body, epoch)
+            return body
+        found = await self._cache.get_many(
+            cache_key(tenant_id, provider_type), generation_key(tenant_id)
+        )
+        if found is None:  # Redis unreachable: neither tier can be trusted, nor filled
+            self.shared_reads.misses += 1
+            return await self._load(tenant_id, provider_type)
+        shared, generation = found
+        if shared is not None:
+            self.shared_reads.hits += 1
+            self._local.put(key, shared, epoch)
+            return shared
+        self.shared_reads.misses += 1
+        body = await self._load(tenant_id, provider_type)
+        await self._cache.set_if_unchanged(
+            cache_key(tenant_id, provider_type),
+            body,
+            self.ttl_s,
+            guard=generation_key(tenant_id),
+            expected=(generation or b"").decode(),
+        )
+        self._local.put(key, body, epoch)
         return body
 
-    def _store_local(self, key: LocalKey, body: bytes, epoch: int) -> None:
-        if epoch != self._epoch:
-            return  # an invalidation arrived while loading: what we hold may predate it
-        if len(self._local) >= self._max_local_entries:
-            self._local.pop(next(iter(self._local)))
-        self._local[key] = _Entry(body, time.monotonic() + self.ttl_s)
-
-    async def _shared_read(
-        self, tenant_id: str, provider_type: str | None
-    ) -> tuple[bytes | None, str, bool]:
-        redis = self._redis
-        assert redis is not None
-        if not redis.available:
-            return None, "", False
-        try:
-            body, generation = await redis.client.mget(
-                cache_key(tenant_id, provider_type), generation_key(tenant_id)
-            )
-        except (RedisError, OSError) as exc:
-            self._bus.failed(exc)
-            return None, "", False
-        redis.breaker.success()
-        return (
-            body.encode() if isinstance(body, str) else body,
-            generation.decode() if isinstance(generation, bytes) else str(generation or ""),
-            True,
-        )
-
-    async def _shared_fill(
-        self, tenant_id: str, provider_type: str | None, generation: str, body: bytes
-    ) -> None:
-        assert self._fill_script is not None
-        try:
-            await self._fill_script(
-                keys=[cache_key(tenant_id, provider_type), generation_key(tenant_id)],
-                args=[generation, body, int(self.ttl_s * 1000)],
-            )
-        except (RedisError, OSError) as exc:
-            self._bus.failed(exc)
+    async def _load(self, tenant_id: str, provider_type: str | None) -> bytes:
+        self.database_loads += 1
+        return await self._loader(tenant_id, provider_type)
 
     # --- invalidation -----------------------------------------------------------------------
     async def clear(self) -> None:
         """Drop every local entry (the bus reconnected: invalidations may have been missed)."""
         self._local.clear()
         self._inflight.clear()
-        self._epoch += 1
 
     def _drop_local(self, tenant_id: str, provider_types: Iterable[str]) -> None:
-        self._epoch += 1
-        for key in [(tenant_id, None), *((tenant_id, t) for t in provider_types)]:
-            self._local.pop(key, None)
+        keys = [(tenant_id, None), *((tenant_id, t) for t in provider_types)]
+        self._local.drop(keys)
+        for key in keys:
             self._inflight.pop(key, None)
 
     async def invalidate(self, tenant_id: str, provider_types: Iterable[str]) -> None:
@@ -209,19 +155,14 @@ class ConfigCache:
         if not self.enabled:
             return
         types = sorted(set(provider_types))
-        redis = self._redis
-        if redis is None:
+        if not self._cache.shared:
             self._drop_local(tenant_id, types)
             return
-        keys = [cache_key(tenant_id, None), *(cache_key(tenant_id, t) for t in types)]
-        generation = generation_key(tenant_id)
-
-        def shared_entries(pipe: Pipeline) -> None:
-            # In the same round trip as the announcement: new generation, shared entries gone.
-            pipe.incr(generation)
-            pipe.pexpire(generation, int(self.ttl_s * 1000) * 2)
-            pipe.delete(*keys)
-
+        # In the same transaction as the announcement: a new generation (a fill that read the
+        # old one stores nothing), the shared entries gone. Replayed together if Redis is down.
+        shared_entries = Batch()
+        shared_entries.bump(generation_key(tenant_id), self.ttl_s * 2)
+        shared_entries.delete(cache_key(tenant_id, None), *(cache_key(tenant_id, t) for t in types))
         told = await self._bus.broadcast(
             {"tenant_id": tenant_id, "types": types},
             within=shared_entries,
@@ -229,7 +170,6 @@ class ConfigCache:
             published=lambda: self._drop_local(tenant_id, types),
         )
         if not told:
-            await redis.delete(*keys)  # queued by the foundation, replayed once Redis answers
             self._drop_local(tenant_id, types)
 
     def _on_invalidation(self, payload: dict[str, Any]) -> None:

@@ -9,12 +9,12 @@ Coherence across replicas: every change to a connection that a read could see (r
 refresh, new login, disconnect, client edit or deletion) invalidates it after its commit through
 an acknowledged `InvalidationBus`, so once the change's caller has its answer no replica serves
 the old row. A read that loaded from the database while an invalidation arrived does not store
-what it read (the epoch moved). With Redis unreachable the cache is bypassed.
+what it read (the epoch moved). With Redis unreachable the cache is bypassed. The entries, their
+bound, expiry, epoch and that gate are a `LocalTier`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +22,7 @@ from typing import Any
 
 from app.core.cache import Cache
 from app.core.invalidation import InvalidationBus
+from app.core.local_tier import LocalTier
 
 Key = tuple[str, str, str]  # tenant_id, provider, branch_id
 
@@ -29,7 +30,6 @@ Key = tuple[str, str, str]  # tenant_id, provider, branch_id
 @dataclass(slots=True)
 class Entry:
     row: Any
-    serve_until: float  # time.monotonic()
     last_used_at: datetime | None
 
 
@@ -45,52 +45,41 @@ class TokenReadCache:
     ) -> None:
         self.enabled = enabled and ttl_s > 0
         self.ttl_s = ttl_s
-        self.hits = 0
-        self._max_entries = max_entries
-        self._entries: dict[Key, Entry] = {}
+        self._tier: LocalTier[Key, Entry] = LocalTier(
+            cache, ttl_s=ttl_s, max_entries=max_entries, on_forget=self._unindex
+        )
         self._keys_by_id: dict[str, Key] = {}
-        self._epoch = 0
         self._bus = InvalidationBus(
             cache, "tokens", self._on_invalidation, self.clear, ack_timeout_s=ack_timeout_s
         )
+        # The fresh-token read's hot path: the tier's own lookup, with no call in between.
+        self.get = self._tier.get
 
     def subscribe(self) -> None:
         if self.enabled:
             self._bus.subscribe()
 
     @property
+    def hits(self) -> int:
+        return self._tier.counts.hits
+
+    @property
     def epoch(self) -> int:
         """Read before a database load; `put` ignores the row if an invalidation came since."""
-        return self._epoch
-
-    def get(self, key: Key) -> Entry | None:
-        entry = self._entries.get(key)
-        if entry is None or entry.serve_until <= time.monotonic() or not self._bus.coherent:
-            return None
-        self.hits += 1
-        return entry
+        return self._tier.epoch
 
     def put(
         self, key: Key, row: Any, epoch: int, serve_for_s: float, last_used_at: datetime | None
     ) -> None:
         """Keep `row` for at most `serve_for_s` seconds (capped at the TTL)."""
-        if not self.enabled or epoch != self._epoch or serve_for_s <= 0:
-            return
-        if not self._bus.coherent:
-            return
-        if len(self._entries) >= self._max_entries and key not in self._entries:
-            oldest = next(iter(self._entries))
-            self._forget(oldest)
-        serve_until = time.monotonic() + min(serve_for_s, self.ttl_s)
-        self._entries[key] = Entry(row, serve_until, last_used_at)
-        self._keys_by_id[row.id] = key
+        if self.enabled and self._tier.put(key, Entry(row, last_used_at), epoch, serve_for_s):
+            self._keys_by_id[row.id] = key
 
     # --- invalidation -----------------------------------------------------------------------
     async def clear(self) -> None:
         """Drop everything (the bus reconnected: invalidations may have been missed)."""
-        self._entries.clear()
+        self._tier.clear()
         self._keys_by_id.clear()
-        self._epoch += 1
 
     async def invalidate(
         self, connection_ids: Iterable[str] = (), *, tenant_id: str | None = None
@@ -111,17 +100,12 @@ class TokenReadCache:
         self._drop(payload)
 
     def _drop(self, payload: dict[str, Any]) -> None:
-        self._epoch += 1
-        for connection_id in payload["ids"]:
-            key = self._keys_by_id.get(str(connection_id))
-            if key is not None:
-                self._forget(key)
+        keys = [self._keys_by_id[str(i)] for i in payload["ids"] if str(i) in self._keys_by_id]
         tenant_id = payload["tenant_id"]
         if tenant_id is not None:
-            for key in [k for k in self._entries if k[0] == tenant_id]:
-                self._forget(key)
+            keys.extend(key for key in self._tier if key[0] == tenant_id)
+        self._tier.drop(keys)
 
-    def _forget(self, key: Key) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None and self._keys_by_id.get(entry.row.id) == key:
+    def _unindex(self, key: Key, entry: Entry) -> None:
+        if self._keys_by_id.get(entry.row.id) == key:
             del self._keys_by_id[entry.row.id]

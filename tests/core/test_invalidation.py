@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from app.core.cache import RedisCache
 from app.core.invalidation import InvalidationBus
+from app.provider_configs.cache import ConfigCache
 from tests.conftest import REDIS_URL
 from tests.core.test_cache import redis_server
 
@@ -114,3 +115,58 @@ async def test_a_replica_that_lost_its_subscription_is_not_coherent(
         await _until(lambda: not replica.cache.bus_connected)
         assert replica.cache.available is True
         assert replica.bus.coherent is False
+
+
+async def test_concurrent_replays_send_each_unpublished_invalidation_once() -> None:
+    async with replicas(2) as (writer, reader):
+        breaker = writer.cache.breaker
+        while not breaker.is_open:
+            breaker.failure()
+        late = [{"ids": [f"late-{n}"]} for n in range(5)]
+        for payload in late:
+            assert await writer.bus.broadcast(payload) is False
+        breaker.success()
+        # Three call paths find Redis answering at once; each would replay the backlog.
+        await asyncio.gather(
+            writer.bus.broadcast({"ids": ["now-1"]}),
+            writer.bus.broadcast({"ids": ["now-2"]}),
+            writer.cache.ping(),
+        )
+        assert reader.received[:5] == late
+        assert sorted(p["ids"][0] for p in reader.received[5:]) == ["now-1", "now-2"]
+
+
+async def test_a_write_while_only_this_replicas_breaker_is_open_reaches_the_other_replica(
+    redis_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    _, port = redis_server
+    url = f"redis://127.0.0.1:{port}/0"
+    database = {"document": b"v1"}
+
+    async def load(tenant_id: str, provider_type: str | None) -> bytes:
+        return database["document"]
+
+    writer_redis = RedisCache(url, breaker_failures=1, breaker_reset_s=0.2)
+    reader_redis = RedisCache(url)
+    writer = ConfigCache(writer_redis, load, ttl_s=300)
+    reader = ConfigCache(reader_redis, load, ttl_s=300)
+    for cache, redis_cache in ((writer, writer_redis), (reader, reader_redis)):
+        cache.subscribe()
+        await redis_cache.start()
+    try:
+        await _until(lambda: writer_redis.bus_connected and reader_redis.bus_connected)
+        assert await reader.get("tenant", None) == b"v1"  # in the reader's local tier and Redis
+        writer_redis.breaker.failure()  # this replica's Redis calls have been failing
+        database["document"] = b"v2"
+        await writer.invalidate("tenant", [])  # Redis cannot be told: kept in the backlog
+        await asyncio.sleep(0.25)  # the breaker lets a trial call through
+        # An ordinary read is the first call to find Redis answering: it replays the backlog.
+        assert await writer.get("tenant", None) == b"v2"
+        deadline = asyncio.get_running_loop().time() + 5
+        while await reader.get("tenant", None) != b"v2":
+            assert asyncio.get_running_loop().time() < deadline, "the reader kept the old version"
+            await asyncio.sleep(0.01)
+    finally:
+        for cache, redis_cache in ((writer, writer_redis), (reader, reader_redis)):
+            await cache.close()
+            await redis_cache.close()

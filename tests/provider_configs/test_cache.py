@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -42,6 +43,27 @@ async def test_a_warm_read_does_not_touch_the_database(
             response = await client.get(f"/config/{TENANT}", headers=user)
             assert response.status_code == 200
     assert selects == []
+
+
+async def _cache_operations(client: httpx.AsyncClient, tier: str, result: str) -> float:
+    text = (await client.get("/metrics")).text
+    pattern = rf'^junction_cache_operations_total{{result="{result}",tier="{tier}"}} (\S+)$'
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found, f"no {tier} {result} count in /metrics"
+    return float(found.group(1))
+
+
+async def test_cache_metrics_count_the_hits_and_misses_of_reads(
+    client: httpx.AsyncClient, user: dict
+) -> None:
+    await post_config(client, user, map=[provider("google")])
+    hits = await _cache_operations(client, "local", "hit")
+    misses = await _cache_operations(client, "local", "miss")
+    await client.get(f"/config/{TENANT}", headers=user)  # cold: a local miss
+    for _ in range(3):
+        await client.get(f"/config/{TENANT}", headers=user)
+    assert await _cache_operations(client, "local", "miss") == misses + 1
+    assert await _cache_operations(client, "local", "hit") == hits + 3
 
 
 async def test_concurrent_cold_reads_cost_one_database_read(
