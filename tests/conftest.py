@@ -28,6 +28,7 @@ from app.core.auth import mint_token
 from app.core.config import Settings
 from app.main import create_app
 from app.models import Base
+from tests.oauth_server import LocalOAuthServer
 
 BACKEND = os.environ.get("JUNCTION_TEST_BACKEND", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -142,6 +143,16 @@ def app(app_and_client: tuple[Any, httpx.AsyncClient]) -> Any:
 @pytest.fixture
 def client(app_and_client: tuple[Any, httpx.AsyncClient]) -> httpx.AsyncClient:
     return app_and_client[1]
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[LocalOAuthServer]:
+    """A fresh local authorization server per test, on 127.0.0.1:<free port>."""
+    server = LocalOAuthServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 TokenFactory = Callable[..., str]

@@ -13,9 +13,6 @@ import redis.asyncio as aioredis
 from app.core.cache import RedisCache
 from app.core.invalidation import InvalidationBus
 from tests.conftest import REDIS_URL
-from tests.core.test_cache import redis_server
-
-__all__ = ["redis_server"]
 
 
 class Replica:
