@@ -91,15 +91,28 @@ def settings(database_url: str) -> Settings:
     return build_settings(database_url)
 
 
+# Children before parents, so plain deletes satisfy every foreign key.
+_TABLES = [table.name for table in reversed(Base.metadata.sorted_tables)]
+# PostgreSQL: one round trip that deletes every row and restarts every sequence (what
+# `TRUNCATE ... RESTART IDENTITY` did). TRUNCATE swaps each table's files and cost ~0.2 s a
+# test; deleting the few rows a test leaves costs a millisecond.
+_EMPTY_POSTGRES = (
+    "DO $$ DECLARE seq regclass; BEGIN "
+    + " ".join(f"DELETE FROM {table};" for table in _TABLES)
+    + " FOR seq IN SELECT oid FROM pg_class WHERE relkind = 'S'"
+    " AND relnamespace = current_schema()::regnamespace"
+    " LOOP PERFORM setval(seq, 1, false); END LOOP; END $$"
+)
+
+
 async def _empty_everything(database_url: str) -> None:
     engine = create_async_engine(database_url, poolclass=NullPool)
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     try:
         async with engine.begin() as conn:
             if IS_POSTGRES:
-                await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                await conn.execute(text(_EMPTY_POSTGRES))
             else:
-                for table in tables:
+                for table in _TABLES:
                     await conn.execute(text(f"DELETE FROM {table}"))
     finally:
         await engine.dispose()
