@@ -8,8 +8,10 @@ and an empty Redis database. A missing PostgreSQL or Redis fails the run; nothin
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx._transports.default
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import event, text
@@ -41,6 +44,29 @@ IS_POSTGRES = BACKEND == "postgres"
 postgres_only = pytest.mark.skipif(
     not IS_POSTGRES, reason="needs PostgreSQL + Redis; runs in the postgres half of `make test`"
 )
+
+
+def _share_the_default_ssl_context() -> None:
+    """Every `httpx.AsyncClient` with the default `verify=True` builds its own SSL context, and
+    loading the CA bundle costs ~25 ms: the app's client at every start-up and each test's
+    "browser" pay it hundreds of times a run. So the default one is built once per trust
+    setting (httpcore already shares its own default context between pools the same way);
+    any other `verify` or `cert` still gets a context of its own.
+    """
+    build = httpx._transports.default.create_ssl_context
+    shared = functools.cache(build)
+
+    def create_ssl_context(
+        verify: ssl.SSLContext | str | bool = True, cert: Any = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
+        if verify is True and cert is None:
+            return shared(trust_env=trust_env)
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    httpx._transports.default.create_ssl_context = create_ssl_context  # type: ignore[assignment]
+
+
+_share_the_default_ssl_context()
 
 
 def pytest_report_header() -> str:
