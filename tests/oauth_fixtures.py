@@ -1,18 +1,16 @@
-"""Fixtures and helpers around the local OAuth server: register a client, complete a login.
+"""Helpers around the local OAuth server: register a client, complete a login, connect a branch.
 
-Other domains import them explicitly:
-`from tests.oauth_fixtures import oauth_server, connect_branch`
-(re-export the `oauth_server` fixture from the test module or a conftest).
+Plain functions and constants, imported by name (`from tests.oauth_fixtures import
+connect_branch`). The `oauth_server` fixture itself lives in tests/conftest.py, so every test
+module can ask for it without importing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 
 from tests.oauth_server import LocalOAuthServer
 
@@ -25,16 +23,6 @@ LOCAL_REFRESH_MARGIN_S = 60
 
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def oauth_server() -> Iterator[LocalOAuthServer]:
-    """A fresh local authorization server per test, on 127.0.0.1:<free port>."""
-    server = LocalOAuthServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def client_body(

@@ -17,9 +17,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from tests.http_servers import BackgroundHTTPServer
 
 
 @dataclass
@@ -72,8 +74,7 @@ class LocalOAuthServer:
         self.last_authorize_params: dict[str, str] = {}
         self.last_token_request: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: BackgroundHTTPServer | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> LocalOAuthServer:
@@ -82,24 +83,18 @@ class LocalOAuthServer:
         class Handler(_Handler):
             oauth = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._http = BackgroundHTTPServer(Handler).start()
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "start() the server first"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self._http is not None, "start() the server first"
+        return self._http.base_url
 
     def provider_urls(self) -> dict[str, str]:
         """The URLs to register as a custom provider or to override a built-in one with."""

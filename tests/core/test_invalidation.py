@@ -14,9 +14,6 @@ from app.core.cache import RedisCache
 from app.core.invalidation import InvalidationBus
 from app.provider_configs.cache import ConfigCache
 from tests.conftest import REDIS_URL
-from tests.core.test_cache import redis_server
-
-__all__ = ["redis_server"]
 
 
 class Replica:

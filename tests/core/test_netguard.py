@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import ssl
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.core.netguard import UnsafeDestination, _aimed_at, ensure_public_destination, post
+from tests.http_servers import BackgroundHTTPServer
 
 
 @pytest.mark.parametrize(
@@ -75,14 +75,8 @@ class _Recorder(BaseHTTPRequestHandler):
 def recorder() -> Iterator[tuple[int, list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
     handler = type("Recorder", (_Recorder,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with BackgroundHTTPServer(handler) as server:
+        yield server.port, seen
 
 
 async def test_a_call_by_name_goes_to_the_checked_address_with_the_name_as_host(
@@ -172,13 +166,10 @@ async def test_over_tls_the_certificate_is_verified_against_the_name_not_the_add
     cert_path, key_path = _self_signed_for_localhost(tmp_path)
     seen: list[dict[str, str]] = []
     handler = type("Recorder", (_Recorder,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert_path, key_path)
-    server.socket = server_context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    port = server.server_address[1]
+    server = BackgroundHTTPServer(handler, tls=server_context).start()
+    port = server.port
     trust = ssl.create_default_context(cafile=str(cert_path))
     try:
         async with httpx.AsyncClient(verify=trust) as http:
@@ -191,6 +182,5 @@ async def test_over_tls_the_certificate_is_verified_against_the_name_not_the_add
             with pytest.raises(httpx.ConnectError):
                 await http.post(f"https://127.0.0.1:{port}/hook", content=b"x")
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     assert [entry["Host"] for entry in seen] == [f"localhost:{port}"]

@@ -17,10 +17,8 @@ from app.state import app_state
 from app.tokens.models import OAuthConnection
 from tests.conftest import bearer, build_settings, postgres_only, running_app
 from tests.monitoring.factories import list_event_rows
-from tests.oauth_fixtures import connect_branch, oauth_server, register_client
+from tests.oauth_fixtures import connect_branch, register_client
 from tests.oauth_server import LocalOAuthServer
-
-__all__ = ["oauth_server"]
 
 WAIT_S = 15.0  # an upper bound for background work, never a speed expectation
 

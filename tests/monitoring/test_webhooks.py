@@ -6,10 +6,9 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ from app.monitoring.models import MonitoringWebhookDelivery
 from app.monitoring.webhooks import MAX_ATTEMPTS
 from app.state import app_state
 from tests.conftest import bearer, build_settings, running_app
+from tests.http_servers import BackgroundHTTPServer
 from tests.monitoring.test_events import status_change
 from tests.monitoring.test_loop import eventually
 
@@ -67,15 +67,9 @@ def _serve() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/junction"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with BackgroundHTTPServer(Handler) as server:
+        state.url = f"{server.base_url}/hooks/junction"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def service_token(make_token: Any, tenant: str = "tenant-a") -> dict[str, str]:

@@ -20,13 +20,10 @@ from tests.oauth_fixtures import (
     client_body,
     complete_login,
     connect_branch,
-    oauth_server,
     register_client,
 )
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections
-
-__all__ = ["oauth_server"]
 
 
 async def test_nul_character_in_a_client_field_is_a_422(

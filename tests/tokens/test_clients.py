@@ -10,11 +10,9 @@ from app.core.crypto import DecryptionError, associated_data
 from app.state import app_state
 from app.tokens.models import OAuthClient
 from tests.conftest import bearer
-from tests.oauth_fixtures import client_body, connect_branch, oauth_server, register_client
+from tests.oauth_fixtures import client_body, connect_branch, register_client
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, read_token
-
-__all__ = ["oauth_server"]
 
 
 async def _stored_client(app) -> OAuthClient:

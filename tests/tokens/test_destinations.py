@@ -17,13 +17,10 @@ from tests.oauth_fixtures import (
     client_body,
     connect_branch,
     follow_authorization,
-    oauth_server,
     register_client,
 )
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, connection_row, read_token
-
-__all__ = ["oauth_server"]
 
 _STAGING_SECRET = "staging-secret-0123456789abcdef0123456789abcdef"
 

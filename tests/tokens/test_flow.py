@@ -19,13 +19,10 @@ from tests.oauth_fixtures import (
     complete_login,
     connect_branch,
     follow_authorization,
-    oauth_server,
     register_client,
 )
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, connection_row, read_token
-
-__all__ = ["oauth_server"]
 
 
 async def _login(

@@ -10,11 +10,9 @@ import pytest
 from app.core.config import ConfigurationError
 from app.tokens.providers import ProviderRegistry
 from tests.conftest import bearer, build_settings, running_app
-from tests.oauth_fixtures import connect_branch, oauth_server, register_client
+from tests.oauth_fixtures import connect_branch, register_client
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
-
-__all__ = ["oauth_server"]
 
 BUILT_IN = {
     "google_search_console",

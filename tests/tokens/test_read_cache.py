@@ -19,11 +19,9 @@ from tests.conftest import (
     recorded_statements,
     running_app,
 )
-from tests.oauth_fixtures import LOCAL_REFRESH_MARGIN_S, connect_branch, oauth_server
+from tests.oauth_fixtures import LOCAL_REFRESH_MARGIN_S, connect_branch
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
-
-__all__ = ["oauth_server"]
 
 
 def connection_queries(app: Any) -> AbstractContextManager[list[str]]:

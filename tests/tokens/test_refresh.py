@@ -11,11 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.state import app_state
 from app.tokens.context import StatusChange
 from tests.conftest import bearer, build_settings, running_app
-from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch, oauth_server
+from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, connection_row, end_cooldown, read_token
-
-__all__ = ["oauth_server"]
 
 
 async def _connect_expired(client: httpx.AsyncClient, token: str, server: LocalOAuthServer) -> None:

@@ -8,11 +8,9 @@ import httpx
 
 from app.core.config import Settings
 from tests.conftest import build_settings, free_port, postgres_only, running_app
-from tests.oauth_fixtures import connect_branch, oauth_server
+from tests.oauth_fixtures import connect_branch
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, read_token
-
-__all__ = ["oauth_server"]
 
 
 async def _split_expired_reads(

@@ -17,12 +17,9 @@ from tests.oauth_fixtures import (
     LOCAL_PROVIDER,
     LOCAL_REFRESH_MARGIN_S,
     connect_branch,
-    oauth_server,
 )
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, read_token
-
-__all__ = ["oauth_server"]
 
 SPEC = ProviderSpec(
     name="p",

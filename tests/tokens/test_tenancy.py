@@ -8,11 +8,9 @@ from sqlalchemy import func, select
 from app.state import app_state
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
 from tests.conftest import bearer
-from tests.oauth_fixtures import LOCAL_PROVIDER, client_body, connect_branch, oauth_server
+from tests.oauth_fixtures import LOCAL_PROVIDER, client_body, connect_branch
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
-
-__all__ = ["oauth_server"]
 
 
 async def _snapshot(app) -> tuple:
