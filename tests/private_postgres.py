@@ -4,13 +4,18 @@ restart or pause the database; the shared server is never touched."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.conftest import free_port
-
 _RUN_AS = ["runuser", "-u", "postgres", "--"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _bindir() -> Path:
@@ -27,9 +32,18 @@ class PrivatePostgres:
         self.root = Path(tempfile.mkdtemp(prefix="junction-pg-"))
         shutil.chown(self.root, "postgres")
         self.data = self.root / "data"
-        self.port = free_port()
+        self.port = _free_port()
         self._pg(
-            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"
+            "initdb",
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
         )
 
     @property

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from app.core.logging import request_id_var
-
 from app.core.db import after_commit, create_sessionmaker, unit_of_work
+from app.core.logging import request_id_var
 from app.state import app_state
 from app.workspaces.models import Workspace
 from tests.conftest import build_settings, postgres_only, running_app
@@ -73,7 +72,7 @@ async def test_a_failing_after_commit_step_is_logged_once_with_the_request_id_an
     settings = build_settings(database_url)
     ran: list[str] = []
     async with running_app(settings) as (app, _):
-        sessionmaker = create_sessionmaker(app.state.engine)
+        sessionmaker = create_sessionmaker(app_state(app).engine)
         token = request_id_var.set("req-after-commit")
         try:
             async for session in unit_of_work(sessionmaker):

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from app.core import migrations
+from app.state import app_state
 from tests.conftest import TokenFactory, bearer, build_settings, postgres_only, running_app
 from tests.private_postgres import PrivatePostgres
 
@@ -64,7 +65,7 @@ async def test_a_database_shutting_down_answers_503_not_500(
         try:
             running_cluster.stop("smart", wait=False)
             await asyncio.sleep(0.2)
-            await app.state.engine.dispose()  # the next request opens a new connection
+            await app_state(app).engine.dispose()  # the next request opens a new connection
             response = await _read_workspace(client, token)
         finally:
             await held.close()
@@ -106,7 +107,7 @@ async def test_a_connection_reset_at_connect_answers_503_not_500(
     async with app_on(running_cluster) as (app, client):
         assert (await _read_workspace(client, token)).status_code == 200
         running_cluster.stop("fast")
-        await app.state.engine.dispose()
+        await app_state(app).engine.dispose()
         with resetting_listener(running_cluster.port):
             response = await _read_workspace(client, token)
     assert response.status_code == 503, response.text
