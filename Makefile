@@ -8,7 +8,7 @@ PORT ?= 8000
 TEST_PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-sqlite test-postgres lint format bench token \
+.PHONY: install run test test-sqlite test-postgres lint format bench bench-faults token \
         db-upgrade db-downgrade db-current db-history db-revision clean
 
 $(STAMP): pyproject.toml
@@ -49,6 +49,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || (apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null 2>&1) || echo "wrk unavailable: using the Python load generator"
 	$(BIN)/python -m bench $(ARGS)
+
+# Two replicas under load while Redis is killed and stalled and PostgreSQL restarts (servers of
+# its own): requests, non-2xx by status, stale reads, lost acknowledged writes.
+bench-faults: $(STAMP)
+	$(BIN)/python -m bench.faults $(ARGS)
 
 token: $(STAMP)
 	$(BIN)/junction token --tenant $(or $(tenant),demo) --role $(or $(role),service)

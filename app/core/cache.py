@@ -7,7 +7,21 @@ they raise `CacheUnavailable`, because a caller that needs mutual exclusion must
 
 What must reach the other replicas but could not (a delete of shared entries, a transaction that
 announces an invalidation) waits in one backlog and is replayed, in order and before anything
-else, by the first call that finds Redis answering again, whichever call that is.
+else, by the first call that finds Redis answering again, whichever call that is, and at the
+latest by the heartbeat below, which tries every `HEARTBEAT_S` while the breaker allows a call.
+
+Coherence lease. A per-process tier may serve an entry only while this process is known to hear
+the bus: each replica publishes a heartbeat of its own every `HEARTBEAT_S` and, on hearing it back,
+trusts its local entries until `COHERENCE_LEASE_S` after the heartbeat was *sent*. Redis delivers
+one subscriber's messages in the order it received them, so hearing a heartbeat sent at `s` means
+every invalidation that reached Redis before `s` has been applied. A writer that announced an
+invalidation answers only after every replica acknowledged it or `COHERENCE_LEASE_S` passed (the
+acknowledgement wait is at least that long), and one that could not announce it waits out the
+lease: by then a replica that did not apply it (paused, behind a backlog, cut off from a stalled
+Redis) has stopped serving its local tier, and reads go to the database. After a lapse, trust
+returns only after a grace (`regain_grace_s`: the breaker's reset time, two heartbeats and the
+lease), so that other replicas' backlogs (writes they could not announce while Redis was away)
+have been replayed and heard first.
 """
 
 from __future__ import annotations
@@ -34,6 +48,9 @@ ResetHandler = Callable[[], Awaitable[None]]
 T = TypeVar("T")
 
 _BUS_HEALTH_CHECK_S = 5
+HEARTBEAT_S = 0.1
+COHERENCE_LEASE_S = 0.4
+_HEARTBEAT_CHANNEL = "junction:heartbeat"
 # Past this many messages waiting for one channel, they are replaced by its backlog message.
 MAX_BACKLOG_MESSAGES = 256
 
@@ -82,6 +99,8 @@ class CircuitBreaker:
         self.reset_s = reset_s
         self.consecutive_failures = 0
         self.opened_at: float | None = None
+        # When the current run of failures began (None while calls succeed).
+        self.failing_since: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -95,10 +114,13 @@ class CircuitBreaker:
         was_open = self.opened_at is not None
         self.consecutive_failures = 0
         self.opened_at = None
+        self.failing_since = None
         return was_open
 
     def failure(self) -> bool:
         """Record a failure; True when this opens the breaker."""
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
         self.consecutive_failures += 1
         if self.consecutive_failures >= self.failure_threshold:
             newly = self.opened_at is None or not self.is_open
@@ -198,11 +220,24 @@ class Cache:
         """True while this process hears the messages others publish."""
         return True
 
+    # How long a writer that could not announce an invalidation waits before answering, and the
+    # least a writer waits for acknowledgements (see the module docstring).
+    coherence_lease_s = 0.0
+
     @property
     def coherent(self) -> bool:
         """True while a per-process tier may trust its entries: no other replica, or Redis
-        answering and this process subscribed to hear the others' invalidations."""
+        answering, this process subscribed and its coherence lease current."""
         return True
+
+    def coherent_at(self, now: float) -> bool:
+        """`coherent` for a caller that already read `time.monotonic()`."""
+        return True
+
+    async def wait_out_lease(self) -> None:
+        """Return once every replica that cannot hear Redis has stopped trusting its local tier
+        (for a writer that could not announce an invalidation)."""
+        return None
 
     def channel_name(self, name: str) -> str:
         """A pub/sub channel for `name`, private to this cache's database."""
@@ -356,6 +391,7 @@ class MemoryCache(Cache):
 class RedisCache(Cache):
     backend = "redis"
     shared = True
+    coherence_lease_s = COHERENCE_LEASE_S
 
     def __init__(
         self,
@@ -392,6 +428,17 @@ class RedisCache(Cache):
         self._db = int(self.client.connection_pool.connection_kwargs.get("db", 0))
         self._release = self.client.register_script(_RELEASE_IF_OWNER)
         self._set_if_guard = self.client.register_script(_SET_IF_GUARD)
+        # The coherence lease (monotonic times): trusted from, trusted until.
+        self._trusted_from = float("inf")
+        self._trusted_until = 0.0
+        self._ever_trusted = False
+        self._heartbeat_channel = self.channel_name(_HEARTBEAT_CHANNEL)
+        self._heartbeat_origin = f"{id(self):x}-{time.monotonic_ns():x}"
+        self._heartbeats_sent: dict[int, float] = {}
+        self._heartbeat_seq = 0
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._first_trust = asyncio.Event()
+        self.regain_grace_s = breaker_reset_s + 2 * HEARTBEAT_S + COHERENCE_LEASE_S
 
     @property
     def available(self) -> bool:
@@ -403,8 +450,16 @@ class RedisCache(Cache):
 
     @property
     def coherent(self) -> bool:
-        # On the hot path of every cached read: two attribute reads while the breaker is closed.
-        return self._bus_connected and not self.breaker.is_open
+        return self.coherent_at(time.monotonic())
+
+    def coherent_at(self, now: float) -> bool:
+        # On the hot path of every cached read: two compares and two attribute reads while the
+        # breaker is closed.
+        return (
+            self._trusted_from <= now < self._trusted_until
+            and self._bus_connected
+            and not self.breaker.is_open
+        )
 
     def channel_name(self, name: str) -> str:
         return f"{name}:{self._db}"
@@ -412,9 +467,19 @@ class RedisCache(Cache):
     async def start(self) -> None:
         if self._subscriptions and self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="cache-bus")
+            self._heartbeat = asyncio.create_task(self._beat(), name="cache-heartbeat")
+            # Serve local tiers from the first request on when Redis is there; never wait long
+            # when it is not (the first failed subscription ends the wait too).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_trust.wait(), timeout=2.0)
 
     async def close(self) -> None:
         self._closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await self._heartbeat
+            self._heartbeat = None
         if self._listener:
             # redis-py can swallow a cancellation inside a read; closing the bus connection makes
             # the listener's read fail, and the flag makes it return.
@@ -583,9 +648,65 @@ class RedisCache(Cache):
             return
         self._ok()
 
+    # --- the coherence lease ---------------------------------------------------------------
+    async def _beat(self) -> None:
+        """Every `HEARTBEAT_S` while the breaker allows a call: replay the backlog if any (so a
+        write nobody could announce goes out without waiting for the next request), then send a
+        heartbeat."""
+        while not self._closing:
+            if self.breaker.allow():
+                if self._backlog:
+                    await self._replay_quietly()
+                if self._bus_connected:
+                    await self._send_heartbeat()
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _send_heartbeat(self) -> None:
+        self._heartbeat_seq += 1
+        seq = self._heartbeat_seq
+        self._heartbeats_sent[seq] = time.monotonic()
+        for old in [s for s in self._heartbeats_sent if s < seq - 64]:
+            del self._heartbeats_sent[old]
+        try:
+            await self.client.publish(self._heartbeat_channel, f"{self._heartbeat_origin}:{seq}")
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return
+        self._ok()
+
+    def _on_heartbeat(self, message: str) -> None:
+        origin, _, seq = message.rpartition(":")
+        if origin != self._heartbeat_origin or not seq.isdigit():
+            return  # another replica's
+        sent = self._heartbeats_sent.pop(int(seq), None)
+        if sent is None:
+            return
+        now = time.monotonic()
+        if now >= self._trusted_until:
+            # The lease had lapsed (or this is the first): trust again after the grace, so that
+            # what other replicas could not announce meanwhile is replayed first. At start-up
+            # there is nothing of ours to distrust.
+            self._trusted_from = now + self.regain_grace_s if self._ever_trusted else sent
+        self._ever_trusted = True
+        self._trusted_until = max(self._trusted_until, sent + COHERENCE_LEASE_S)
+        self._first_trust.set()
+
+    def _lapse(self) -> None:
+        self._trusted_until = 0.0
+
+    async def wait_out_lease(self) -> None:
+        # Redis stopped answering no later than this process's first failed call of the run:
+        # every replica that lost it too stops trusting its tier a lease after that.
+        since = self.breaker.failing_since
+        remaining = COHERENCE_LEASE_S
+        if since is not None:
+            remaining = since + COHERENCE_LEASE_S - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
     async def _listen(self) -> None:
         """Keep one pub/sub connection open; after any gap, tell subscribers to reset."""
-        channels = list(self._subscriptions)
+        channels = [*self._subscriptions, self._heartbeat_channel]
         delay = 0.1
         while not self._closing:
             # The health check PINGs an idle subscription, so a connection the server dropped is
@@ -609,16 +730,20 @@ class RedisCache(Cache):
                         continue
                     channel = message["channel"]
                     data = message["data"]
-                    await self._dispatch(
-                        channel.decode() if isinstance(channel, bytes) else str(channel),
-                        data.decode() if isinstance(data, bytes) else str(data),
-                    )
+                    channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+                    data = data.decode() if isinstance(data, bytes) else str(data)
+                    if channel == self._heartbeat_channel:
+                        self._on_heartbeat(data)
+                    else:
+                        await self._dispatch(channel, data)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 # Not subscribed from here on: local caches must stop trusting their entries now,
                 # not after the back-off below.
                 self._bus_connected = False
+                self._lapse()
+                self._first_trust.set()  # start-up need not wait for a Redis that is not there
                 if self._closing:
                     return
                 logger.warning("cache bus disconnected (%s); reconnecting", type(exc).__name__)
@@ -627,6 +752,7 @@ class RedisCache(Cache):
                 delay = min(delay * 2, 5.0)
             finally:
                 self._bus_connected = False
+                self._lapse()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
+
+logger = logging.getLogger("junction.db")
 
 # Stable constraint names, so Alembic migrations are the same on PostgreSQL and SQLite.
 NAMING_CONVENTION = {
@@ -129,9 +132,22 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 
 
 async def run_after_commit(session: AsyncSession) -> None:
+    """Run the committed unit's callbacks; one that fails is logged and the others still run.
+
+    The write is durable by now: answering 500 would tell the caller it failed when it did
+    not, and a retry would find "no change". Each callback owns its failure mode (a cache
+    invalidation that cannot reach Redis is deferred by the cache layer, not lost); what reaches
+    here is logged once, inside the request, so the line carries its request id.
+    """
     callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
     for callback in callbacks:
-        await callback()
+        try:
+            await callback()
+        except Exception:
+            logger.exception(
+                "an after-commit step failed (%s); the write itself is committed",
+                getattr(callback, "__qualname__", type(callback).__name__),
+            )
 
 
 async def unit_of_work(

@@ -190,8 +190,19 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# SQLSTATE classes that mean "no usable database right now": 08 connection exceptions, 57
+# operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now:
+# starting up or shutting down).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57")
+
+
 def _is_connection_error(exc: DBAPIError) -> bool:
-    return bool(getattr(exc, "connection_invalidated", False)) or isinstance(exc, OperationalError)
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return (
+        bool(getattr(exc, "connection_invalidated", False))
+        or isinstance(exc, OperationalError)
+        or sqlstate.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
+    )
 
 
 # SQLSTATE classes of text the database refuses to store (NUL bytes, unpaired surrogates).
@@ -224,7 +235,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
-    app.add_exception_handler(ConnectionRefusedError, _database_unavailable)
+    # Refused, reset or aborted while connecting (the driver raises these unwrapped).
+    app.add_exception_handler(ConnectionError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _dbapi_error)
     app.add_exception_handler(UnicodeEncodeError, _unstorable_text)
     app.add_exception_handler(Exception, _unexpected)

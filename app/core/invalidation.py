@@ -69,6 +69,8 @@ class InvalidationBus:
         *,
         ack_timeout_s: float = 0.5,
     ) -> None:
+        if ack_timeout_s < cache.coherence_lease_s:
+            raise ValueError("the acknowledgement wait must be at least the coherence lease")
         self._cache = cache
         self._on_invalidate = on_invalidate
         self._on_reset = on_reset
@@ -118,6 +120,9 @@ class InvalidationBus:
         try:
             receivers = await self._cache.execute(batch)
             if receivers is None:
+                # Nobody could be told. Wait out the coherence lease: a replica that cannot hear
+                # Redis either has stopped serving its local tier by then.
+                await self._cache.wait_out_lease()
                 return False
             if published is not None:
                 published()

@@ -63,7 +63,11 @@ class LocalTier(Generic[K, V]):
     def get(self, key: K) -> V | None:
         # The hot path of every cached read: keep it to these three checks.
         slot = self._entries.get(key)
-        if slot is None or slot.expires_at <= time.monotonic() or not self._cache.coherent:
+        if slot is None:
+            self.counts.misses += 1
+            return None
+        now = time.monotonic()
+        if slot.expires_at <= now or not self._cache.coherent_at(now):
             self.counts.misses += 1
             return None
         self.counts.hits += 1

@@ -54,14 +54,17 @@ def _monitor_state(request: Request) -> str:
 async def health(request: Request) -> JSONResponse:
     database = await _database_ok(request)
     cache = app_state(request.app).cache
-    cache_ok = await cache.ping()
+    reachable = await cache.ping()
+    # Answering a ping is not enough: until this replica hears the bus again (and the grace after
+    # an outage has passed) its local tiers are bypassed and every read costs the database.
+    cache_state = "unavailable" if not reachable else "ok" if cache.coherent else "recovering"
     monitor = _monitor_state(request)
     checks: dict[str, Any] = {
         "database": "ok" if database else "unavailable",
-        "cache": f"{cache.backend}:{'ok' if cache_ok else 'unavailable'}",
+        "cache": f"{cache.backend}:{cache_state}",
         "monitor": monitor,
     }
-    degraded = not cache_ok or monitor == "stopped"
+    degraded = cache_state != "ok" or monitor == "stopped"
     status = "unavailable" if not database else ("degraded" if degraded else "ok")
     return JSONResponse(
         status_code=503 if not database else 200,

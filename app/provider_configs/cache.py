@@ -90,6 +90,11 @@ class ConfigCache:
         body = self._local.get(key)
         if body is not None:
             return body
+        if not self._cache.coherent:
+            # This process may have missed invalidations: neither a load begun before a write's
+            # answer (single flight) nor the shared tier (a replica cut off from Redis may not
+            # have deleted its entries yet) can be trusted; the database can.
+            return await self._load(tenant_id, provider_type)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._fill(key, self._local.epoch))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from app.core.db import after_commit, create_sessionmaker, unit_of_work
+from app.core.logging import request_id_var
 from app.state import app_state
 from app.workspaces.models import Workspace
 from tests.conftest import build_settings, postgres_only, running_app
@@ -62,3 +64,33 @@ async def test_the_unit_of_work_rolls_back_on_error_and_skips_callbacks(database
         async with sessionmaker() as check:
             assert await check.scalar(text("SELECT count(*) FROM workspaces")) == 0
     assert ran == []
+
+
+async def test_a_failing_after_commit_step_is_logged_once_with_the_request_id_and_others_run(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = build_settings(database_url)
+    ran: list[str] = []
+    async with running_app(settings) as (app, _):
+        sessionmaker = create_sessionmaker(app_state(app).engine)
+        token = request_id_var.set("req-after-commit")
+        try:
+            async for session in unit_of_work(sessionmaker):
+                session.add(Workspace(id="committed"))
+
+                async def failing() -> None:
+                    raise RuntimeError("redis went away")
+
+                async def second() -> None:
+                    ran.append("second")
+
+                after_commit(session, failing)
+                after_commit(session, second)
+        finally:
+            request_id_var.reset(token)
+        async with sessionmaker() as check:
+            assert await check.scalar(text("SELECT id FROM workspaces")) == "committed"
+    assert ran == ["second"]
+    failures = [r for r in caplog.records if "after-commit step failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert getattr(failures[0], "request_id", None) == "req-after-commit"
