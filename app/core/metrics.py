@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.cache import Cache
 from app.core.logging import request_id_var
+
+if TYPE_CHECKING:  # the cache counts its operations here: no import at run time
+    from app.core.cache import Cache
 
 access_logger = logging.getLogger("junction.access")
 
