@@ -149,25 +149,29 @@ async def _hold_cache_lock(
     ctx: TokenContext, held: contextlib.AsyncExitStack, connection_id: str, deadline: float
 ) -> bool:
     """Step 2: False when another worker held the Redis lock past the deadline; True when this
-    one holds it (released with `held`) or when there is no Redis lock to take."""
+    one holds it (renewed until, and released with, `held`) or when there is no Redis lock."""
     if ctx.cache.backend == "memory":
         return True
     name = f"junction:tokens:refresh:{connection_id}"
     owner = new_id()
+    ttl_s = ctx.settings.token_refresh_lock_ttl_s
     try:
-        acquired = await _poll_cache_lock(ctx, name, owner, deadline)
+        acquired = await _poll_cache_lock(ctx, name, owner, ttl_s, deadline)
     except CacheUnavailable:
         return True  # Redis is down: the row lock (or the local lock) alone
     if acquired:
         held.push_async_callback(ctx.cache.release_lock, name, owner)
+        # Pushed after the release, so it stops first: no renewal can follow the release.
+        renewal = asyncio.create_task(
+            _renew_cache_lock(ctx, name, owner, ttl_s), name=f"refresh-lock-renewal:{name}"
+        )
+        held.push_async_callback(_stop, renewal)
     return acquired
 
 
-async def _poll_cache_lock(ctx: TokenContext, name: str, owner: str, deadline: float) -> bool:
-    # The lock must outlive the provider call it guards: should it expire mid-call, a second
-    # worker could present the same refresh token, and rotation with reuse detection would revoke
-    # the grant.
-    ttl_s = max(ctx.settings.token_refresh_lock_ttl_s, ctx.settings.http_timeout_s * 2 + 5)
+async def _poll_cache_lock(
+    ctx: TokenContext, name: str, owner: str, ttl_s: float, deadline: float
+) -> bool:
     loop = asyncio.get_running_loop()
     while True:
         if await ctx.cache.acquire_lock(name, owner, ttl_s):
@@ -175,6 +179,33 @@ async def _poll_cache_lock(ctx: TokenContext, name: str, owner: str, deadline: f
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(_LOCK_POLL_S)
+
+
+async def _renew_cache_lock(ctx: TokenContext, name: str, owner: str, ttl_s: float) -> None:
+    """Extend the lock to a full TTL every third of it, for as long as its owner lives.
+
+    The lock must outlive the provider call it guards (should it expire mid-call, a second worker
+    could present the same refresh token, and rotation with reuse detection would revoke the
+    grant), yet a killed owner's lock must not stall the others for long: so a short TTL, kept
+    alive here. Two renewals in a row may fail before the lock lapses; and should it lapse (Redis
+    unreachable that long), on PostgreSQL the row lock, held to the end, still keeps the next
+    worker out of the provider call.
+    """
+    while True:
+        await asyncio.sleep(ttl_s / 3)
+        # A compare-and-set of the owner's own value with a fresh TTL: extended only while still
+        # ours (False also when Redis did not answer; the next round tries again).
+        extended = await ctx.cache.set_if_unchanged(
+            name, owner.encode(), ttl_s, guard=name, expected=owner
+        )
+        if not extended:
+            logger.warning("could not extend refresh lock %s", name)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @contextlib.asynccontextmanager
