@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     oauth_provider_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     oauth_state_ttl_s: int = Field(default=600, ge=30, le=600)
     oauth_callback_url: str | None = None
-    token_refresh_lock_ttl_s: float = Field(default=30.0, gt=0)
+    # Renewed every third of it while its owner lives: a killed owner's lock lapses this soon.
+    token_refresh_lock_ttl_s: float = Field(default=5.0, gt=0)
     token_refresh_wait_s: float = Field(default=15.0, gt=0)
     token_refresh_cooldown_s: float = Field(default=30.0, ge=0)
     token_refresh_backoff_max_s: float = Field(default=3600.0, gt=0)
@@ -84,7 +85,8 @@ class Settings(BaseSettings):
     monitor_batch_size: int = Field(default=200, ge=1)
     monitor_concurrency: int = Field(default=10, ge=1)
     monitor_per_provider_concurrency: int = Field(default=4, ge=1)
-    monitor_lease_s: float = Field(default=120.0, gt=0)
+    # Renewed every third of it while the loop works on the connection (as the refresh lock is).
+    monitor_lease_s: float = Field(default=10.0, gt=0)
     monitor_idle_refresh_s: float = Field(default=86400.0, gt=0)
     monitor_shutdown_grace_s: float = Field(default=10.0, ge=0)
 

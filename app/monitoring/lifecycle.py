@@ -38,7 +38,7 @@ async def lifespan(
     tokens: TokenContext,
 ) -> AsyncIterator[Monitoring]:
     # Every status change the tokens domain makes is recorded as an event (and a webhook).
-    stop_listening = tokens.on_status_change(service.record_status_change)
+    stop_listening = tokens.on_status_change(service.prepare_status_recorder)
     dispatcher = webhooks.WebhookDispatcher(settings, sessionmaker, keyring, http)
     monitor: MonitorLoop | None = None
     if settings.monitor_enabled:

@@ -86,6 +86,32 @@ async def release_leases(session: AsyncSession, connection_ids: Sequence[str], o
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def extend_leases(
+    session: AsyncSession, connection_ids: Sequence[str], owner: str, lease_until: datetime
+) -> set[str]:
+    """Extend our leases to `lease_until`; the ids extended (fenced by owner, like a release).
+
+    On PostgreSQL a row locked by a refresh in progress is skipped rather than waited for: the
+    refresh holds it through its provider call, and a lease claim skips locked rows anyway.
+    """
+    if not connection_ids:
+        return set()
+    ours = select(Connection.id).where(
+        Connection.id.in_(list(connection_ids)), Connection.lease_owner == owner
+    )
+    if is_postgres(session):
+        ours = ours.with_for_update(skip_locked=True)
+    candidates = ours.cte("our_leases")
+    statement = (
+        update(Connection)
+        .where(Connection.id.in_(select(candidates.c.id)))
+        .values(lease_expires_at=lease_until)
+        .returning(Connection.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set((await session.scalars(statement)).all())
+
+
 async def status_counts_by_provider(session: AsyncSession) -> dict[str, dict[str, int]]:
     """Stored statuses per provider, across tenants: one GROUP BY."""
     statement = select(Connection.provider, Connection.status, func.count()).group_by(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import new_id
@@ -19,7 +19,7 @@ from app.monitoring.models import (
 )
 from app.monitoring.repository import LeasedConnection
 from app.tokens import refresh as token_refresh
-from app.tokens.context import StatusChange, TokenContext
+from app.tokens.context import StatusChange, StatusRecorder, TokenContext
 from app.tokens.models import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_REFRESH_FAILED
 from app.tokens.refresh import RefreshResult
 
@@ -42,15 +42,19 @@ def event_type_for(previous_status: str, new_status: str) -> str | None:
     return None
 
 
-async def record_status_change(session: AsyncSession, change: StatusChange) -> None:
-    """The status listener: runs inside the transaction that stores the new status."""
-    event_type = event_type_for(change.previous_status, change.new_status)
-    if event_type is None:
-        return
-    event_id = new_id()
-    await session.execute(
-        insert(MonitoringEvent).values(
-            id=event_id,
+async def prepare_status_recorder(session: AsyncSession, tenant_id: str) -> StatusRecorder:
+    """The status listener. Looks up whether the tenant's events go to a webhook now, before the
+    change is known (a refresh prepares it before calling the provider), and returns the recorder
+    that adds the event, and its webhook outbox row, to the session storing the change: no I/O
+    between a provider's answer and the commit that keeps the new refresh token."""
+    delivered = await webhooks.delivers_to(session, tenant_id)
+
+    def record(session: AsyncSession, change: StatusChange) -> None:
+        event_type = event_type_for(change.previous_status, change.new_status)
+        if event_type is None:
+            return
+        event = MonitoringEvent(
+            id=new_id(),
             tenant_id=change.tenant_id,
             type=event_type,
             provider=change.provider,
@@ -59,9 +63,18 @@ async def record_status_change(session: AsyncSession, change: StatusChange) -> N
             occurred_at=change.occurred_at,
             reason=(change.reason or None) and change.reason[:255],
         )
-    )
-    # The webhook outbox row commits (or rolls back) with the event.
-    await webhooks.enqueue_delivery(session, change.tenant_id, event_id)
+        session.add(event)
+        if delivered:
+            # The webhook outbox row commits (or rolls back) with the event.
+            session.add(webhooks.new_delivery(change.tenant_id, event.id))
+
+    return record
+
+
+async def record_status_change(session: AsyncSession, change: StatusChange) -> None:
+    """Prepare and record one change at once (where nothing waits on the commit)."""
+    record = await prepare_status_recorder(session, change.tenant_id)
+    record(session, change)
 
 
 # --- listing ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import netguard
@@ -127,22 +127,20 @@ async def delete_webhook(session: AsyncSession, tenant_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def enqueue_delivery(session: AsyncSession, tenant_id: str, event_id: str) -> None:
-    """Called by the status listener, in the transaction that writes the event: no event is lost
-    between the commit and the delivery, and none is delivered that did not commit."""
+async def delivers_to(session: AsyncSession, tenant_id: str) -> bool:
+    """Whether the tenant's events are to be delivered (it has an enabled webhook)."""
     enabled = await session.scalar(
         select(MonitoringWebhook.enabled).where(MonitoringWebhook.tenant_id == tenant_id)
     )
-    if not enabled:
-        return
-    await session.execute(
-        insert(Delivery).values(
-            id=new_id(),
-            tenant_id=tenant_id,
-            event_id=event_id,
-            attempts=0,
-            next_attempt_at=utcnow(),
-        )
+    return bool(enabled)
+
+
+def new_delivery(tenant_id: str, event_id: str) -> Delivery:
+    """The outbox row of an event, added by the status listener to the session that writes the
+    event: no event is lost between the commit and the delivery, and none is delivered that did
+    not commit."""
+    return Delivery(
+        id=new_id(), tenant_id=tenant_id, event_id=event_id, attempts=0, next_attempt_at=utcnow()
     )
 
 

@@ -32,7 +32,41 @@ class StatusChange:
     occurred_at: datetime
 
 
-StatusListener = Callable[[AsyncSession, StatusChange], Awaitable[None]]
+# Records a change in the session that stores it, without I/O of its own (it adds ORM objects,
+# which the commit writes): the refresh path runs it between the provider's answer and the commit.
+StatusRecorder = Callable[[AsyncSession, StatusChange], None]
+# Prepares a recorder for one tenant's change (may query: it runs before the provider is called).
+StatusListener = Callable[[AsyncSession, str], Awaitable[StatusRecorder]]
+
+
+@dataclass(frozen=True)
+class PreparedStatusChange:
+    """The listeners' recorders for one connection's tenant, ready before the change is known."""
+
+    recorders: tuple[StatusRecorder, ...]
+
+    def record(
+        self,
+        session: AsyncSession,
+        connection: OAuthConnection,
+        previous_status: str,
+        reason: str | None,
+    ) -> None:
+        """Hand the change to every recorder (nothing when the status stayed the same); no I/O."""
+        if previous_status == connection.status:
+            return
+        change = StatusChange(
+            tenant_id=connection.tenant_id,
+            provider=connection.provider,
+            branch_id=connection.branch_id,
+            connection_id=connection.id,
+            previous_status=previous_status,
+            new_status=connection.status,
+            reason=reason,
+            occurred_at=utcnow(),
+        )
+        for recorder in self.recorders:
+            recorder(session, change)
 
 
 class KeyedLocks:
@@ -108,35 +142,19 @@ class TokenContext:
         )
 
     def on_status_change(self, listener: StatusListener) -> Callable[[], None]:
-        """Await `listener` inside every transaction that changes a connection's stored status
-        (`active`, `refresh_failed`, `needs_reauth`), a new login that recovers one included.
-        Returns the function that unregisters it."""
+        """Have `listener` record, inside every transaction that changes a connection's stored
+        status (`active`, `refresh_failed`, `needs_reauth`), a new login that recovers one
+        included, the change. Returns the function that unregisters it."""
         self._status_listeners.append(listener)
         return lambda: self._status_listeners.remove(listener)
 
-    async def notify_status_change(
-        self,
-        session: AsyncSession,
-        connection: OAuthConnection,
-        previous_status: str,
-        reason: str | None,
-    ) -> None:
-        """Tell every listener (the monitoring events) inside the transaction that made the
-        change; nothing when the status stayed the same."""
-        if previous_status == connection.status:
-            return
-        change = StatusChange(
-            tenant_id=connection.tenant_id,
-            provider=connection.provider,
-            branch_id=connection.branch_id,
-            connection_id=connection.id,
-            previous_status=previous_status,
-            new_status=connection.status,
-            reason=reason,
-            occurred_at=utcnow(),
-        )
-        for listener in list(self._status_listeners):
-            await listener(session, change)
+    async def prepare_status_change(
+        self, session: AsyncSession, tenant_id: str
+    ) -> PreparedStatusChange:
+        """Ask every listener (the monitoring events) for its recorder, ahead of a change of one
+        of `tenant_id`'s connections: whatever they must look up is looked up here."""
+        recorders = [await listener(session, tenant_id) for listener in self._status_listeners]
+        return PreparedStatusChange(tuple(recorders))
 
     async def invalidate(
         self, connection_ids: Iterable[str] = (), *, tenant_id: str | None = None

@@ -204,7 +204,8 @@ async def _store_login(
                 apply_token_set(ctx, connection, spec, tokens, now)
                 await session.flush()
                 if previous is not None:
-                    await ctx.notify_status_change(session, connection, previous, "reauthorized")
+                    prepared = await ctx.prepare_status_change(session, client.tenant_id)
+                    prepared.record(session, connection, previous, "reauthorized")
                 return connection
         except IntegrityError:
             # Two logins for the same branch raced to insert; the second updates the first's row.

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,8 +20,8 @@ from app.core.cache import CacheUnavailable
 from app.core.config import Settings
 from app.core.crypto import DecryptionError
 from app.core.db import new_id, utcnow
-from app.tokens import oauth, repository, timing
-from app.tokens.context import TokenContext
+from app.tokens import metrics, oauth, repository, timing
+from app.tokens.context import PreparedStatusChange, TokenContext
 from app.tokens.exceptions import ProviderError
 from app.tokens.models import (
     STATUS_ACTIVE,
@@ -149,25 +151,29 @@ async def _hold_cache_lock(
     ctx: TokenContext, held: contextlib.AsyncExitStack, connection_id: str, deadline: float
 ) -> bool:
     """Step 2: False when another worker held the Redis lock past the deadline; True when this
-    one holds it (released with `held`) or when there is no Redis lock to take."""
+    one holds it (renewed until, and released with, `held`) or when there is no Redis lock."""
     if ctx.cache.backend == "memory":
         return True
     name = f"junction:tokens:refresh:{connection_id}"
     owner = new_id()
+    ttl_s = ctx.settings.token_refresh_lock_ttl_s
     try:
-        acquired = await _poll_cache_lock(ctx, name, owner, deadline)
+        acquired = await _poll_cache_lock(ctx, name, owner, ttl_s, deadline)
     except CacheUnavailable:
         return True  # Redis is down: the row lock (or the local lock) alone
     if acquired:
         held.push_async_callback(ctx.cache.release_lock, name, owner)
+        # Pushed after the release, so it stops first: no renewal can follow the release.
+        renewal = asyncio.create_task(
+            _renew_cache_lock(ctx, name, owner, ttl_s), name=f"refresh-lock-renewal:{name}"
+        )
+        held.push_async_callback(_stop, renewal)
     return acquired
 
 
-async def _poll_cache_lock(ctx: TokenContext, name: str, owner: str, deadline: float) -> bool:
-    # The lock must outlive the provider call it guards: should it expire mid-call, a second
-    # worker could present the same refresh token, and rotation with reuse detection would revoke
-    # the grant.
-    ttl_s = max(ctx.settings.token_refresh_lock_ttl_s, ctx.settings.http_timeout_s * 2 + 5)
+async def _poll_cache_lock(
+    ctx: TokenContext, name: str, owner: str, ttl_s: float, deadline: float
+) -> bool:
     loop = asyncio.get_running_loop()
     while True:
         if await ctx.cache.acquire_lock(name, owner, ttl_s):
@@ -175,6 +181,33 @@ async def _poll_cache_lock(ctx: TokenContext, name: str, owner: str, deadline: f
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(_LOCK_POLL_S)
+
+
+async def _renew_cache_lock(ctx: TokenContext, name: str, owner: str, ttl_s: float) -> None:
+    """Extend the lock to a full TTL every third of it, for as long as its owner lives.
+
+    The lock must outlive the provider call it guards (should it expire mid-call, a second worker
+    could present the same refresh token, and rotation with reuse detection would revoke the
+    grant), yet a killed owner's lock must not stall the others for long: so a short TTL, kept
+    alive here. Two renewals in a row may fail before the lock lapses; and should it lapse (Redis
+    unreachable that long), on PostgreSQL the row lock, held to the end, still keeps the next
+    worker out of the provider call.
+    """
+    while True:
+        await asyncio.sleep(ttl_s / 3)
+        # A compare-and-set of the owner's own value with a fresh TTL: extended only while still
+        # ours (False also when Redis did not answer; the next round tries again).
+        extended = await ctx.cache.set_if_unchanged(
+            name, owner.encode(), ttl_s, guard=name, expected=owner
+        )
+        if not extended:
+            logger.warning("could not extend refresh lock %s", name)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @contextlib.asynccontextmanager
@@ -200,9 +233,11 @@ async def _row_lock(
         try:
             yield session
         except BaseException:
-            await transaction.rollback()
+            if transaction.is_active:
+                await transaction.rollback()
             raise
-        await transaction.commit()
+        if transaction.is_active:  # not committed by the refresh (it returned early)
+            await transaction.commit()
 
 
 # --- the refresh ----------------------------------------------------------------------------
@@ -258,9 +293,13 @@ async def _refresh_locked(
                 connection_id, RefreshResult.REFRESH_FAILED, status, "undecryptable"
             )
         used_refresh_enc = connection.refresh_token_enc
+        previous = status
+        # Whatever the listeners must look up is looked up now, before the provider is called.
+        prepared = await ctx.prepare_status_change(session, connection.tenant_id)
 
     tokens: oauth.TokenSet | None = None
     error: ProviderError | None = None
+    answered_at: float | None = None
     if refresh_token is None:
         # Expired and nothing to refresh it with: only a new login helps.
         error = ProviderError("no_refresh_token")
@@ -277,33 +316,81 @@ async def _refresh_locked(
             )
         except ProviderError as exc:
             error = exc
+        answered_at = time.perf_counter()
 
-    async with lock.transaction() as session:
-        connection_or_none = await repository.get_connection(session, connection_id)
-        if connection_or_none is None:
-            return RefreshOutcome(connection_id, RefreshResult.NOT_FOUND, "unknown", None)
-        connection = connection_or_none
-        if connection.refresh_token_enc != used_refresh_enc:
-            # A new login replaced the grant while we were refreshing; its tokens win.
-            return RefreshOutcome(connection_id, RefreshResult.SKIPPED, connection.status, None)
-        previous = connection.status
-        done = utcnow()
-        if tokens is not None:
-            apply_token_set(ctx, connection, spec, tokens, done)
-            result, reason = RefreshResult.REFRESHED, "refreshed"
-        else:
-            assert error is not None
-            result = _apply_failure(ctx, connection, spec, error, done)
-            reason = error.code
-        await session.flush()
-        await ctx.notify_status_change(session, connection, previous, reason)
-        _log_outcome(connection, result, reason, trigger)
-        return RefreshOutcome(
-            connection_id,
-            result,
-            connection.status,
-            None if tokens is not None else connection.last_error,
+    # From the provider's answer to the commit nothing is awaited but the commit: a replica
+    # killed in between loses a rotated refresh token, and its next refresh would be reuse.
+    done = utcnow()
+    if tokens is not None:
+        apply_token_set(ctx, connection, spec, tokens, done)
+        result, reason = RefreshResult.REFRESHED, "refreshed"
+    else:
+        assert error is not None
+        result = _apply_failure(ctx, connection, spec, error, done)
+        reason = error.code
+    if lock.row_session is not None:
+        # The row has been locked since it was read: nobody changed it; the commit writes it.
+        prepared.record(lock.row_session, connection, previous, reason)
+        await lock.row_session.commit()
+        stored = True
+    else:
+        stored = await _store_if_unchanged(
+            ctx, connection, used_refresh_enc, prepared, previous, reason
         )
+    window_s = None if answered_at is None else time.perf_counter() - answered_at
+    if window_s is not None:
+        metrics.REFRESH_COMMIT_WINDOW.observe(window_s)
+    if not stored:
+        return await _lost_race(ctx, connection_id)
+    _log_outcome(connection, result, reason, trigger, window_s)
+    return RefreshOutcome(
+        connection_id,
+        result,
+        connection.status,
+        None if tokens is not None else connection.last_error,
+    )
+
+
+async def _store_if_unchanged(
+    ctx: TokenContext,
+    connection: OAuthConnection,
+    used_refresh_enc: str | None,
+    prepared: PreparedStatusChange,
+    previous: str,
+    reason: str,
+) -> bool:
+    """Without a row lock (SQLite): one compare-and-set UPDATE of what the refresh changed, where
+    the stored refresh token is still the one used, and the listeners' rows, in one commit."""
+    changed = _changed_columns(connection)
+    async with ctx.sessionmaker() as session, session.begin():
+        statement = (
+            update(OAuthConnection)
+            .where(
+                OAuthConnection.id == connection.id,
+                OAuthConnection.refresh_token_enc.is_not_distinct_from(used_refresh_enc),
+            )
+            .values(changed)
+            .execution_options(synchronize_session=False)
+        )
+        if (await session.execute(statement)).rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        prepared.record(session, connection, previous, reason)
+    return True
+
+
+def _changed_columns(connection: OAuthConnection) -> dict[str, Any]:
+    state = inspect(connection)
+    return {attr.key: attr.value for attr in state.attrs if attr.history.has_changes()}
+
+
+async def _lost_race(ctx: TokenContext, connection_id: str) -> RefreshOutcome:
+    """The row changed under a refresh that held no row lock: deleted, or a new login replaced
+    the grant while we were refreshing (its tokens win)."""
+    async with ctx.sessionmaker() as session:
+        current = await repository.get_connection(session, connection_id)
+    if current is None:
+        return RefreshOutcome(connection_id, RefreshResult.NOT_FOUND, "unknown", None)
+    return RefreshOutcome(connection_id, RefreshResult.SKIPPED, current.status, None)
 
 
 def _not_due(
@@ -370,15 +457,22 @@ def _apply_failure(
 
 
 def _log_outcome(
-    connection: OAuthConnection, result: RefreshResult, reason: str, trigger: str
+    connection: OAuthConnection,
+    result: RefreshResult,
+    reason: str,
+    trigger: str,
+    window_s: float | None,
 ) -> None:
     level = logging.INFO if result == RefreshResult.REFRESHED else logging.WARNING
+    # commit_window_ms: from the provider's answer to the commit storing it (docs/tokens.md).
+    window = "-" if window_s is None else f"{window_s * 1000:.2f}"
     logger.log(
         level,
-        "token refresh %s: provider=%s connection=%s trigger=%s reason=%s",
+        "token refresh %s: provider=%s connection=%s trigger=%s reason=%s commit_window_ms=%s",
         result,
         connection.provider,
         connection.id,
         trigger,
         reason,
+        window,
     )

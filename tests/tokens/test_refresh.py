@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.state import app_state
-from app.tokens.context import StatusChange
+from app.tokens.context import StatusChange, StatusRecorder
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
 from tests.oauth_server import LocalOAuthServer
@@ -35,9 +35,12 @@ async def _connect_expiring(
 def _record_changes(app: Any) -> list[StatusChange]:
     changes: list[StatusChange] = []
 
-    async def listener(session: AsyncSession, change: StatusChange) -> None:
+    def record(session: AsyncSession, change: StatusChange) -> None:
         assert isinstance(session, AsyncSession)
         changes.append(change)
+
+    async def listener(session: AsyncSession, tenant_id: str) -> StatusRecorder:
+        return record
 
     app_state(app).tokens.on_status_change(listener)
     return changes
