@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from app.state import app_state
 from tests.conftest import TokenFactory, bearer, build_settings, postgres_only, running_app
-from tests.replica_process import ReplicaProcess
+from tests.replica_server import ReplicaServer
 
 pytestmark = postgres_only
 
@@ -76,8 +76,8 @@ async def test_a_paused_replica_does_not_serve_what_a_write_replaced(
     _, port = redis_server
     redis_url = f"redis://127.0.0.1:{port}/0"
     headers = bearer(make_token(tenants=[TENANT]))
-    writer = ReplicaProcess(database_url, redis_url)
-    lagging = ReplicaProcess(database_url, redis_url)
+    writer = ReplicaServer(database_url, redis_url)
+    lagging = ReplicaServer(database_url, redis_url)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             first = await client.post(

@@ -1,4 +1,5 @@
-"""A Junction replica in a process of its own (uvicorn), for tests that pause or kill one."""
+"""A Junction replica served by uvicorn in a process of its own, for tests that pause one (SIGSTOP)
+and talk to it over HTTP (tests/tokens/replica_process.py instead drives an app in a script)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ReplicaProcess:
+class ReplicaServer:
     def __init__(self, database_url: str, redis_url: str | None, **settings: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
