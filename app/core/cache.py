@@ -58,6 +58,13 @@ MAX_BACKLOG_MESSAGES = 256
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
 """
+# Compare-and-extend: renew a lock's time to live only if we still own it.
+_EXTEND_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
 # Store the value only if the guard key still holds what was read ('' for absent).
 _SET_IF_GUARD = """
 local g = redis.call('get', KEYS[2])
@@ -279,6 +286,10 @@ class Cache:
     async def release_lock(self, name: str, owner: str) -> bool:
         raise NotImplementedError
 
+    async def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Give a lock we still own a fresh `ttl_s`; False when it is not ours or Redis is away."""
+        raise NotImplementedError
+
     async def publish(self, channel: str, message: str) -> None:
         raise NotImplementedError
 
@@ -381,6 +392,12 @@ class MemoryCache(Cache):
             return True
         return False
 
+    async def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        if self._live(name) != owner.encode():
+            return False
+        self._data[name] = (owner.encode(), time.monotonic() + ttl_s)
+        return True
+
     async def publish(self, channel: str, message: str) -> None:
         await self._dispatch(channel, message)
 
@@ -427,6 +444,7 @@ class RedisCache(Cache):
         # channel names, so deployments (or test runs) sharing a server never hear each other.
         self._db = int(self.client.connection_pool.connection_kwargs.get("db", 0))
         self._release = self.client.register_script(_RELEASE_IF_OWNER)
+        self._extend = self.client.register_script(_EXTEND_IF_OWNER)
         self._set_if_guard = self.client.register_script(_SET_IF_GUARD)
         # The coherence lease (monotonic times): trusted from, trusted until.
         self._trusted_from = float("inf")
@@ -621,6 +639,15 @@ class RedisCache(Cache):
             return False
         self._ok()
         return bool(released)
+
+    async def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        try:
+            extended = await self._call(
+                lambda _: self._extend(keys=[name], args=[owner, _ms(ttl_s)])
+            )
+        except CacheUnavailable:
+            return False
+        return bool(extended)
 
     async def publish(self, channel: str, message: str) -> None:
         with contextlib.suppress(CacheUnavailable):

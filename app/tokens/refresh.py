@@ -195,11 +195,9 @@ async def _renew_cache_lock(ctx: TokenContext, name: str, owner: str, ttl_s: flo
     """
     while True:
         await asyncio.sleep(ttl_s / 3)
-        # A compare-and-set of the owner's own value with a fresh TTL: extended only while still
-        # ours (False also when Redis did not answer; the next round tries again).
-        extended = await ctx.cache.set_if_unchanged(
-            name, owner.encode(), ttl_s, guard=name, expected=owner
-        )
+        # Extended only while still ours (False also when Redis did not answer; the next round
+        # tries again).
+        extended = await ctx.cache.extend_lock(name, owner, ttl_s)
         if not extended:
             logger.warning("could not extend refresh lock %s", name)
 

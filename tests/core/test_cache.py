@@ -15,6 +15,7 @@ from tests.conftest import (
     bearer,
     build_settings,
     free_port,
+    postgres_only,
     running_app,
 )
 
@@ -98,3 +99,25 @@ async def test_redis_dying_mid_run_degrades_health_and_requests_still_work(
         assert degraded.json()["checks"]["cache"] == "redis:unavailable"
         response = await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
         assert response.status_code == 200
+
+
+async def test_memory_cache_lock_is_extended_only_by_its_owner() -> None:
+    cache = MemoryCache()
+    assert await cache.acquire_lock("lock:e", "owner-1", ttl_s=0.05)
+    assert not await cache.extend_lock("lock:e", "owner-2", ttl_s=5)
+    assert await cache.extend_lock("lock:e", "owner-1", ttl_s=5)
+    await asyncio.sleep(0.08)
+    assert not await cache.acquire_lock("lock:e", "owner-2", ttl_s=5)  # still owner-1's
+
+
+@postgres_only
+async def test_redis_lock_is_extended_only_by_its_owner() -> None:
+    cache = RedisCache(REDIS_URL)
+    try:
+        assert await cache.acquire_lock("lock:e", "owner-1", ttl_s=0.2)
+        assert not await cache.extend_lock("lock:e", "owner-2", ttl_s=5)
+        assert await cache.extend_lock("lock:e", "owner-1", ttl_s=5)
+        await asyncio.sleep(0.3)
+        assert not await cache.acquire_lock("lock:e", "owner-2", ttl_s=5)
+    finally:
+        await cache.close()

@@ -20,11 +20,9 @@ from app.state import app_state
 from app.tokens import refresh
 from app.tokens.sealing import open_refresh_token
 from tests.conftest import IS_POSTGRES, bearer, recorded_statements
-from tests.oauth_fixtures import complete_login, connect_branch, oauth_server
+from tests.oauth_fixtures import complete_login, connect_branch
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, end_cooldown, read_token
-
-__all__ = ["oauth_server"]
 
 
 def _sql(statement: str) -> bool:

@@ -24,11 +24,9 @@ from app.core.config import Settings
 from app.monitoring.lifecycle import build_monitor
 from app.state import app_state
 from tests.conftest import REDIS_URL, build_settings, postgres_only, running_app
-from tests.oauth_fixtures import connect_branch, oauth_server
+from tests.oauth_fixtures import connect_branch
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, read_token
-
-__all__ = ["oauth_server"]
 
 pytestmark = postgres_only
 
