@@ -42,6 +42,7 @@ def _register_secrets(settings: Settings) -> None:
     # Known secret values are masked wherever they would appear in a log line.
     secrets.add(settings.auth_jwt_secret)
     secrets.add(settings.jwt_secret)
+    secrets.add(settings.metrics_bearer_token)
     for entry in settings.encryption_keys.split(","):
         secrets.add(entry.partition(":")[2] or entry)
 

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     cache_breaker_failures: int = Field(default=3, ge=1)
     cache_breaker_reset_s: float = Field(default=5.0, gt=0)
     http_timeout_s: float = Field(default=10.0, gt=0)
+    # Set: GET /metrics answers only `Authorization: Bearer <this>` (Prometheus'
+    # `authorization.credentials`). Unset: /metrics is open, for a scraper on a private network.
+    metrics_bearer_token: str | None = None
 
     # --- secrets -------------------------------------------------------------------------
     encryption_keys: str = DEV_ENCRYPTION_KEY
@@ -157,6 +160,10 @@ class Settings(BaseSettings):
             missing.append("ENCRYPTION_KEYS (the development default key is refused)")
         elif any(_looks_like_placeholder(_key_material(key)) for key in keys):
             missing.append("ENCRYPTION_KEYS (a placeholder key from an example is refused)")
+        if self.metrics_bearer_token and _looks_like_placeholder(
+            self.metrics_bearer_token.encode()
+        ):
+            missing.append("METRICS_BEARER_TOKEN (a placeholder value from an example is refused)")
         if missing:
             raise ConfigurationError(
                 f"ENVIRONMENT={self.environment} needs real secrets; set: " + "; ".join(missing)
