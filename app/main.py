@@ -126,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="OAuth connections, provider configurations and AI usage for SaaS products.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.serves_docs else None,
+        docs_url="/docs" if settings.serves_docs else None,
+        redoc_url="/redoc" if settings.serves_docs else None,
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)

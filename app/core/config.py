@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Set: GET /metrics answers only `Authorization: Bearer <this>` (Prometheus'
     # `authorization.credentials`). Unset: /metrics is open, for a scraper on a private network.
     metrics_bearer_token: str | None = None
+    # The OpenAPI document and its pages (/openapi.json, /docs, /redoc). Swagger UI and ReDoc load
+    # their scripts from a public CDN, so by default they are served in development only.
+    docs_enabled: bool | None = None
 
     # --- secrets -------------------------------------------------------------------------
     encryption_keys: str = DEV_ENCRYPTION_KEY
@@ -183,6 +186,10 @@ class Settings(BaseSettings):
     @property
     def is_dev(self) -> bool:
         return self.environment.lower() in {"dev", "development", "test"}
+
+    @property
+    def serves_docs(self) -> bool:
+        return self.is_dev if self.docs_enabled is None else self.docs_enabled
 
     @property
     def is_sqlite(self) -> bool:

@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.headers import SECURITY_HEADER_DICT
+
 logger = logging.getLogger("junction.errors")
 
 
@@ -178,7 +180,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     request_id = getattr(request.state, "request_id", None)
     # This handler answers from Starlette's outermost middleware, outside the request-id
-    # middleware, so it sets the header itself.
+    # middleware, so it sets that middleware's headers itself.
     return JSONResponse(
         status_code=500,
         content=error_body(
@@ -186,7 +188,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
             "an unexpected error occurred; it has been logged",
             request_id=request_id,
         ),
-        headers={"X-Request-ID": request_id} if request_id else None,
+        headers={**SECURITY_HEADER_DICT, "X-Request-ID": request_id}
+        if request_id
+        else SECURITY_HEADER_DICT,
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import Unauthorized
+from app.core.headers import SECURITY_HEADERS
 from app.core.logging import request_id_var
 
 if TYPE_CHECKING:  # the cache counts its operations here: no import at run time
@@ -121,7 +122,8 @@ def _valid_request_id(value: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI: a request id in and out, per-route metrics. (No BaseHTTPMiddleware overhead.)"""
+    """Pure ASGI: a request id in and out, security headers, per-route metrics. (No
+    BaseHTTPMiddleware overhead.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -148,6 +150,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                headers.extend(SECURITY_HEADERS)
                 message["headers"] = headers
             await send(message)
 
