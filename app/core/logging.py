@@ -131,9 +131,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        request_id = getattr(record, "request_id", None)
         line = (
             f"{self.formatTime(record)} {record.levelname:<7} {record.name} "
-            f"[{record.request_id}] {record.getMessage()}"
+            f"[{request_id}] {record.getMessage()}"
         ).translate(_ONE_LINE)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
