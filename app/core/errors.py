@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.headers import SECURITY_HEADER_DICT
 
@@ -155,14 +156,36 @@ _HTTP_CODES = {
 }
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of the request's path accepts (RFC 9110 15.5.6).
+
+    Starlette's router stops at the first route whose path matches and answers with that
+    route's methods only; a path served by several routes (a hot GET on the app, its POST and
+    DELETE on a router) would advertise a fraction. Each method is tried against every route
+    through the routes' own `matches` (included routers answer for their routes), so this holds
+    however the routes are grouped. Runs on 405 answers only.
+    """
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else code
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     return JSONResponse(
-        status_code=exc.status_code,
-        content=error_body(code, detail),
-        headers=getattr(exc, "headers", None),
+        status_code=exc.status_code, content=error_body(code, detail), headers=headers
     )
 
 
