@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     # The OpenAPI document and its pages (/openapi.json, /docs, /redoc). Swagger UI and ReDoc load
     # their scripts from a public CDN, so by default they are served in development only.
     docs_enabled: bool | None = None
+    # Requests per caller in the `limits` notation ("600/minute", "20/second;600/minute"); a
+    # caller is a token's `sub` within its tenants. Unset: no limit (and no cost). Counted in
+    # Redis when REDIS_URL is set (shared by the replicas), else per process, and per process
+    # while Redis is unreachable.
+    rate_limit: str | None = None
+    # The limit per client address for requests without a valid token; default: RATE_LIMIT.
+    rate_limit_by_address: str | None = None
 
     # --- secrets -------------------------------------------------------------------------
     encryption_keys: str = DEV_ENCRYPTION_KEY
@@ -139,6 +146,15 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("rate_limit", "rate_limit_by_address")
+    @classmethod
+    def _parse_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many  # here: the settings module stays cheap to import
+
+            parse_many(value)  # ValueError: pydantic names the setting
+        return value
 
     @field_validator("auth_algorithms", mode="before")
     @classmethod
