@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         log_level=settings.log_level.lower(),
         access_log=False,  # the app logs requests itself, with the request id
+        server_header=False,  # no "Server: uvicorn": the stack is nobody's business
     )
     return 0
 

@@ -22,6 +22,7 @@ from app.core.http import build_http_client
 from app.core.logging import configure_logging, secrets
 from app.core.metrics import RequestContextMiddleware
 from app.core.migrations import head_revision
+from app.core.rate_limit import RateLimiter, RateLimitMiddleware
 from app.health import router as health_router
 from app.monitoring import lifecycle as monitoring_lifecycle
 from app.monitoring import router as monitoring_router
@@ -42,6 +43,7 @@ def _register_secrets(settings: Settings) -> None:
     # Known secret values are masked wherever they would appear in a log line.
     secrets.add(settings.auth_jwt_secret)
     secrets.add(settings.jwt_secret)
+    secrets.add(settings.metrics_bearer_token)
     for entry in settings.encryption_keys.split(","):
         secrets.add(entry.partition(":")[2] or entry)
 
@@ -82,6 +84,9 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
         monitoring = await stack.enter_async_context(
             monitoring_lifecycle.lifespan(settings, sessionmaker, keyring, http, tokens)
         )
+        rate_limiter = RateLimiter(settings) if settings.rate_limit else None
+        if rate_limiter is not None:
+            stack.push_async_callback(rate_limiter.close)
         state = AppState(
             settings=settings,
             engine=engine,
@@ -96,6 +101,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
             tokens=tokens,
             usage_prices=usage_prices,
             monitoring=monitoring,
+            rate_limiter=rate_limiter,
         )
         # Subscriptions are registered by now; open the cache bus once for all of them.
         await cache.start()
@@ -125,8 +131,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="OAuth connections, provider configurations and AI usage for SaaS products.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.serves_docs else None,
+        docs_url="/docs" if settings.serves_docs else None,
+        redoc_url="/redoc" if settings.serves_docs else None,
     )
     install_error_handlers(app)
+    if settings.rate_limit:
+        # Inside the request context (its 429s are counted and carry the request id).
+        app.add_middleware(RateLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
     # configurations, fresh tokens) come first, on the app itself, then their domains' routers.

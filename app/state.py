@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from app.core.cache import Cache
     from app.core.config import Settings
     from app.core.crypto import Keyring
+    from app.core.rate_limit import RateLimiter
     from app.monitoring.lifecycle import Monitoring
     from app.provider_configs.service import Domain as ProviderConfigs
     from app.tokens.context import TokenContext
@@ -41,6 +42,7 @@ class AppState:
     tokens: TokenContext
     usage_prices: PriceTable
     monitoring: Monitoring
+    rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT unset
 
 
 def keep_state(app: Starlette, state: AppState) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from functools import cached_property
 from typing import Any
@@ -15,9 +17,37 @@ DEV_ENCRYPTION_KEY = "dev:ZGV2LWtleS1qdW5jdGlvbi0zMi1ieXRlcy1sb25nISE="  # base6
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/junction.db"
 
+# Words that mark a value copied from an example (.env.example, docker-compose.yml, a tutorial)
+# rather than generated: outside dev a secret or key containing one is refused.
+_PLACEHOLDER_MARKS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "replaceme",
+    "replace-me",
+    "placeholder",
+)
+# RFC 7518 3.2: an HMAC key at least as long as the hash output.
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
 
 class ConfigurationError(RuntimeError):
     """The settings cannot run the service; the message names the setting."""
+
+
+def _looks_like_placeholder(value: bytes) -> bool:
+    lowered = value.lower()
+    return any(mark.encode() in lowered for mark in _PLACEHOLDER_MARKS)
+
+
+def _key_material(entry: str) -> bytes:
+    """The bytes of one ENCRYPTION_KEYS entry (`kid:base64`), or b"" when it does not decode
+    (the keyring refuses it at start-up with its own message)."""
+    material = entry.partition(":")[2] or entry
+    try:
+        return base64.urlsafe_b64decode(material + "=" * (-len(material) % 4))
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def normalize_database_url(url: str) -> str:
@@ -52,6 +82,19 @@ class Settings(BaseSettings):
     cache_breaker_failures: int = Field(default=3, ge=1)
     cache_breaker_reset_s: float = Field(default=5.0, gt=0)
     http_timeout_s: float = Field(default=10.0, gt=0)
+    # Set: GET /metrics answers only `Authorization: Bearer <this>` (Prometheus'
+    # `authorization.credentials`). Unset: /metrics is open, for a scraper on a private network.
+    metrics_bearer_token: str | None = None
+    # The OpenAPI document and its pages (/openapi.json, /docs, /redoc). Swagger UI and ReDoc load
+    # their scripts from a public CDN, so by default they are served in development only.
+    docs_enabled: bool | None = None
+    # Requests per caller in the `limits` notation ("600/minute", "20/second;600/minute"); a
+    # caller is a token's `sub` within its tenants. Unset: no limit (and no cost). Counted in
+    # Redis when REDIS_URL is set (shared by the replicas), else per process, and per process
+    # while Redis is unreachable.
+    rate_limit: str | None = None
+    # The limit per client address for requests without a valid token; default: RATE_LIMIT.
+    rate_limit_by_address: str | None = None
 
     # --- secrets -------------------------------------------------------------------------
     encryption_keys: str = DEV_ENCRYPTION_KEY
@@ -106,6 +149,15 @@ class Settings(BaseSettings):
     def _normalize_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
+    @field_validator("rate_limit", "rate_limit_by_address")
+    @classmethod
+    def _parse_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many  # here: the settings module stays cheap to import
+
+            parse_many(value)  # ValueError: pydantic names the setting
+        return value
+
     @field_validator("auth_algorithms", mode="before")
     @classmethod
     def _split_algorithms(cls, value: Any) -> Any:
@@ -122,17 +174,40 @@ class Settings(BaseSettings):
             missing.append("AUTH_JWT_SECRET (or AUTH_JWT_PUBLIC_KEY / AUTH_JWKS_URL)")
         elif self.auth_jwt_secret == DEV_JWT_SECRET:
             missing.append("AUTH_JWT_SECRET (the development default is refused)")
-        if DEV_ENCRYPTION_KEY in [k.strip() for k in self.encryption_keys.split(",")]:
+        elif self.auth_jwt_secret:
+            missing.extend(self._weak_jwt_secret(self.auth_jwt_secret))
+        keys = [k.strip() for k in self.encryption_keys.split(",") if k.strip()]
+        if DEV_ENCRYPTION_KEY in keys:
             missing.append("ENCRYPTION_KEYS (the development default key is refused)")
+        elif any(_looks_like_placeholder(_key_material(key)) for key in keys):
+            missing.append("ENCRYPTION_KEYS (a placeholder key from an example is refused)")
+        if self.metrics_bearer_token and _looks_like_placeholder(
+            self.metrics_bearer_token.encode()
+        ):
+            missing.append("METRICS_BEARER_TOKEN (a placeholder value from an example is refused)")
         if missing:
             raise ConfigurationError(
                 f"ENVIRONMENT={self.environment} needs real secrets; set: " + "; ".join(missing)
             )
         return self
 
+    def _weak_jwt_secret(self, secret: str) -> list[str]:
+        if _looks_like_placeholder(secret.encode()):
+            return ["AUTH_JWT_SECRET (a placeholder value from an example is refused)"]
+        needed = max((_HMAC_MIN_BYTES.get(a.upper(), 0) for a in self.jwt_algorithms), default=0)
+        if len(secret.encode()) < needed:
+            return [
+                f"AUTH_JWT_SECRET (at least {needed} bytes for {', '.join(self.jwt_algorithms)})"
+            ]
+        return []
+
     @property
     def is_dev(self) -> bool:
         return self.environment.lower() in {"dev", "development", "test"}
+
+    @property
+    def serves_docs(self) -> bool:
+        return self.is_dev if self.docs_enabled is None else self.docs_enabled
 
     @property
     def is_sqlite(self) -> bool:

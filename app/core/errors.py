@@ -12,6 +12,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from app.core.headers import SECURITY_HEADER_DICT
 
 logger = logging.getLogger("junction.errors")
 
@@ -153,14 +156,36 @@ _HTTP_CODES = {
 }
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of the request's path accepts (RFC 9110 15.5.6).
+
+    Starlette's router stops at the first route whose path matches and answers with that
+    route's methods only; a path served by several routes (a hot GET on the app, its POST and
+    DELETE on a router) would advertise a fraction. Each method is tried against every route
+    through the routes' own `matches` (included routers answer for their routes), so this holds
+    however the routes are grouped. Runs on 405 answers only.
+    """
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else code
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     return JSONResponse(
-        status_code=exc.status_code,
-        content=error_body(code, detail),
-        headers=getattr(exc, "headers", None),
+        status_code=exc.status_code, content=error_body(code, detail), headers=headers
     )
 
 
@@ -178,7 +203,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     request_id = getattr(request.state, "request_id", None)
     # This handler answers from Starlette's outermost middleware, outside the request-id
-    # middleware, so it sets the header itself.
+    # middleware, so it sets that middleware's headers itself.
     return JSONResponse(
         status_code=500,
         content=error_body(
@@ -186,7 +211,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
             "an unexpected error occurred; it has been logged",
             request_id=request_id,
         ),
-        headers={"X-Request-ID": request_id} if request_id else None,
+        headers={**SECURITY_HEADER_DICT, "X-Request-ID": request_id}
+        if request_id
+        else SECURITY_HEADER_DICT,
     )
 
 

@@ -106,14 +106,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def _escape_table(keep: str = "") -> dict[int, str]:
+    codes = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]  # C0, DEL, C1, line/para sep
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return {
+        code: named.get(chr(code)) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        for code in codes
+        if chr(code) not in keep
+    }
+
+
+# Text a client chooses (a path with %0A, a header echoed in an error) must not start a line of
+# its own that reads like another record: control characters are written as escapes.
+_ONE_LINE = _escape_table()
+# Tracebacks keep their line breaks; each of their lines is indented (below) instead.
+_MULTI_LINE = _escape_table(keep="\n")
+
+
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+    """One line per record: `time level logger [request id] message`, control characters
+    escaped; a traceback follows on lines that start with whitespace, so no line but the
+    first of a record starts with a timestamp."""
 
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
-        return super().format(record)
+        request_id = getattr(record, "request_id", None)
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name} "
+            f"[{request_id}] {record.getMessage()}"
+        ).translate(_ONE_LINE)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for block in (record.exc_text, record.stack_info):
+            if block:
+                line += "\n" + _indented(block.translate(_MULTI_LINE))
+        return line
+
+
+def _indented(block: str) -> str:
+    return "\n".join("    " + text for text in block.splitlines())
 
 
 def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.errors import Unauthorized
+from app.core.headers import SECURITY_HEADERS
 from app.core.logging import request_id_var
 
 if TYPE_CHECKING:  # the cache counts its operations here: no import at run time
@@ -106,6 +109,12 @@ CACHE_UP = Gauge("junction_cache_available", "1 when the shared cache answers", 
 
 REQUEST_ID_HEADER = b"x-request-id"
 
+# The method is the client's choice of token (RFC 9110 allows any): a label of every one a
+# client sends would let anyone grow the metric's cardinality. Others count as "OTHER".
+_LABELLED_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
 
 def _valid_request_id(value: bytes) -> str | None:
     text = value.decode("latin-1")[:128]
@@ -113,7 +122,8 @@ def _valid_request_id(value: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI: a request id in and out, per-route metrics. (No BaseHTTPMiddleware overhead.)"""
+    """Pure ASGI: a request id in and out, security headers, per-route metrics. (No
+    BaseHTTPMiddleware overhead.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -140,6 +150,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                headers.extend(SECURITY_HEADERS)
                 message["headers"] = headers
             await send(message)
 
@@ -150,8 +161,9 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
             elapsed = time.perf_counter() - started
-            REQUESTS.labels(template, method, str(status)).inc()
-            LATENCY.labels(template, method).observe(elapsed)
+            label = method if method in _LABELLED_METHODS else "OTHER"
+            REQUESTS.labels(template, label, str(status)).inc()
+            LATENCY.labels(template, label).observe(elapsed)
             if access_logger.isEnabledFor(logging.INFO):
                 # The path only: query strings can carry OAuth codes and states.
                 access_logger.info(
@@ -168,6 +180,20 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+
+def require_scrape_token(authorization: str | None, expected: str | None) -> None:
+    """Raise `Unauthorized` unless `expected` is unset or `authorization` is `Bearer <expected>`.
+
+    The comparison takes the same time wherever the first difference is (no timing oracle).
+    """
+    if expected is None:
+        return
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <METRICS_BEARER_TOKEN>'")
 
 
 def render_metrics(engine: AsyncEngine, cache: Cache) -> tuple[bytes, str]:

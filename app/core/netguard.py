@@ -31,11 +31,70 @@ class UnsafeDestination(DomainError):
     code = "unsafe_destination"
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet is delivered to: the IPv4
+# address decides. NAT64's well-known prefix (RFC 6052) is what DNS64 answers on an IPv6-only
+# network for every IPv4-only host, so a public IPv4 behind it stays reachable.
+_EMBEDS_IPV4_LAST_32 = (
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped (RFC 4291)
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix (RFC 6052)
+)
+# Refused whatever they carry: deprecated, local-use or tunnel ranges no OAuth server or webhook
+# lives in, and whose embedded IPv4 (if any) is at a place a check could misread.
+_REFUSED_IPV6 = (
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible, deprecated (RFC 4291 2.5.5.1)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (RFC 2765, obsoleted)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64 local-use (RFC 8215)
+    ipaddress.IPv6Network("2001::/32"),  # Teredo: a client tunnel, its IPv4s obfuscated
+    ipaddress.IPv6Network("2001:10::/28"),  # ORCHID, deprecated (RFC 4843)
+    ipaddress.IPv6Network("2001:db8::/32"),  # documentation
+    ipaddress.IPv6Network("3fff::/20"),  # documentation (RFC 9637)
+    ipaddress.IPv6Network("3ffe::/16"),  # 6bone, returned (RFC 3701)
+    ipaddress.IPv6Network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+)
+# Global unicast: everything outside it is reserved, local or multicast.
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_6TO4 = ipaddress.IPv6Network("2002::/16")
+# Python's `is_global` lags the IANA registries (it differs between 3.11 patch releases): these
+# are refused whatever the interpreter's tables say.
+_REFUSED_IPV4 = (
+    ipaddress.IPv4Network("0.0.0.0/8"),
+    ipaddress.IPv4Network("100.64.0.0/10"),  # shared address space (carrier-grade NAT)
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.IPv4Network("192.88.99.0/24"),  # 6to4 relay anycast, deprecated (RFC 7526)
+    ipaddress.IPv4Network("198.18.0.0/15"),  # benchmarking
+    ipaddress.IPv4Network("240.0.0.0/4"),  # reserved, and the broadcast address
+)
+
+
+def _is_public_ipv4(ip: ipaddress.IPv4Address) -> bool:
+    return (
+        ip.is_global
+        and not ip.is_multicast
+        and not ip.is_reserved
+        and not any(ip in network for network in _REFUSED_IPV4)
+    )
+
+
+def _is_public_ipv6(ip: ipaddress.IPv6Address) -> bool:
+    for network in _EMBEDS_IPV4_LAST_32:
+        if ip in network:
+            return _is_public_ipv4(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if any(ip in network for network in _REFUSED_IPV6):
+        return False
+    if ip in _6TO4:
+        # 2002:AABB:CCDD::/48 is routed to the IPv4 address AA.BB.CC.DD through a relay.
+        assert ip.sixtofour is not None
+        if not _is_public_ipv4(ip.sixtofour):
+            return False
+    return ip in _GLOBAL_UNICAST and ip.is_global and not ip.is_multicast
+
+
 def _is_public(address: str) -> bool:
+    """Whether `address` (an IP literal, IPv6 possibly with a zone) is a public destination."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _is_public_ipv4(ip)
+    return _is_public_ipv6(ip)
 
 
 async def _checked_addresses(url: str, *, allow_private: bool) -> list[str]:

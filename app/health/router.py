@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app import __version__
-from app.core.metrics import render_metrics
+from app.core.metrics import render_metrics, require_scrape_token
 from app.state import app_state
 
 router = APIRouter(tags=["health"])
@@ -94,5 +94,6 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state = app_state(request.app)
+    require_scrape_token(request.headers.get("authorization"), state.settings.metrics_bearer_token)
     body, content_type = render_metrics(state.engine, state.cache)
     return Response(content=body, media_type=content_type)

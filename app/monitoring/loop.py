@@ -285,7 +285,7 @@ class MonitorLoop:
             # to call the provider (cooldown, backoff), and retrying it every pass would spin.
             if result != RefreshResult.SKIPPED:
                 await self._release(connection.id)
-            metrics.REFRESHES.labels(connection.provider, result).inc()
+            metrics.count_refresh(connection.provider, result)
             self.totals[result] += 1
             tick.record(result)
             tick.pending -= 1

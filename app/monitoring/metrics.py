@@ -5,6 +5,11 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 from app.core.metrics import registry
+from app.tokens.providers import BUILTIN_PROVIDERS
+
+# Custom providers are named by tenants: as label values they would publish those names on
+# /metrics and let tenants grow the label cardinality at will. They count under one value.
+CUSTOM_PROVIDER_LABEL = "custom"
 
 MONITOR_RUNNING = Gauge(
     "junction_monitor_running", "1 while this instance's monitoring loop runs", registry=registry
@@ -39,9 +44,22 @@ CONNECTIONS = Gauge(
 )
 
 
+def provider_label(provider: str) -> str:
+    """A provider as a label value: a built-in provider's name, or "custom"."""
+    return provider if provider in BUILTIN_PROVIDERS else CUSTOM_PROVIDER_LABEL
+
+
+def count_refresh(provider: str, result: str) -> None:
+    REFRESHES.labels(provider_label(provider), result).inc()
+
+
 def set_status_counts(counts: dict[str, dict[str, int]]) -> None:
+    folded: dict[tuple[str, str], int] = {}
+    for provider, statuses in counts.items():
+        label = provider_label(provider)
+        for status, count in statuses.items():
+            folded[label, status] = folded.get((label, status), 0) + count
     # Clear first, so a (provider, status) pair that dropped to zero does not keep its old figure.
     CONNECTIONS.clear()
-    for provider, statuses in counts.items():
-        for status, count in statuses.items():
-            CONNECTIONS.labels(provider, status).set(count)
+    for (label, status), count in folded.items():
+        CONNECTIONS.labels(label, status).set(count)

@@ -136,3 +136,29 @@ async def test_a_rule_a_field_breaks_answers_the_schema_errors_shape(
         {"field": "tier", "message": "unknown tier 'platinum' (known: enterprise, free, pro)"}
     ]
     assert body["detail"] == f"tier: {body['fields'][0]['message']}"
+
+
+async def test_a_405_allows_every_method_of_the_path_not_just_the_first_routes(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    # GET /config/{tenant_id} is a hot route on the app; POST and DELETE live on its router.
+    response = await client.put("/config/tenant-a", headers=bearer(make_token()), json={})
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET, POST, DELETE"
+
+
+async def test_a_405_on_a_path_with_one_route_allows_its_methods(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.delete("/livez")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+
+
+async def test_a_405_inside_one_router_allows_every_method_of_the_path(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    response = await client.put("/token-management/clients/c1", headers=bearer(make_token()))
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, PATCH, DELETE"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.conftest import bearer, build_settings, running_app
+
 
 async def test_health_reports_ok_with_database_and_cache(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/health")
@@ -41,3 +43,23 @@ async def test_request_id_is_returned_and_echoed(client: httpx.AsyncClient) -> N
     assert len(fresh.headers["x-request-id"]) >= 16
     echoed = await client.get("/livez", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["x-request-id"] == "abc-123"
+
+
+async def test_metrics_need_the_bearer_token_when_one_is_set(database_url: str) -> None:
+    settings = build_settings(database_url, metrics_bearer_token="scrape-token-0123456789")
+    async with running_app(settings) as (_app, client):
+        missing = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers=bearer("scrape-token-012345678X"))
+        right = await client.get("/metrics", headers=bearer("scrape-token-0123456789"))
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json()["error"] == "unauthorized"
+    assert "junction_http_requests_total" not in wrong.text
+    assert right.status_code == 200
+    assert "junction_http_requests_total" in right.text
+
+
+async def test_a_method_a_client_invents_is_counted_as_other(client: httpx.AsyncClient) -> None:
+    await client.request("BREWCOFFEE", "/livez")
+    text = (await client.get("/metrics")).text
+    assert "BREWCOFFEE" not in text
+    assert 'junction_http_requests_total{method="OTHER",route="/livez",status="405"}' in text

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 
 import httpx
 import pytest
 
-from app.core.logging import secrets
+from app.core.logging import TextFormatter, secrets
 from tests.conftest import TokenFactory, bearer
 
 SENTINEL = "SENTINEL-secret-7f3a9c"
@@ -89,3 +91,45 @@ def test_json_lines_carry_level_logger_message_and_request_id() -> None:
     assert entry["message"] == "hello world"
     assert entry["level"] == "info"
     assert entry["request_id"] == "req-42"
+
+
+async def test_a_newline_in_a_request_path_does_not_forge_a_log_line(
+    client: httpx.AsyncClient,
+) -> None:
+    # The service's text format on a stream of the test's own (the app's handler writes to the
+    # stderr of whichever capture was active when the app started).
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter())
+    access = logging.getLogger("junction.access")
+    access.addHandler(handler)
+    try:
+        forged = "2026-01-01 00:00:00,000 INFO    junction.auth [x] admin login accepted"
+        await client.get("/no-such-page%0D%0A" + forged.replace(" ", "%20"))
+    finally:
+        access.removeHandler(handler)
+    [line] = stream.getvalue().splitlines()
+    assert "GET /no-such-page\\r\\n2026-01-01" in line
+    assert not line.startswith("2026-01-01")
+
+
+def test_the_text_format_escapes_control_characters_in_the_message() -> None:
+    record = logging.LogRecord(
+        "junction.test", logging.INFO, __file__, 1, "a %s b", ("x\n\r\t\x1b[31m\x85\u2028",), None
+    )
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert line.endswith("a x\\n\\r\\t\\x1b[31m\\x85\\u2028 b")
+
+
+def test_a_traceback_cannot_start_a_line_of_its_own() -> None:
+    try:
+        raise ValueError("bad input\n2026-01-01 00:00:00,000 INFO    junction forged")
+    except ValueError:
+        record = logging.LogRecord(
+            "junction.test", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+    first, *rest = TextFormatter().format(record).split("\n")
+    assert first.endswith("failed")
+    assert rest and all(line.startswith("    ") for line in rest)
+    assert any("junction forged" in line for line in rest)

@@ -42,6 +42,69 @@ async def test_a_public_address_is_allowed() -> None:
     await ensure_public_destination("https://93.184.216.34/token", allow_private=False)
 
 
+# IPv6 forms that reach an IPv4 address, or sit in a deprecated or local range; each passed as
+# public before (Python's `is_global` knows none of them as non-public on every 3.11 release).
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::127.0.0.1",  # IPv4-compatible loopback
+        "::8.8.8.8",  # IPv4-compatible is deprecated whatever it carries
+        "::ffff:0:7f00:1",  # IPv4-translated loopback
+        "::ffff:0:808:808",  # IPv4-translated, obsoleted
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+        "::ffff:169.254.169.254",  # IPv4-mapped cloud metadata
+        "64:ff9b::7f00:1",  # NAT64 well-known prefix, loopback
+        "64:ff9b::a00:5",  # NAT64 well-known prefix, 10.0.0.5
+        "64:ff9b::a9fe:a9fe",  # NAT64 well-known prefix, 169.254.169.254
+        "64:ff9b:1::808:808",  # NAT64 local-use prefix
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a00:5::1",  # 6to4 of 10.0.0.5
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        "2001::7f00:1",  # Teredo
+        "fec0::1",  # site-local, deprecated
+        "fed0::1",  # site-local, deprecated
+        "3ffe::1",  # 6bone, returned
+        "2001:10::1",  # ORCHID, deprecated
+        "2001:db8::1",  # documentation
+        "3fff::1",  # documentation
+        "fc00::1",  # unique local
+        "fe80::1%eth0",  # link-local with a zone
+        "ff0e::1",  # global-scope multicast
+        "4000::1",  # outside global unicast
+        "::",
+        "100.64.0.1",  # shared address space
+        "192.88.99.1",  # 6to4 relay anycast, deprecated
+        "198.18.0.1",  # benchmarking
+        "224.0.0.1",  # multicast
+        "255.255.255.255",
+    ],
+)
+async def test_ipv6_forms_of_private_ipv4_and_deprecated_ranges_are_refused(
+    address: str,
+) -> None:
+    literal = f"[{address.replace('%', '%25')}]" if ":" in address else address
+    url = f"https://{literal}/token"
+    with pytest.raises(UnsafeDestination):
+        await ensure_public_destination(url, allow_private=False)
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(UnsafeDestination):
+            await post(http, url, allow_private=False, content=b"x")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2606:2800:220:1::1",  # global unicast
+        "::ffff:93.184.216.34",  # IPv4-mapped public address
+        "64:ff9b::5db8:d822",  # NAT64 (DNS64) of 93.184.216.34
+        "2002:5db8:d822::1",  # 6to4 of 93.184.216.34
+    ],
+)
+async def test_ipv6_forms_of_a_public_address_are_allowed(address: str) -> None:
+    await ensure_public_destination(f"https://[{address}]/token", allow_private=False)
+
+
 async def test_a_host_that_does_not_resolve_is_refused() -> None:
     with pytest.raises(UnsafeDestination, match="does not resolve"):
         await ensure_public_destination("https://no-such-host.invalid/x", allow_private=False)

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
+from app.monitoring.lifecycle import build_monitor
 from app.state import app_state
 from tests.conftest import bearer, build_settings, running_app
 from tests.monitoring.factories import make_client, make_connection
@@ -84,3 +85,44 @@ async def test_status_needs_an_admin_of_every_tenant(
     token = make_token(tenants=["tenant-a"], roles=["admin"])
     response = await client.get("/monitoring/status", headers=bearer(token))
     assert response.status_code == 403
+
+
+_CUSTOM_SETTINGS = {
+    "authorization_url": "https://auth.example.com/authorize",
+    "token_url": "https://auth.example.com/token",
+}
+
+
+async def test_custom_provider_names_never_become_metric_labels(
+    client: httpx.AsyncClient, app: Any, make_token: Any
+) -> None:
+    acme = await make_client(app, provider="acme_private_name", provider_settings=_CUSTOM_SETTINGS)
+    other = await make_client(
+        app, tenant_id="tenant-b", provider="other_tenant_slug", provider_settings=_CUSTOM_SETTINGS
+    )
+    wix = await make_client(app, provider="wix")
+    await make_connection(app, acme, branch_id="a")
+    await make_connection(app, other, branch_id="a")
+    await make_connection(app, wix, branch_id="a")
+    admin = bearer(make_token(tenants=["*"], roles=["admin"]))
+    status = (await client.get("/monitoring/status", headers=admin)).json()
+    # The admin's own status report keeps the names; only the public metrics fold them.
+    assert {p["provider"] for p in status["providers"]} >= {"acme_private_name", "wix"}
+    text = (await client.get("/metrics")).text
+    assert "acme_private_name" not in text
+    assert "other_tenant_slug" not in text
+    assert 'junction_monitor_connections{provider="custom",status="active"} 2.0' in text
+    assert 'junction_monitor_connections{provider="wix",status="active"} 1.0' in text
+
+
+async def test_the_loop_counts_refreshes_of_custom_providers_under_one_label(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    acme = await make_client(app, provider="acme_refresh_slug", provider_settings=_CUSTOM_SETTINGS)
+    await make_connection(app, acme, refresh_due_in_s=-60, expires_in_s=30)
+    state = app_state(app)
+    tick = await build_monitor(state.settings, state.sessionmaker, state.tokens).run_once()
+    assert tick.due == 1
+    text = (await client.get("/metrics")).text
+    assert "acme_refresh_slug" not in text
+    assert 'junction_monitor_refreshes_total{provider="custom"' in text
