@@ -210,10 +210,31 @@ async def test_provider_error_without_return_url_answers_json_400(
     assert await all_connections(app) == []
 
 
+async def test_a_provider_error_with_a_trailing_newline_is_not_passed_on(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    registered = await register_client(client, token, oauth_server)
+    login = await client.get(
+        f"/token-management/oauth/login/{registered['id']}",
+        params={"branch_id": "branch-1", "return_url": RETURN_URL},
+        headers=bearer(token),
+    )
+    state = login.json()["state"]
+
+    callback = await client.get(
+        "/token-management/auth/callback", params={"state": state, "error": "access_denied\n"}
+    )
+
+    assert callback.status_code == 303
+    params = callback_params(callback.headers["location"])
+    assert params["status"] == "error" and params["reason"] == "authorization_error"
+
+
 async def test_failed_code_exchange_answers_502_with_the_providers_code(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
     oauth_server.fail_status = 500
 
