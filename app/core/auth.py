@@ -34,10 +34,6 @@ class Principal:
     def expires_at_s(self) -> float:
         return self.expires_at.timestamp()
 
-    @property
-    def is_admin(self) -> bool:
-        return ROLE_ADMIN in self.roles
-
     def can_access(self, tenant_id: str) -> bool:
         return ALL_TENANTS in self.tenants or tenant_id in self.tenants
 
@@ -45,10 +41,6 @@ class Principal:
         if not self.can_access(tenant_id):
             raise Forbidden(f"the caller may not act for tenant '{tenant_id}'")
         return tenant_id
-
-    def require_role(self, *roles: str) -> None:
-        if not self.roles.intersection(roles):
-            raise Forbidden(f"this route needs the role {' or '.join(roles)}")
 
     def resolve_tenant(self, explicit: str | None) -> str:
         """The tenant a request acts for: the one named, or the caller's only tenant."""
