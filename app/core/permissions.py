@@ -14,7 +14,7 @@ tenant), by the route: `Scope.TENANT` says that such a check is part of the oper
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -39,12 +39,17 @@ class Rule:
     public: bool
     roles: frozenset[str]
     scope: Scope
+    # Derived once: `check` runs on every authenticated request, the hot reads included.
+    _all_tenants: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_all_tenants", self.scope is Scope.ALL_TENANTS)
 
     def check(self, principal: Principal) -> None:
         # `isdisjoint` rather than an intersection: no set is built on the hot reads.
         if self.roles and self.roles.isdisjoint(principal.roles):
             raise Forbidden(f"this operation needs the role {_either(self.roles, 'or')}")
-        if self.scope is Scope.ALL_TENANTS and ALL_TENANTS not in principal.tenants:
+        if self._all_tenants and ALL_TENANTS not in principal.tenants:
             raise Forbidden("this operation spans every tenant: it needs a token for '*'")
 
     def sentence(self) -> str:
@@ -178,8 +183,6 @@ PERMISSIONS: dict[str, Operation] = {
 # serve every app built in a process, with the same rules.
 _RULES: dict[object, Rule] = {}
 
-_NO_ENTRY = Rule(public=False, roles=frozenset({"(none: no table entry)"}), scope=Scope.NONE)
-
 
 def operation_key(method: str, path: str) -> str:
     return f"{method.upper()} {path}"
@@ -258,8 +261,12 @@ def describe(operation: Operation) -> str:
 
 
 def rule_for(request: Request) -> Rule:
-    """The rule of the operation `request` matched (a route outside the table: refused)."""
-    return _RULES.get(request.scope.get("endpoint"), _NO_ENTRY)
+    """The rule of the operation `request` matched; a route outside the table is refused (it
+    can only be one added after `install`, such as a test's or a benchmark's own)."""
+    rule = _RULES.get(request.scope.get("endpoint"))
+    if rule is None:
+        raise Forbidden("this operation has no entry in the permission table")
+    return rule
 
 
 def markdown_table() -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from app.core import permissions
 from app.core.config import Settings
+from app.core.deps import CurrentPrincipal
 from app.core.permissions import Rule, Scope
 from app.main import create_app
 from tests.conftest import TokenFactory, bearer
@@ -268,3 +269,15 @@ async def test_anyone_may_revoke_the_token_they_present_even_naming_its_jti(
     revoked = await client.post("/auth/revoke", json={"jti": "own-jti"}, headers=bearer(token))
     assert revoked.status_code == 200
     assert (await client.get("/platforms/connected", headers=bearer(token))).status_code == 401
+
+
+async def test_a_route_added_after_the_table_was_installed_is_refused(
+    app: Any, client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    @app.get("/added-later")
+    async def added_later(principal: CurrentPrincipal) -> dict[str, str]:
+        return {"sub": principal.sub}
+
+    response = await client.get("/added-later", headers=bearer(make_token(["*"], ["admin"])))
+    assert response.status_code == 403
+    assert "permission table" in response.json()["detail"]
