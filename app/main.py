@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 from app import __version__
 from app.auth import router as auth_router
 from app.auth.service import RevocationList
+from app.core import permissions
 from app.core.auth import TokenVerifier
 from app.core.cache import build_cache
 from app.core.config import Settings
@@ -156,6 +157,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage_router.router,
     ):
         app.include_router(router)
+    # Every route has its entry in the one permission table, which is then what get_principal
+    # enforces and what the OpenAPI document shows.
+    permissions.install(app)
     _docs_routes_last(app)
     return app
 

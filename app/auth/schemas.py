@@ -13,7 +13,9 @@ class RevokeRequest(RequestModel):
     jti: str | None = Field(
         default=None,
         max_length=255,
-        description="token id to revoke (admin only); omitted: the presented token",
+        description=(
+            "token id to revoke (an admin of every tenant only); omitted: the presented token"
+        ),
     )
     expires_at: datetime | None = Field(
         default=None, description="when the revoked token expires; default: 24 hours from now"

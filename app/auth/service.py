@@ -17,10 +17,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import RevokedToken
+from app.core import permissions
 from app.core.auth import Principal
 from app.core.cache import Cache
 from app.core.db import after_commit, dialect_insert, utcnow
-from app.core.errors import BadRequest, Forbidden
+from app.core.errors import BadRequest
 
 logger = logging.getLogger("junction.auth")
 
@@ -92,13 +93,17 @@ async def revoke(
     jti: str | None,
     expires_at: datetime | None,
 ) -> tuple[str, datetime]:
-    """Revoke the caller's own token, or (admins) any token id; idempotent."""
+    """Revoke the caller's own token, or (admins of every tenant) any token id; idempotent.
+
+    A bare `jti` names no tenant, so a tenant's admin could otherwise revoke another tenant's
+    tokens: everyone else revokes a token by presenting it.
+    """
     if jti is None or jti == principal.jti:
         if principal.jti is None:
             raise BadRequest("the presented token has no 'jti' claim, so it cannot be revoked")
         jti, expires_at = principal.jti, principal.expires_at
-    elif not principal.is_admin:
-        raise Forbidden("revoking another token needs the admin role")
+    else:
+        permissions.REVOKE_BY_JTI.check(principal)
     expires_at = (expires_at or utcnow() + timedelta(hours=24)).astimezone(UTC)
     statement = (
         dialect_insert(session, RevokedToken)

@@ -34,10 +34,6 @@ class Principal:
     def expires_at_s(self) -> float:
         return self.expires_at.timestamp()
 
-    @property
-    def is_admin(self) -> bool:
-        return ROLE_ADMIN in self.roles
-
     def can_access(self, tenant_id: str) -> bool:
         return ALL_TENANTS in self.tenants or tenant_id in self.tenants
 
@@ -45,10 +41,6 @@ class Principal:
         if not self.can_access(tenant_id):
             raise Forbidden(f"the caller may not act for tenant '{tenant_id}'")
         return tenant_id
-
-    def require_role(self, *roles: str) -> None:
-        if not self.roles.intersection(roles):
-            raise Forbidden(f"this route needs the role {' or '.join(roles)}")
 
     def resolve_tenant(self, explicit: str | None) -> str:
         """The tenant a request acts for: the one named, or the caller's only tenant."""
@@ -69,6 +61,7 @@ class TokenVerifier:
             raise ValueError("the 'none' algorithm is never accepted")
         self.audience = settings.auth_audience
         self.issuer = settings.auth_issuer
+        self._required_claims = ["exp", "aud", "sub", *(["iss"] if self.issuer else [])]
         self._secret = settings.jwt_secret
         self._public_key = settings.auth_jwt_public_key
         self._jwks = jwt.PyJWKClient(settings.auth_jwks_url) if settings.auth_jwks_url else None
@@ -107,7 +100,8 @@ class TokenVerifier:
                 algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
-                options={"require": ["exp", "aud", "sub"], "verify_iss": bool(self.issuer)},
+                # `iss` is required, not only compared, when an issuer is configured.
+                options={"require": self._required_claims, "verify_iss": bool(self.issuer)},
                 leeway=5,
             )
         except jwt.ExpiredSignatureError as exc:
@@ -132,17 +126,34 @@ def _reason(exc: Exception) -> str:
 
 
 def _str_set(value: Any, claim: str) -> frozenset[str]:
+    # A list and nothing else: a bare string would grant the whole claim ("*" every tenant,
+    # "admin" the admin role) to anyone who reads it as one item.
     if value is None:
         return frozenset()
-    if isinstance(value, str):
-        value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Unauthorized(f"invalid token: claim '{claim}' must be a list of strings")
+        raise InvalidToken(f"invalid token: claim '{claim}' must be a list of strings")
     return frozenset(value)
 
 
-def _printable(value: str) -> bool:
-    return value.isprintable() and len(value) <= 1024
+def _printable(value: str, max_length: int = 1024) -> bool:
+    return value.isprintable() and len(value) <= max_length
+
+
+# The revocation list stores a `jti` in a 255-character column (app/auth/models.py).
+_MAX_JTI_LENGTH = 255
+
+
+def _jti(value: Any) -> str | None:
+    """Optional (a token without one cannot be revoked), but never ignored when present: a `jti`
+    the revocation list could not hold would make its token silently irrevocable."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not _printable(value, _MAX_JTI_LENGTH):
+        raise InvalidToken(
+            f"invalid token: claim 'jti' must be a printable string of at most "
+            f"{_MAX_JTI_LENGTH} characters"
+        )
+    return value
 
 
 def _principal_from(claims: dict[str, Any]) -> Principal:
@@ -153,12 +164,11 @@ def _principal_from(claims: dict[str, Any]) -> Principal:
         expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
     except (OverflowError, OSError, ValueError):
         raise Unauthorized("invalid token: claim 'exp' is out of range") from None
-    jti = claims.get("jti")
     return Principal(
         sub=sub,
         tenants=_str_set(claims.get("tenants"), "tenants"),
         roles=_str_set(claims.get("roles"), "roles"),
-        jti=jti if isinstance(jti, str) and _printable(jti) else None,
+        jti=_jti(claims.get("jti")),
         expires_at=expires_at,
     )
 

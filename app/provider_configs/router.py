@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
-from app.core.auth import ROLE_ADMIN, ROLE_SERVICE
+from app.core import permissions
 from app.core.deps import (
     TENANT_ID_PATTERN,
     CurrentPrincipal,
@@ -82,7 +82,7 @@ async def get_config(request: Request) -> Response:
     include_secrets = _INCLUDE_SECRETS.read(request)
     domain = _domain(request)
     if include_secrets:
-        principal.require_role(ROLE_SERVICE, ROLE_ADMIN)
+        permissions.REVEAL_CONFIG_SECRETS.check(principal)
         async with domain.sessionmaker() as session:
             document = await service.read_document(
                 session, domain.defaults, tenant_id, provider_type, keyring=domain.keyring

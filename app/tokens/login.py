@@ -25,7 +25,8 @@ from app.tokens.sealing import open_client_secret, open_code_verifier, seal_code
 logger = logging.getLogger("junction.tokens")
 
 # What of a provider's `error=` we pass on to the return URL: an OAuth error code, nothing else.
-_OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
+# Matched whole (`fullmatch`): `$` also matches before a trailing newline.
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ async def complete_callback(
         )
 
     if error is not None:
-        return failed(error if _OAUTH_ERROR.match(error) else "authorization_error")
+        return failed(error if _OAUTH_ERROR.fullmatch(error) else "authorization_error")
     if not code or len(code) > 4096:
         return failed("missing_code")
     spec = ctx.spec_for(client)

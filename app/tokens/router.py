@@ -8,11 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from app.core.auth import ROLE_ADMIN, ROLE_SERVICE
 from app.core.deps import (
     TENANT_ID_PATTERN,
     CurrentPrincipal,
-    ServicePrincipal,
     SessionDep,
     get_principal,
 )
@@ -100,7 +98,6 @@ async def read_token(request: Request) -> Response:
     query and caller, and a fresh token answers from the read cache without a database query.
     """
     principal = await get_principal(request)
-    principal.require_role(ROLE_SERVICE, ROLE_ADMIN)
     branch_id = _BRANCH_ID.read(request)
     provider = _PROVIDER.read(request)
     assert provider is not None
@@ -259,7 +256,7 @@ async def auth_callback(
 
 @router.post("/tokens/refresh", response_model=TokenOut)
 async def refresh_token(
-    body: RefreshRequest, principal: ServicePrincipal, ctx: TokenContextDep
+    body: RefreshRequest, principal: CurrentPrincipal, ctx: TokenContextDep
 ) -> Response:
     tenant = principal.resolve_tenant(body.tenant_id)
     return _token_out(await reads.force_refresh(ctx, tenant, body.provider, body.branch_id))
@@ -269,7 +266,7 @@ async def refresh_token(
 async def disconnect(
     branch_id: BranchPath,
     provider: ProviderQuery,
-    principal: ServicePrincipal,
+    principal: CurrentPrincipal,
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> DisconnectOut:

@@ -10,9 +10,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from app.core.db import utcnow
 from app.core.deps import (
-    AdminPrincipal,
     CurrentPrincipal,
-    ServicePrincipal,
     SessionDep,
     SettingsDep,
     TenantIdPath,
@@ -80,7 +78,7 @@ def get_prices(request: Request) -> PriceTable:
     responses={200: {"description": "every event was a repeat of a known request_id"}},
 )
 async def record_openai_usage(
-    principal: ServicePrincipal,  # before the body: an anonymous caller gets 401, not a 422
+    principal: CurrentPrincipal,  # before the body: an anonymous caller gets 401, not a 422
     body: Annotated[EventsBody, Depends(events_body)],
     session: SessionDep,
     prices: Annotated[PriceTable, Depends(get_prices)],
@@ -125,7 +123,7 @@ async def read_quota(
 )
 async def read_usage_summary(
     tenant_id: TenantIdPath,
-    principal: AdminPrincipal,
+    principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     from_: Annotated[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.core.deps import AdminPrincipal, SessionDep, SettingsDep, TenantIdPath
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, TenantIdPath
 from app.workspaces import service
 from app.workspaces.models import Workspace
 from app.workspaces.schemas import WorkspaceRead, WorkspaceUpdate
@@ -24,7 +24,7 @@ def _read(workspace: Workspace) -> WorkspaceRead:
 
 @router.get("/{tenant_id}", response_model=WorkspaceRead)
 async def read_workspace(
-    tenant_id: TenantIdPath, principal: AdminPrincipal, session: SessionDep
+    tenant_id: TenantIdPath, principal: CurrentPrincipal, session: SessionDep
 ) -> WorkspaceRead:
     principal.require_tenant(tenant_id)
     return _read(await service.get_workspace(session, tenant_id))
@@ -34,7 +34,7 @@ async def read_workspace(
 async def update_workspace(
     tenant_id: TenantIdPath,
     body: WorkspaceUpdate,
-    principal: AdminPrincipal,
+    principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
 ) -> WorkspaceRead:

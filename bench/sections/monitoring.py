@@ -252,7 +252,7 @@ async def _refresh_rate(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            token = ctx.token(["bench-refresh"])
+            token = ctx.token(["bench-refresh"], roles=["service"])  # registers the client
             first = await connect_branch(client, token, provider, "branch-0")  # type: ignore[arg-type]
             for i in range(1, REFRESH_CONNECTIONS):
                 await connect_branch(

@@ -150,13 +150,13 @@ async def test_revoking_one_token_leaves_others_valid(
     assert response.status_code == 200
 
 
-async def test_only_an_admin_may_revoke_another_token(
+async def test_only_an_admin_of_every_tenant_may_revoke_another_token(
     client: httpx.AsyncClient, make_token: TokenFactory
 ) -> None:
     user = make_token(roles=[])
     refused = await client.post("/auth/revoke", headers=bearer(user), json={"jti": "other"})
     assert refused.status_code == 403
-    admin = make_token(roles=["admin"])
+    admin = make_token(["*"], roles=["admin"])
     target = make_token(roles=["admin"], jti="target-jti")
     allowed = await client.post("/auth/revoke", headers=bearer(admin), json={"jti": "target-jti"})
     assert allowed.status_code == 200
@@ -240,3 +240,57 @@ async def test_a_sub_with_control_characters_gets_401(
     token = jwt.encode(_claims(settings, sub="evil\x00user"), settings.jwt_secret, "HS256")
     response = await client.get(ADMIN_ROUTE, headers=bearer(token))
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("tenants", "*"),
+        ("tenants", "tenant-a"),
+        ("roles", "admin"),
+        ("roles", [1]),
+        ("tenants", {}),
+    ],
+)
+async def test_tenants_and_roles_that_are_not_lists_of_strings_get_401(
+    client: httpx.AsyncClient, settings: Settings, claim: str, value: Any
+) -> None:
+    token = jwt.encode(_claims(settings, **{claim: value}), settings.jwt_secret, "HS256")
+    response = await client.get(ADMIN_ROUTE, headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert claim in response.json()["detail"]
+
+
+@pytest.mark.parametrize("jti", [12345, "", "j" * 256, "bad\njti"])
+async def test_a_jti_the_revocation_list_could_not_hold_gets_401(
+    client: httpx.AsyncClient, settings: Settings, jti: Any
+) -> None:
+    token = jwt.encode(_claims(settings, jti=jti), settings.jwt_secret, "HS256")
+    response = await client.get(ADMIN_ROUTE, headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+
+
+async def test_a_token_without_a_jti_is_accepted_but_cannot_be_revoked(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    token = jwt.encode(_claims(settings, jti=None), settings.jwt_secret, "HS256")
+    assert (await client.get(ADMIN_ROUTE, headers=bearer(token))).status_code == 200
+    response = await client.post("/auth/revoke", headers=bearer(token))
+    assert response.status_code == 400
+
+
+async def test_a_token_without_iss_gets_401_when_an_issuer_is_configured(
+    database_url: str,
+) -> None:
+    settings = build_settings(database_url, auth_issuer="https://idp.example.com")
+    without_issuer = jwt.encode(_claims(settings), settings.jwt_secret, "HS256")
+    with_issuer = jwt.encode(
+        _claims(settings, iss="https://idp.example.com"), settings.jwt_secret, "HS256"
+    )
+    async with running_app(settings) as (_, client):
+        refused = await client.get(ADMIN_ROUTE, headers=bearer(without_issuer))
+        assert refused.status_code == 401
+        assert "iss" in refused.json()["detail"]
+        assert (await client.get(ADMIN_ROUTE, headers=bearer(with_issuer))).status_code == 200

@@ -61,7 +61,7 @@ async def test_a_short_lived_token_is_refreshed_before_it_expires(
     oauth_server.token_lifetime_s = 62
     settings = build_settings(database_url, monitor_enabled=True, monitor_interval_s=0.1)
     async with running_app(settings) as (app, client):
-        await connect_branch(client, make_token(), oauth_server, "branch-1")
+        await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
         [before] = await connections(app)
         await eventually(lambda: oauth_server.refresh_calls >= 1)
         await eventually(lambda: app_state(app).monitoring.loop.last_tick.refreshed >= 1)
@@ -76,7 +76,7 @@ async def test_a_short_lived_token_is_refreshed_before_it_expires(
 async def test_a_revoked_grant_becomes_needs_reauth_with_one_event(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server, "branch-1")
+    await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
     oauth_server.revoke_all_grants()
     await make_due(app)
     monitor = monitor_of(app)
@@ -85,7 +85,9 @@ async def test_a_revoked_grant_becomes_needs_reauth_with_one_event(
     [connection] = await connections(app)
     assert (first.due, first.failed, second.due) == (1, 1, 0)
     assert connection.status == "needs_reauth"
-    events = (await client.get("/monitoring/events", headers=bearer(make_token()))).json()
+    events = (
+        await client.get("/monitoring/events", headers=bearer(make_token(roles=["service"])))
+    ).json()
     assert [(e["type"], e["branch_id"], e["reason"]) for e in events["items"]] == [
         ("needs_reauth", "branch-1", "invalid_grant")
     ]
@@ -98,7 +100,7 @@ async def test_an_outage_gives_refresh_failed_then_backoff_then_recovered(
     oauth_server.token_lifetime_s = 60
     settings = build_settings(database_url, token_refresh_cooldown_s=0.5)
     async with running_app(settings) as (app, client):
-        await connect_branch(client, make_token(), oauth_server, "branch-1")
+        await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
         monitor = monitor_of(app)
         oauth_server.fail_status = 503
         failed = await monitor.run_once()
@@ -130,7 +132,7 @@ async def test_failed_retries_during_an_outage_raise_only_one_event(
 ) -> None:
     settings = build_settings(database_url, token_refresh_cooldown_s=0.05)
     async with running_app(settings) as (app, client):
-        await connect_branch(client, make_token(), oauth_server, "branch-1")
+        await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
         monitor = monitor_of(app)
         oauth_server.fail_status = 500
         await make_due(app)
@@ -146,7 +148,7 @@ async def test_failed_retries_during_an_outage_raise_only_one_event(
 async def test_a_lease_left_by_a_killed_instance_is_taken_over(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server, "branch-1")
+    await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
     await make_due(
         app, lease_owner="killed-instance", lease_expires_at=utcnow() - timedelta(seconds=1)
     )
@@ -159,7 +161,7 @@ async def test_a_lease_left_by_a_killed_instance_is_taken_over(
 async def test_a_live_lease_of_another_instance_is_left_alone(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server, "branch-1")
+    await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
     await make_due(
         app, lease_owner="busy-instance", lease_expires_at=utcnow() + timedelta(minutes=1)
     )
@@ -197,7 +199,11 @@ async def test_shutdown_lets_an_in_flight_refresh_finish_within_the_grace_period
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     monitor, before, after = await _stop_during_a_refresh(
-        database_url, make_token(), oauth_server, grace_s=10.0, provider_delay_s=0.5
+        database_url,
+        make_token(roles=["service"]),
+        oauth_server,
+        grace_s=10.0,
+        provider_delay_s=0.5,
     )
     assert monitor.totals["refreshed"] == 1
     assert after.access_token_enc != before.access_token_enc
@@ -208,7 +214,7 @@ async def test_shutdown_past_the_grace_period_leaves_the_previous_token_set_whol
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     monitor, before, after = await _stop_during_a_refresh(
-        database_url, make_token(), oauth_server, grace_s=0, provider_delay_s=2.0
+        database_url, make_token(roles=["service"]), oauth_server, grace_s=0, provider_delay_s=2.0
     )
     assert monitor.totals["abandoned"] == 1
     assert (after.access_token_enc, after.refresh_token_enc, after.expires_at) == (
@@ -233,7 +239,7 @@ async def test_a_slow_provider_does_not_hold_back_another_providers_refreshes(
             monitor_shutdown_grace_s=0,
         )
         async with running_app(settings) as (app, client):
-            token = make_token()
+            token = make_token(roles=["service"])
             slow = await register_client(
                 client, token, slow_server, provider="slow_oauth", **slow_server.provider_urls()
             )
@@ -259,7 +265,7 @@ async def test_two_instances_refresh_each_due_connection_exactly_once(
 ) -> None:
     settings = build_settings(database_url, monitor_interval_s=0.02, monitor_batch_size=5)
     async with running_app(settings) as (app_a, client), running_app(settings) as (app_b, _):
-        token = make_token()
+        token = make_token(roles=["service"])
         first = await connect_branch(client, token, oauth_server, "branch-0")
         for i in range(1, 30):
             await connect_branch(
@@ -291,7 +297,7 @@ async def test_one_pass_leases_no_more_than_a_providers_share(
     # One refresh at a time per provider, four rounds queued at most: a share of four.
     settings = build_settings(database_url, monitor_per_provider_concurrency=1)
     async with running_app(settings) as (app, client):
-        token = make_token()
+        token = make_token(roles=["service"])
         first = await connect_branch(client, token, oauth_server, "branch-0")
         for i in range(1, 10):
             await connect_branch(
@@ -316,7 +322,7 @@ async def test_a_backlog_beyond_a_providers_share_is_worked_off_without_waiting_
         database_url, monitor_per_provider_concurrency=1, monitor_interval_s=60
     )
     async with running_app(settings) as (app, client):
-        token = make_token()
+        token = make_token(roles=["service"])
         first = await connect_branch(client, token, oauth_server, "branch-0")
         for i in range(1, 12):
             await connect_branch(

@@ -47,8 +47,15 @@ def find(document: dict[str, Any], provider_type: str, name: str) -> dict[str, A
 
 
 @pytest.fixture
-def user(make_token: TokenFactory) -> dict[str, str]:
-    return bearer(make_token(tenants=[TENANT], sub="alice"))
+def editor(make_token: TokenFactory) -> dict[str, str]:
+    # Writing a configuration (API keys among it) needs the service or admin role.
+    return bearer(make_token(tenants=[TENANT], roles=["service"], sub="alice"))
+
+
+@pytest.fixture
+def member(make_token: TokenFactory) -> dict[str, str]:
+    """A member of the tenant without a role: reads configurations, secrets masked."""
+    return bearer(make_token(tenants=[TENANT], sub="bob"))
 
 
 @pytest.fixture

@@ -34,13 +34,13 @@ def config_selects(app: Any) -> AbstractContextManager[list[str]]:
 
 
 async def test_a_warm_read_does_not_touch_the_database(
-    app: Any, client: httpx.AsyncClient, user: dict
+    app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google")])
-    await client.get(f"/config/{TENANT}", headers=user)
+    await post_config(client, editor, map=[provider("google")])
+    await client.get(f"/config/{TENANT}", headers=editor)
     with config_selects(app) as selects:
         for _ in range(5):
-            response = await client.get(f"/config/{TENANT}", headers=user)
+            response = await client.get(f"/config/{TENANT}", headers=editor)
             assert response.status_code == 200
     assert selects == []
 
@@ -54,64 +54,64 @@ async def _cache_operations(client: httpx.AsyncClient, tier: str, result: str) -
 
 
 async def test_cache_metrics_count_the_hits_and_misses_of_reads(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google")])
+    await post_config(client, editor, map=[provider("google")])
     hits = await _cache_operations(client, "local", "hit")
     misses = await _cache_operations(client, "local", "miss")
-    await client.get(f"/config/{TENANT}", headers=user)  # cold: a local miss
+    await client.get(f"/config/{TENANT}", headers=editor)  # cold: a local miss
     for _ in range(3):
-        await client.get(f"/config/{TENANT}", headers=user)
+        await client.get(f"/config/{TENANT}", headers=editor)
     assert await _cache_operations(client, "local", "miss") == misses + 1
     assert await _cache_operations(client, "local", "hit") == hits + 3
 
 
 async def test_concurrent_cold_reads_cost_one_database_read(
-    app: Any, client: httpx.AsyncClient, user: dict
+    app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google")])
+    await post_config(client, editor, map=[provider("google")])
     with config_selects(app) as selects:
         responses = await asyncio.gather(
-            *(client.get(f"/config/{TENANT}", headers=user) for _ in range(30))
+            *(client.get(f"/config/{TENANT}", headers=editor) for _ in range(30))
         )
     assert {r.status_code for r in responses} == {200}
     assert len({r.content for r in responses}) == 1
     assert len(selects) == 1
 
 
-async def test_a_write_is_visible_on_the_next_read(client: httpx.AsyncClient, user: dict) -> None:
-    await post_config(client, user, map=[provider("google", config_data={"v": 1})])
+async def test_a_write_is_visible_on_the_next_read(client: httpx.AsyncClient, editor: dict) -> None:
+    await post_config(client, editor, map=[provider("google", config_data={"v": 1})])
     for value in range(2, 6):
-        await client.get(f"/config/{TENANT}?provider_type=map", headers=user)
-        await client.get(f"/config/{TENANT}", headers=user)
-        await post_config(client, user, map=[provider("google", config_data={"v": value})])
-        typed = (await client.get(f"/config/{TENANT}?provider_type=map", headers=user)).json()
-        whole = (await client.get(f"/config/{TENANT}", headers=user)).json()
+        await client.get(f"/config/{TENANT}?provider_type=map", headers=editor)
+        await client.get(f"/config/{TENANT}", headers=editor)
+        await post_config(client, editor, map=[provider("google", config_data={"v": value})])
+        typed = (await client.get(f"/config/{TENANT}?provider_type=map", headers=editor)).json()
+        whole = (await client.get(f"/config/{TENANT}", headers=editor)).json()
         assert find(typed, "map", "google")["config_data"] == {"v": value}
         assert find(whole, "map", "google")["config_data"] == {"v": value}
 
 
 async def test_delete_and_rollback_invalidate_the_cache(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    created = await post_config(client, user, map=[provider("google")])
+    created = await post_config(client, editor, map=[provider("google")])
     config_id = created.json()["map_providers"][0]["id"]
-    await client.get(f"/config/{TENANT}", headers=user)
-    await client.delete(f"/config/{TENANT}", params={"change_reason": "x"}, headers=user)
-    assert (await client.get(f"/config/{TENANT}", headers=user)).json()["map_providers"] == []
+    await client.get(f"/config/{TENANT}", headers=editor)
+    await client.delete(f"/config/{TENANT}", params={"change_reason": "x"}, headers=editor)
+    assert (await client.get(f"/config/{TENANT}", headers=editor)).json()["map_providers"] == []
     await client.post(
         f"/config/{TENANT}/rollback",
         json={"config_id": config_id, "version": 1, "reason": "undo"},
-        headers=user,
+        headers=editor,
     )
-    document = (await client.get(f"/config/{TENANT}", headers=user)).json()
+    document = (await client.get(f"/config/{TENANT}", headers=editor)).json()
     assert find(document, "map", "google")["version"] == 3
 
 
 async def test_with_the_cache_disabled_every_read_goes_to_the_database(
     settings: Settings, make_token: TokenFactory
 ) -> None:
-    headers = bearer(make_token([TENANT]))
+    headers = bearer(make_token([TENANT], roles=["service"]))
     uncached = build_settings(settings.database_url, provider_config_cache_enabled=False)
     async with running_app(uncached) as (app, client):
         await post_config(client, headers, map=[provider("google")])
@@ -124,7 +124,7 @@ async def test_with_the_cache_disabled_every_read_goes_to_the_database(
 async def test_with_redis_unreachable_reads_and_writes_still_work(
     settings: Settings, make_token: TokenFactory
 ) -> None:
-    headers = bearer(make_token([TENANT]))
+    headers = bearer(make_token([TENANT], roles=["service"]))
     dead = build_settings(
         settings.database_url, redis_url="redis://127.0.0.1:1/0", cache_socket_timeout_s=0.05
     )
@@ -141,16 +141,16 @@ async def test_with_redis_unreachable_reads_and_writes_still_work(
 
 @postgres_only
 async def test_a_typed_read_fills_the_redis_key_and_a_write_deletes_it(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
     redis = aioredis.Redis.from_url(REDIS_URL)
     try:
-        await post_config(client, user, sms=[provider("twilio")])
-        await client.get(f"/config/{TENANT}?provider_type=sms", headers=user)
+        await post_config(client, editor, sms=[provider("twilio")])
+        await client.get(f"/config/{TENANT}?provider_type=sms", headers=editor)
         key = f"provider_config:{TENANT}:sms"
         assert await redis.exists(key)
         assert 0 < await redis.ttl(key) <= 300
-        await post_config(client, user, sms=[provider("twilio", enabled=False)])
+        await post_config(client, editor, sms=[provider("twilio", enabled=False)])
         assert not await redis.exists(key)
     finally:
         await redis.aclose()
@@ -160,7 +160,7 @@ async def test_a_typed_read_fills_the_redis_key_and_a_write_deletes_it(
 async def test_a_write_through_one_instance_is_visible_through_another(
     settings: Settings, make_token: TokenFactory
 ) -> None:
-    headers = bearer(make_token([TENANT]))
+    headers = bearer(make_token([TENANT], roles=["service"]))
     async with running_app(settings) as (_, first), running_app(settings) as (_, second):
         await post_config(first, headers, map=[provider("google", config_data={"v": 0})])
         for value in range(1, 11):
@@ -177,7 +177,7 @@ async def test_a_write_through_one_instance_is_visible_through_another(
 async def test_the_second_instance_reads_a_warm_document_from_redis(
     settings: Settings, make_token: TokenFactory
 ) -> None:
-    headers = bearer(make_token([TENANT]))
+    headers = bearer(make_token([TENANT], roles=["service"]))
     async with running_app(settings) as (_, first), running_app(settings) as (app2, second):
         await post_config(first, headers, map=[provider("google")])
         await first.get(f"/config/{TENANT}", headers=headers)

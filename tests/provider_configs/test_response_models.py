@@ -60,54 +60,54 @@ async def test_every_answer_matches_its_published_model(
     app_with_defaults: tuple[Any, httpx.AsyncClient], make_token: TokenFactory
 ) -> None:
     app, client = app_with_defaults
-    user = bearer(make_token([TENANT], sub="alice"))
+    editor = bearer(make_token([TENANT], roles=["service"], sub="alice"))
     service = bearer(make_token([TENANT], roles=["service"], sub="billing"))
 
     # Defaults only (nothing stored), masked, revealed and one type.
-    assert_published(app, "get", DOCUMENT, await client.get(f"/config/{TENANT}", headers=user))
+    assert_published(app, "get", DOCUMENT, await client.get(f"/config/{TENANT}", headers=editor))
     revealed = await client.get(f"/config/{TENANT}?include_secrets=true", headers=service)
     assert_published(app, "get", DOCUMENT, revealed)
     assert find(revealed.json(), "sms", "twilio")["api_secret"] == "s3cr3t-value"
-    one_type = await client.get(f"/config/{TENANT}?provider_type=sms", headers=user)
+    one_type = await client.get(f"/config/{TENANT}?provider_type=sms", headers=editor)
     assert_published(app, "get", DOCUMENT, one_type)
 
     # The write answers.
     written = await post_config(
         client,
-        user,
+        editor,
         map=[provider("google", api_key="key-abcdefgh1234", config_data={"zoom": 3})],
         sms=[provider("vonage", enabled=False, api_secret="short")],
         change_reason="first",
     )
     assert_published(app, "post", DOCUMENT, written)
-    updated = await post_config(client, user, map=[provider("google", config_data={"zoom": 4})])
+    updated = await post_config(client, editor, map=[provider("google", config_data={"zoom": 4})])
     assert_published(app, "post", DOCUMENT, updated)
     config_id = find(updated.json(), "map", "google")["id"]
 
     # Stored rows beside defaults: masked, revealed, one type.
-    assert_published(app, "get", DOCUMENT, await client.get(f"/config/{TENANT}", headers=user))
+    assert_published(app, "get", DOCUMENT, await client.get(f"/config/{TENANT}", headers=editor))
     revealed = await client.get(f"/config/{TENANT}?include_secrets=true", headers=service)
     assert_published(app, "get", DOCUMENT, revealed)
     assert find(revealed.json(), "map", "google")["api_key"] == "key-abcdefgh1234"
-    one_type = await client.get(f"/config/{TENANT}?provider_type=map", headers=user)
+    one_type = await client.get(f"/config/{TENANT}?provider_type=map", headers=editor)
     assert_published(app, "get", DOCUMENT, one_type)
 
     # Rollback and delete answer the document too.
     rolled_back = await client.post(
         f"/config/{TENANT}/rollback",
         json={"config_id": config_id, "version": 1, "reason": "zoom back"},
-        headers=user,
+        headers=editor,
     )
     assert_published(app, "post", "/config/{tenant_id}/rollback", rolled_back)
     deleted = await client.delete(
         f"/config/{TENANT}?provider_type=sms&provider_name=vonage&change_reason=gone",
-        headers=user,
+        headers=editor,
     )
     assert_published(app, "delete", DOCUMENT, deleted)
 
     # History: a full page, a page with a next cursor, and the page that cursor leads to.
     path = "/config/{tenant_id}/history"
-    full = await client.get(f"/config/{TENANT}/history", headers=user)
+    full = await client.get(f"/config/{TENANT}/history", headers=editor)
     assert_published(app, "get", path, full)
     assert {item["change_type"] for item in full.json()["items"]} >= {
         "created",
@@ -115,9 +115,9 @@ async def test_every_answer_matches_its_published_model(
         "rolled_back",
         "deleted",
     }
-    first = await client.get(f"/config/{TENANT}/history?limit=1", headers=user)
+    first = await client.get(f"/config/{TENANT}/history?limit=1", headers=editor)
     assert_published(app, "get", path, first)
     cursor = first.json()["next_cursor"]
     assert cursor is not None
-    rest = await client.get(f"/config/{TENANT}/history", params={"cursor": cursor}, headers=user)
+    rest = await client.get(f"/config/{TENANT}/history", params={"cursor": cursor}, headers=editor)
     assert_published(app, "get", path, rest)

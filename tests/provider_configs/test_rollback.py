@@ -10,8 +10,8 @@ from tests.conftest import TokenFactory, bearer
 from tests.provider_configs.conftest import TENANT, find, history, post_config, provider
 
 
-async def _google_id(client: httpx.AsyncClient, user: dict) -> str:
-    document = (await client.get(f"/config/{TENANT}", headers=user)).json()
+async def _google_id(client: httpx.AsyncClient, editor: dict) -> str:
+    document = (await client.get(f"/config/{TENANT}", headers=editor)).json()
     config_id: str = find(document, "map", "google")["id"]
     return config_id
 
@@ -23,50 +23,52 @@ async def _rollback(
 
 
 async def test_rollback_writes_the_old_content_as_a_new_version(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google", config_data={"v": 1})])
-    await post_config(client, user, map=[provider("google", config_data={"v": 2})])
-    config_id = await _google_id(client, user)
-    response = await _rollback(client, user, config_id=config_id, version=1, reason="bad zoom")
+    await post_config(client, editor, map=[provider("google", config_data={"v": 1})])
+    await post_config(client, editor, map=[provider("google", config_data={"v": 2})])
+    config_id = await _google_id(client, editor)
+    response = await _rollback(client, editor, config_id=config_id, version=1, reason="bad zoom")
     assert response.status_code == 200
     google = find(response.json(), "map", "google")
     assert google["config_data"] == {"v": 1}
     assert google["version"] == 3
-    latest = (await history(client, user))[0]
+    latest = (await history(client, editor))[0]
     assert latest["change_type"] == "rolled_back"
     assert latest["source_version"] == 1
     assert latest["change_reason"] == "bad zoom"
 
 
 async def test_rollback_keeps_the_history_it_rolls_back_over(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google", config_data={"v": 1})])
-    await post_config(client, user, map=[provider("google", config_data={"v": 2})])
-    config_id = await _google_id(client, user)
-    await _rollback(client, user, config_id=config_id, version=1, reason="x")
-    items = await history(client, user)
+    await post_config(client, editor, map=[provider("google", config_data={"v": 1})])
+    await post_config(client, editor, map=[provider("google", config_data={"v": 2})])
+    config_id = await _google_id(client, editor)
+    await _rollback(client, editor, config_id=config_id, version=1, reason="x")
+    items = await history(client, editor)
     assert [i["version"] for i in items] == [3, 2, 1]
     assert items[1]["snapshot"]["config_data"] == {"v": 2}
 
 
 async def test_rollback_restores_the_secret_of_that_version(
-    client: httpx.AsyncClient, user: dict, service_caller: dict
+    client: httpx.AsyncClient, editor: dict, service_caller: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google", api_key="first-key-aaaa1111")])
-    await post_config(client, user, map=[provider("google", api_key="second-key-bbbb2222")])
-    config_id = await _google_id(client, user)
-    await _rollback(client, user, config_id=config_id, version=1, reason="rotate back")
+    await post_config(client, editor, map=[provider("google", api_key="first-key-aaaa1111")])
+    await post_config(client, editor, map=[provider("google", api_key="second-key-bbbb2222")])
+    config_id = await _google_id(client, editor)
+    await _rollback(client, editor, config_id=config_id, version=1, reason="rotate back")
     revealed = await client.get(f"/config/{TENANT}?include_secrets=true", headers=service_caller)
     assert find(revealed.json(), "map", "google")["api_key"] == "first-key-aaaa1111"
 
 
-async def test_rollback_brings_a_deleted_config_back(client: httpx.AsyncClient, user: dict) -> None:
-    await post_config(client, user, map=[provider("google", config_data={"v": 1})])
-    config_id = await _google_id(client, user)
-    await client.delete(f"/config/{TENANT}", params={"change_reason": "oops"}, headers=user)
-    response = await _rollback(client, user, config_id=config_id, version=1, reason="undo")
+async def test_rollback_brings_a_deleted_config_back(
+    client: httpx.AsyncClient, editor: dict
+) -> None:
+    await post_config(client, editor, map=[provider("google", config_data={"v": 1})])
+    config_id = await _google_id(client, editor)
+    await client.delete(f"/config/{TENANT}", params={"change_reason": "oops"}, headers=editor)
+    response = await _rollback(client, editor, config_id=config_id, version=1, reason="undo")
     google = find(response.json(), "map", "google")
     assert google["config_data"] == {"v": 1}
     assert google["id"] == config_id
@@ -74,21 +76,21 @@ async def test_rollback_brings_a_deleted_config_back(client: httpx.AsyncClient, 
 
 
 async def test_rollback_to_a_missing_version_is_a_404(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google")])
-    config_id = await _google_id(client, user)
-    response = await _rollback(client, user, config_id=config_id, version=7, reason="x")
+    await post_config(client, editor, map=[provider("google")])
+    config_id = await _google_id(client, editor)
+    response = await _rollback(client, editor, config_id=config_id, version=7, reason="x")
     assert response.status_code == 404
-    assert len(await history(client, user)) == 1
+    assert len(await history(client, editor)) == 1
 
 
 async def test_rollback_of_another_tenants_config_is_a_404(
-    client: httpx.AsyncClient, user: dict, make_token: TokenFactory
+    client: httpx.AsyncClient, editor: dict, make_token: TokenFactory
 ) -> None:
-    await post_config(client, user, map=[provider("google")])
-    config_id = await _google_id(client, user)
-    other = bearer(make_token(["tenant-b"]))
+    await post_config(client, editor, map=[provider("google")])
+    config_id = await _google_id(client, editor)
+    other = bearer(make_token(["tenant-b"], roles=["service"]))
     response = await _rollback(
         client, other, "tenant-b", config_id=config_id, version=1, reason="x"
     )
@@ -96,36 +98,36 @@ async def test_rollback_of_another_tenants_config_is_a_404(
 
 
 async def test_rollback_of_an_unknown_config_is_a_404(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    response = await _rollback(client, user, config_id="nope", version=1, reason="x")
+    response = await _rollback(client, editor, config_id="nope", version=1, reason="x")
     assert response.status_code == 404
 
 
-async def test_rollback_needs_a_reason(client: httpx.AsyncClient, user: dict) -> None:
-    await post_config(client, user, map=[provider("google")])
-    config_id = await _google_id(client, user)
-    response = await _rollback(client, user, config_id=config_id, version=1)
+async def test_rollback_needs_a_reason(client: httpx.AsyncClient, editor: dict) -> None:
+    await post_config(client, editor, map=[provider("google")])
+    config_id = await _google_id(client, editor)
+    response = await _rollback(client, editor, config_id=config_id, version=1)
     assert response.status_code == 422
     assert "reason" in response.json()["detail"]
 
 
 async def test_rollback_with_a_stale_expected_version_is_a_409(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, map=[provider("google", config_data={"v": 1})])
-    await post_config(client, user, map=[provider("google", config_data={"v": 2})])
-    config_id = await _google_id(client, user)
+    await post_config(client, editor, map=[provider("google", config_data={"v": 1})])
+    await post_config(client, editor, map=[provider("google", config_data={"v": 2})])
+    config_id = await _google_id(client, editor)
     response = await _rollback(
-        client, user, config_id=config_id, version=1, expected_version=1, reason="x"
+        client, editor, config_id=config_id, version=1, expected_version=1, reason="x"
     )
     assert response.status_code == 409
     assert response.json()["current_version"] == 2
 
 
-async def test_rollback_to_a_deletion_is_a_422(client: httpx.AsyncClient, user: dict) -> None:
-    await post_config(client, user, map=[provider("google")])
-    config_id = await _google_id(client, user)
-    await client.delete(f"/config/{TENANT}", params={"change_reason": "x"}, headers=user)
-    response = await _rollback(client, user, config_id=config_id, version=2, reason="x")
+async def test_rollback_to_a_deletion_is_a_422(client: httpx.AsyncClient, editor: dict) -> None:
+    await post_config(client, editor, map=[provider("google")])
+    config_id = await _google_id(client, editor)
+    await client.delete(f"/config/{TENANT}", params={"change_reason": "x"}, headers=editor)
+    response = await _rollback(client, editor, config_id=config_id, version=2, reason="x")
     assert response.status_code == 422

@@ -29,10 +29,10 @@ async def _stored(app: Any, name: str = "google") -> ProviderConfig:
 
 
 async def test_secrets_are_masked_in_the_write_response(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
     response = await post_config(
-        client, user, payment=[provider("google", api_key=KEY, api_secret=SECRET)]
+        client, editor, payment=[provider("google", api_key=KEY, api_secret=SECRET)]
     )
     google = find(response.json(), "payment", "google")
     assert google["api_key"] == "****9876"
@@ -41,10 +41,10 @@ async def test_secrets_are_masked_in_the_write_response(
 
 
 async def test_secrets_are_stored_encrypted_and_bound_to_their_row(
-    app: Any, client: httpx.AsyncClient, user: dict
+    app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
-    await post_config(client, user, payment=[provider("other", api_key=KEY)])
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
+    await post_config(client, editor, payment=[provider("other", api_key=KEY)])
     row, other = await _stored(app, "google"), await _stored(app, "other")
     assert row.api_key_encrypted and KEY not in row.api_key_encrypted
     keyring = app_state(app).keyring
@@ -56,18 +56,18 @@ async def test_secrets_are_stored_encrypted_and_bound_to_their_row(
 
 
 async def test_include_secrets_is_refused_without_the_service_role(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict, member: dict
 ) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
-    response = await client.get(f"/config/{TENANT}?include_secrets=true", headers=user)
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
+    response = await client.get(f"/config/{TENANT}?include_secrets=true", headers=member)
     assert response.status_code == 403
     assert KEY not in response.text
 
 
 async def test_include_secrets_reveals_them_to_a_service(
-    client: httpx.AsyncClient, user: dict, service_caller: dict
+    client: httpx.AsyncClient, editor: dict, service_caller: dict
 ) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY, api_secret=SECRET)])
+    await post_config(client, editor, payment=[provider("google", api_key=KEY, api_secret=SECRET)])
     response = await client.get(
         f"/config/{TENANT}?include_secrets=true&provider_type=payment", headers=service_caller
     )
@@ -78,20 +78,20 @@ async def test_include_secrets_reveals_them_to_a_service(
 
 
 async def test_include_secrets_is_allowed_for_an_admin(
-    client: httpx.AsyncClient, user: dict, make_token: TokenFactory
+    client: httpx.AsyncClient, editor: dict, make_token: TokenFactory
 ) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
     admin = bearer(make_token(["*"], roles=["admin"]))
     response = await client.get(f"/config/{TENANT}?include_secrets=true", headers=admin)
     assert find(response.json(), "payment", "google")["api_key"] == KEY
 
 
 async def test_posting_the_masked_value_back_keeps_the_secret(
-    client: httpx.AsyncClient, user: dict, service_caller: dict
+    client: httpx.AsyncClient, editor: dict, service_caller: dict
 ) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
     response = await post_config(
-        client, user, payment=[provider("google", api_key="****9876", config_data={"a": 1})]
+        client, editor, payment=[provider("google", api_key="****9876", config_data={"a": 1})]
     )
     assert response.status_code == 200
     revealed = await client.get(f"/config/{TENANT}?include_secrets=true", headers=service_caller)
@@ -99,51 +99,51 @@ async def test_posting_the_masked_value_back_keeps_the_secret(
 
 
 async def test_a_masked_value_that_is_not_the_current_one_is_a_422(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
-    response = await post_config(client, user, payment=[provider("google", api_key="****0000")])
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
+    response = await post_config(client, editor, payment=[provider("google", api_key="****0000")])
     assert response.status_code == 422
     assert "api_key" in response.json()["detail"]
 
 
 async def test_sending_the_same_secret_again_changes_nothing(
-    client: httpx.AsyncClient, user: dict
+    client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
-    assert len(await history(client, user)) == 1
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
+    assert len(await history(client, editor)) == 1
 
 
-async def test_a_null_api_key_removes_it(client: httpx.AsyncClient, user: dict) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
-    response = await post_config(client, user, payment=[provider("google", api_key=None)])
+async def test_a_null_api_key_removes_it(client: httpx.AsyncClient, editor: dict) -> None:
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
+    response = await post_config(client, editor, payment=[provider("google", api_key=None)])
     assert find(response.json(), "payment", "google")["api_key"] is None
-    assert (await history(client, user))[0]["change_type"] == "updated"
+    assert (await history(client, editor))[0]["change_type"] == "updated"
 
 
-async def test_history_masks_secrets(client: httpx.AsyncClient, user: dict) -> None:
-    await post_config(client, user, payment=[provider("google", api_key=KEY)])
-    response = await client.get(f"/config/{TENANT}/history", headers=user)
+async def test_history_masks_secrets(client: httpx.AsyncClient, editor: dict) -> None:
+    await post_config(client, editor, payment=[provider("google", api_key=KEY)])
+    response = await client.get(f"/config/{TENANT}/history", headers=editor)
     assert response.json()["items"][0]["snapshot"]["api_key"] == "****9876"
     assert KEY not in response.text
     assert "encrypted" not in response.text
 
 
 async def test_secrets_never_reach_the_logs(
-    client: httpx.AsyncClient, user: dict, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, editor: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    await post_config(client, user, payment=[provider("google", api_key=KEY, api_secret=SECRET)])
-    await client.get(f"/config/{TENANT}", headers=user)
+    await post_config(client, editor, payment=[provider("google", api_key=KEY, api_secret=SECRET)])
+    await client.get(f"/config/{TENANT}", headers=editor)
     assert KEY not in caplog.text and SECRET not in caplog.text
 
 
 async def test_include_secrets_with_a_ciphertext_moved_from_another_row_is_a_409(
-    app: Any, client: httpx.AsyncClient, user: dict, service_caller: dict
+    app: Any, client: httpx.AsyncClient, editor: dict, service_caller: dict
 ) -> None:
     await post_config(
-        client, user, payment=[provider("google", api_key=KEY), provider("stripe", api_key=KEY)]
+        client, editor, payment=[provider("google", api_key=KEY), provider("stripe", api_key=KEY)]
     )
     google = await _stored(app, "google")
     async with app_state(app).sessionmaker() as session, session.begin():

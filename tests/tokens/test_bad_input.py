@@ -29,7 +29,7 @@ from tests.tokens.helpers import all_connections
 async def test_nul_character_in_a_client_field_is_a_422(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    headers = bearer(make_token())
+    headers = bearer(make_token(roles=["service"]))
     for field, value in (
         ("name", "app\u0000"),
         ("client_id", "id\u0000"),
@@ -55,7 +55,7 @@ async def test_nan_in_workspace_info_is_a_422(
     response = await client.post(
         "/token-management/clients",
         content=body,
-        headers={**bearer(make_token()), "content-type": "application/json"},
+        headers={**bearer(make_token(roles=["service"])), "content-type": "application/json"},
     )
     assert response.status_code == 422
     assert response.json()["fields"][0]["field"] == "workspace_info"
@@ -64,7 +64,7 @@ async def test_nan_in_workspace_info_is_a_422(
 async def test_nul_character_in_a_client_edit_is_a_422(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     created = await register_client(client, token, oauth_server)
     response = await client.patch(
         f"/token-management/clients/{created['id']}",
@@ -79,7 +79,7 @@ async def test_nul_character_in_a_client_edit_is_a_422(
 async def test_nul_character_in_a_client_id_path_is_a_422(
     client: httpx.AsyncClient, make_token
 ) -> None:
-    headers = bearer(make_token())
+    headers = bearer(make_token(roles=["service"]))
     for path in ("/token-management/clients/a%00b", "/token-management/oauth/login/a%00b"):
         response = await client.get(path, params={"branch_id": "b"}, headers=headers)
         assert response.status_code == 422, path
@@ -91,7 +91,7 @@ async def test_custom_provider_url_with_an_impossible_port_is_a_422(
     response = await client.post(
         "/token-management/clients",
         json=client_body(oauth_server, token_url="https://auth.example.com:99999/token"),
-        headers=bearer(make_token()),
+        headers=bearer(make_token(roles=["service"])),
     )
     assert response.status_code == 422
 
@@ -142,7 +142,7 @@ async def test_a_provider_lifetime_beyond_the_calendar_still_connects(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
     oauth_server.token_lifetime_s = 10**20
-    connected = await connect_branch(client, make_token(), oauth_server)
+    connected = await connect_branch(client, make_token(roles=["service"]), oauth_server)
     assert _expires_in_s(connected) == pytest.approx(MAX_EXPIRES_IN_S, abs=60)
     assert len(await all_connections(app)) == 1
 
@@ -151,7 +151,7 @@ async def test_a_provider_lifetime_of_non_ascii_digits_fails_the_login_cleanly(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
     oauth_server.token_lifetime_s = "²"  # type: ignore[assignment]
-    token = make_token()
+    token = make_token(roles=["service"])
     created = await register_client(client, token, oauth_server)
     callback = await complete_login(client, token, created["id"], "branch-1")
     assert callback.status_code == 502
@@ -163,7 +163,7 @@ async def test_a_provider_lifetime_of_five_thousand_digits_is_clamped(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
     oauth_server.token_lifetime_s = "9" * 5000  # type: ignore[assignment]
-    connected = await connect_branch(client, make_token(), oauth_server)
+    connected = await connect_branch(client, make_token(roles=["service"]), oauth_server)
     assert _expires_in_s(connected) == pytest.approx(MAX_EXPIRES_IN_S, abs=60)
 
 
@@ -180,7 +180,7 @@ async def test_outside_development_a_custom_provider_may_not_use_http_to_localho
     settings: Settings, oauth_server: LocalOAuthServer
 ) -> None:
     production = _production(settings)
-    headers = bearer(mint_token(production, sub="u", tenants=["tenant-a"]))
+    headers = bearer(mint_token(production, sub="u", tenants=["tenant-a"], roles=["service"]))
     async with running_app(production) as (_, api):
         created = await api.post(
             "/token-management/clients", json=client_body(oauth_server), headers=headers
@@ -195,7 +195,7 @@ async def test_outside_development_an_edit_may_not_point_a_custom_provider_at_lo
     settings: Settings, oauth_server: LocalOAuthServer
 ) -> None:
     production = _production(settings)
-    headers = bearer(mint_token(production, sub="u", tenants=["tenant-a"]))
+    headers = bearer(mint_token(production, sub="u", tenants=["tenant-a"], roles=["service"]))
     # A public address literal: registration resolves the host, and tests must not need DNS.
     https_urls = {
         "authorization_url": "https://1.1.1.1/authorize",

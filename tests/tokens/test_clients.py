@@ -25,7 +25,7 @@ async def _stored_client(app) -> OAuthClient:
 async def test_created_client_never_returns_its_secret(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
 
     created = await client.post(
         "/token-management/clients", json=client_body(oauth_server), headers=bearer(token)
@@ -48,7 +48,7 @@ async def test_created_client_never_returns_its_secret(
 async def test_client_secret_is_encrypted_and_bound_to_its_row(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    await register_client(client, make_token(), oauth_server)
+    await register_client(client, make_token(roles=["service"]), oauth_server)
     row = await _stored_client(app)
     keyring = app_state(app).keyring
 
@@ -65,7 +65,7 @@ async def test_client_secret_is_encrypted_and_bound_to_its_row(
 async def test_patch_changes_fields_and_secret(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     created = await register_client(client, token, oauth_server)
 
     response = await client.patch(
@@ -120,7 +120,7 @@ async def test_invalid_client_bodies_are_refused_naming_the_field(
     response = await client.post(
         "/token-management/clients",
         json=client_body(oauth_server, **overrides),
-        headers=bearer(make_token()),
+        headers=bearer(make_token(roles=["service"])),
     )
 
     assert response.status_code == 422, response.text
@@ -136,7 +136,7 @@ async def test_custom_provider_needs_a_token_url(
     del body["token_url"]
 
     response = await client.post(
-        "/token-management/clients", json=body, headers=bearer(make_token())
+        "/token-management/clients", json=body, headers=bearer(make_token(roles=["service"]))
     )
 
     assert response.status_code == 422
@@ -150,7 +150,7 @@ async def test_built_in_provider_refuses_custom_urls(
     body["token_url"] = oauth_server.provider_urls()["token_url"]
 
     response = await client.post(
-        "/token-management/clients", json=body, headers=bearer(make_token())
+        "/token-management/clients", json=body, headers=bearer(make_token(roles=["service"]))
     )
 
     assert response.status_code == 422
@@ -168,7 +168,7 @@ async def test_https_urls_are_accepted_for_any_host(
     )
 
     response = await client.post(
-        "/token-management/clients", json=body, headers=bearer(make_token())
+        "/token-management/clients", json=body, headers=bearer(make_token(roles=["service"]))
     )
 
     assert response.status_code == 201, response.text
@@ -178,7 +178,7 @@ async def test_https_urls_are_accepted_for_any_host(
 async def test_a_token_with_several_tenants_must_name_one(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token(tenants=["tenant-a", "tenant-b"])
+    token = make_token(tenants=["tenant-a", "tenant-b"], roles=["service"])
 
     unnamed = await client.post(
         "/token-management/clients", json=client_body(oauth_server), headers=bearer(token)

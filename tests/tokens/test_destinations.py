@@ -36,8 +36,9 @@ def _settings_pair(database_url: str) -> tuple[Settings, Settings]:
     return development, staging
 
 
-def _headers(settings: Settings, roles: list[str] | None = None) -> dict[str, str]:
-    return bearer(mint_token(settings, sub="u", tenants=["tenant-a"], roles=roles))
+def _headers(settings: Settings) -> dict[str, str]:
+    # Registering and editing clients, like reading tokens, needs the service role.
+    return bearer(mint_token(settings, sub="u", tenants=["tenant-a"], roles=["service"]))
 
 
 def _https_loopback_urls(server: LocalOAuthServer) -> dict[str, Any]:
@@ -96,7 +97,9 @@ async def test_outside_development_a_refresh_towards_loopback_fails_without_call
     oauth_server.token_lifetime_s = 0
     async with running_app(development) as (_, dev_api):
         await connect_branch(
-            dev_api, mint_token(development, sub="u", tenants=["tenant-a"]), oauth_server
+            dev_api,
+            mint_token(development, sub="u", tenants=["tenant-a"], roles=["service"]),
+            oauth_server,
         )
     async with running_app(staging) as (staging_app, api):
         response = await read_token(
@@ -117,7 +120,9 @@ async def test_outside_development_a_callback_towards_loopback_redirects_with_th
     async with running_app(development) as (_, dev_api):
         headers = _headers(development)
         created = await register_client(
-            dev_api, mint_token(development, sub="u", tenants=["tenant-a"]), oauth_server
+            dev_api,
+            mint_token(development, sub="u", tenants=["tenant-a"], roles=["service"]),
+            oauth_server,
         )
         login = await dev_api.get(
             f"/token-management/oauth/login/{created['id']}",
@@ -142,13 +147,15 @@ async def test_outside_development_disconnect_skips_revocation_at_a_loopback_pro
     development, staging = _settings_pair(database_url)
     async with running_app(development) as (_, dev_api):
         await connect_branch(
-            dev_api, mint_token(development, sub="u", tenants=["tenant-a"]), oauth_server
+            dev_api,
+            mint_token(development, sub="u", tenants=["tenant-a"], roles=["service"]),
+            oauth_server,
         )
     async with running_app(staging) as (staging_app, api):
         response = await api.delete(
             "/token-management/tokens/branch-1",
             params={"provider": LOCAL_PROVIDER},
-            headers=_headers(staging, roles=["service"]),
+            headers=_headers(staging),
         )
         connections = await all_connections(staging_app)
     assert response.status_code == 200

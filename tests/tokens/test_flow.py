@@ -56,7 +56,7 @@ async def test_login_callback_then_read_returns_the_providers_token(
 async def test_callback_redirects_to_return_url_without_code_or_state(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
 
     callback = await complete_login(
@@ -76,7 +76,7 @@ async def test_callback_redirects_to_return_url_without_code_or_state(
 async def test_login_url_carries_pkce_s256_state_and_the_clients_parameters(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
 
     response = await _login(client, token, registered["id"])
@@ -107,7 +107,7 @@ async def test_login_url_carries_pkce_s256_state_and_the_clients_parameters(
 async def test_login_with_redirect_true_answers_307_to_the_provider(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
 
     response = await _login(client, token, registered["id"], redirect="true")
@@ -121,7 +121,7 @@ async def test_login_with_redirect_true_answers_307_to_the_provider(
 async def test_return_url_outside_the_allowlist_is_refused_at_login(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
 
     response = await _login(client, token, registered["id"], return_url="https://evil.example/x")
@@ -163,7 +163,7 @@ async def test_unknown_state_gets_400(client: httpx.AsyncClient) -> None:
 async def test_expired_state_gets_400_and_no_code_exchange(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
     login = await _login(client, token, registered["id"])
     callback_url = await follow_authorization(login.json()["authorization_url"])
@@ -182,7 +182,7 @@ async def test_expired_state_gets_400_and_no_code_exchange(
 async def test_provider_error_redirects_with_its_error_code(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
     oauth_server.deny_authorization = True
 
@@ -198,7 +198,7 @@ async def test_provider_error_redirects_with_its_error_code(
 async def test_provider_error_without_return_url_answers_json_400(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
     oauth_server.deny_authorization = True
 
@@ -210,10 +210,31 @@ async def test_provider_error_without_return_url_answers_json_400(
     assert await all_connections(app) == []
 
 
+async def test_a_provider_error_with_a_trailing_newline_is_not_passed_on(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    registered = await register_client(client, token, oauth_server)
+    login = await client.get(
+        f"/token-management/oauth/login/{registered['id']}",
+        params={"branch_id": "branch-1", "return_url": RETURN_URL},
+        headers=bearer(token),
+    )
+    state = login.json()["state"]
+
+    callback = await client.get(
+        "/token-management/auth/callback", params={"state": state, "error": "access_denied\n"}
+    )
+
+    assert callback.status_code == 303
+    params = callback_params(callback.headers["location"])
+    assert params["status"] == "error" and params["reason"] == "authorization_error"
+
+
 async def test_failed_code_exchange_answers_502_with_the_providers_code(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
     oauth_server.fail_status = 500
 
@@ -228,7 +249,7 @@ async def test_failed_code_exchange_answers_502_with_the_providers_code(
 async def test_wrong_pkce_verifier_is_refused_by_the_provider(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    token = make_token()
+    token = make_token(roles=["service"])
     registered = await register_client(client, token, oauth_server)
     login = await _login(client, token, registered["id"])
     url = login.json()["authorization_url"].replace("code_challenge=", "code_challenge=X")

@@ -329,7 +329,7 @@ async def test_disconnect_revokes_at_the_provider_and_deletes(
 async def test_token_routes_need_the_service_role(
     client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server)
+    await connect_branch(client, make_token(roles=["service"]), oauth_server)
 
     response = await read_token(client, make_token(roles=[]))
 

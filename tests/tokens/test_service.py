@@ -75,7 +75,7 @@ def test_backoff_pushes_the_due_time_to_the_next_attempt(settings) -> None:
 async def test_login_stores_refresh_due_at(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server)
+    await connect_branch(client, make_token(roles=["service"]), oauth_server)
 
     row = await connection_row(app)
 
@@ -86,7 +86,7 @@ async def test_login_stores_refresh_due_at(
 async def test_refresh_connection_skips_a_fresh_token(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server)
+    await connect_branch(client, make_token(roles=["service"]), oauth_server)
     row = await connection_row(app)
 
     outcome = await refresh_connection(app_state(app).tokens, row.id, trigger="monitor")
@@ -98,7 +98,7 @@ async def test_refresh_connection_skips_a_fresh_token(
 async def test_refresh_connection_with_force_refreshes(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server)
+    await connect_branch(client, make_token(roles=["service"]), oauth_server)
     row = await connection_row(app)
 
     outcome = await refresh_connection(app_state(app).tokens, row.id, force=True)
@@ -111,7 +111,7 @@ async def test_refresh_connection_with_force_refreshes(
 async def test_refresh_connection_due_for_idle_keep_alive_refreshes(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server)
+    await connect_branch(client, make_token(roles=["service"]), oauth_server)
     row = await connection_row(app)
     async with app_state(app).sessionmaker() as session, session.begin():
         stored = await session.get(OAuthConnection, row.id)
@@ -125,7 +125,7 @@ async def test_refresh_connection_due_for_idle_keep_alive_refreshes(
 async def test_refresh_connection_reports_needs_reauth(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
-    await connect_branch(client, make_token(), oauth_server)
+    await connect_branch(client, make_token(roles=["service"]), oauth_server)
     row = await connection_row(app)
     oauth_server.revoke_all_grants()
 
