@@ -65,7 +65,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
     http = build_http_client(settings)
     token_verifier = TokenVerifier(settings)
     schema_head = head_revision()
-    revocations = RevocationList(sessionmaker, cache, settings.auth_revocation_sync_s)
+    revocations = RevocationList(sessionmaker, cache, settings=settings)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(http.aclose)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from app.core.schemas import RequestModel, ResponseModel
+from app.core.schemas import RequestModel, ResponseModel, UTCDatetime
 
 
 class RevokeRequest(RequestModel):
@@ -15,8 +15,12 @@ class RevokeRequest(RequestModel):
         max_length=255,
         description="token id to revoke (admin only); omitted: the presented token",
     )
-    expires_at: datetime | None = Field(
-        default=None, description="when the revoked token expires; default: 24 hours from now"
+    expires_at: UTCDatetime | None = Field(
+        default=None,
+        description=(
+            "when the revoked token expires (naive: UTC); default and latest: "
+            "AUTH_MAX_TOKEN_LIFETIME_S from now, past which no token is accepted anyway"
+        ),
     )
 
 

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     auth_issuer: str | None = None
     auth_algorithms: list[str] | None = None  # default: HS256 with a secret, RS256/ES256 with a key
     auth_revocation_sync_s: float = Field(default=15.0, gt=0)
+    # The longest a token may still be valid: a token whose `exp` is further away than this (or
+    # whose `exp - iat` is longer) is refused, so no revocation has to be kept longer.
+    auth_max_token_lifetime_s: int = Field(default=86400, ge=60, le=30 * 86400)
+    # Live revocations each replica holds in memory at most; past it a new one answers 503.
+    auth_revocation_max_entries: int = Field(default=100_000, ge=1)
 
     # --- token management (app/tokens) ---------------------------------------------------
     # {"google_search_console": {"token_url": "http://127.0.0.1:9999/token", ...}, ...}
