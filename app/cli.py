@@ -26,6 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         log_level=settings.log_level.lower(),
         access_log=False,  # the app logs requests itself, with the request id
+        # A request head over REQUEST_MAX_HEADER_BYTES is refused (431) while it arrives, not
+        # parsed first: uvicorn's option for its h11 parser, read by this httptools protocol too.
+        http="app.core.uvicorn_protocol:HeadLimitedHttpToolsProtocol",
+        h11_max_incomplete_event_size=settings.request_max_header_bytes,
     )
     return 0
 

@@ -19,6 +19,7 @@ from app.core.crypto import Keyring
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.http import build_http_client
+from app.core.limits import RequestLimitsMiddleware
 from app.core.logging import configure_logging, secrets
 from app.core.metrics import RequestContextMiddleware
 from app.core.migrations import head_revision
@@ -127,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Inside the request-context middleware, so its refusals carry a request id and are counted.
+    app.add_middleware(RequestLimitsMiddleware, **RequestLimitsMiddleware.options(settings))
     app.add_middleware(RequestContextMiddleware)
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
     # configurations, fresh tokens) come first, on the app itself, then their domains' routers.
