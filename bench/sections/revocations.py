@@ -112,9 +112,13 @@ async def run(ctx: BenchContext) -> None:
         ctx.report(f"start-up load of {ROWS:,} revocations", load_s * 1000, "ms")
         ctx.report("resident memory held by the list after the load", _rss_mb() - rss_before, "MB")
         ctx.report("peak resident growth during the load", _peak_rss_mb() - peak_before, "MB")
+        # The first sync after start-up also does whatever one-off purge the rows need.
+        first_s, first_stall_s = await _timed(lambda: _one_sync(revocations))
+        ctx.report("first periodic sync", first_s * 1000, "ms")
+        ctx.report("longest event-loop stall during it", first_stall_s * 1000, "ms")
         syncs = [await _timed(lambda: _one_sync(revocations)) for _ in range(3)]
         sync_s, stall_s = sorted(syncs)[1]
-        ctx.report("periodic sync (median of 3)", sync_s * 1000, "ms")
+        ctx.report("next periodic syncs (median of 3)", sync_s * 1000, "ms")
         ctx.report("longest event-loop stall during that sync", stall_s * 1000, "ms")
         gc.collect()
         ctx.report("resident memory held by the list after the syncs", _rss_mb() - rss_before, "MB")
