@@ -9,7 +9,8 @@ lookup, not a round trip.
   entry leaves it only once the token it revokes has expired.
 - Bounded: the token verifier refuses tokens valid for longer than `AUTH_MAX_TOKEN_LIFETIME_S`,
   so no revocation is kept longer than that (a later `expires_at` is clamped); expired entries
-  leave memory at each sync and the database in batches; past `AUTH_REVOCATION_MAX_ENTRIES`
+  leave memory at each sync and the database in batches (as do rows revoked longer ago than that
+  lifetime, whatever their `expires_at`); past `AUTH_REVOCATION_MAX_ENTRIES`
   live entries a new revocation is refused (503) rather than letting memory grow.
 """
 
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import Executable
 
@@ -198,27 +199,25 @@ class RevocationList:
         await self.sync()
 
     async def purge(self) -> int:
-        """Delete expired rows and bring rows expiring past the horizon (written before it was
-        enforced) back to it, in batches; the number of rows deleted."""
-        cutoff = utcnow() - timedelta(seconds=EXPIRY_GRACE_S)
-        horizon = self.horizon()
+        """Delete, in batches, the rows no token can need any more: expired ones, and ones older
+        than the longest token lifetime (a token accepted when it was revoked has expired since,
+        whatever `expires_at` says: rows from before the lifetime was enforced say 9999)."""
+        expired_before = utcnow() - timedelta(seconds=EXPIRY_GRACE_S)
+        revoked_before = expired_before - timedelta(seconds=self.max_token_lifetime_s)
 
         def expired() -> Executable:
-            batch = select(RevokedToken.jti).where(RevokedToken.expires_at <= cutoff)
+            batch = select(RevokedToken.jti).where(RevokedToken.expires_at <= expired_before)
             return delete(RevokedToken).where(
                 RevokedToken.jti.in_(batch.limit(self._purge_batch).scalar_subquery())
             )
 
-        def beyond_horizon() -> Executable:
-            batch = select(RevokedToken.jti).where(RevokedToken.expires_at > horizon)
-            return (
-                update(RevokedToken)
-                .where(RevokedToken.jti.in_(batch.limit(self._purge_batch).scalar_subquery()))
-                .values(expires_at=horizon)
+        def outlived() -> Executable:
+            batch = select(RevokedToken.jti).where(RevokedToken.revoked_at <= revoked_before)
+            return delete(RevokedToken).where(
+                RevokedToken.jti.in_(batch.limit(self._purge_batch).scalar_subquery())
             )
 
-        await self._in_batches(beyond_horizon)
-        return await self._in_batches(expired)
+        return await self._in_batches(expired) + await self._in_batches(outlived)
 
     async def _in_batches(self, statement: Callable[[], Executable]) -> int:
         total = 0

@@ -139,17 +139,22 @@ async def test_expired_revocations_are_purged_in_batches(database_url: str) -> N
         )
         with recorded_statements(app, lambda s: s.lstrip().upper().startswith("DELETE")) as deletes:
             assert await revocations.purge() == 25
-        assert len(deletes) == 3
+        # Three batches of expired rows (10, 10, 5), then one that finds no outlived row.
+        assert len(deletes) == 4
         async with state.sessionmaker() as session:
             assert await session.scalar(select(func.count()).select_from(RevokedToken)) == 1
 
 
-async def test_a_revocation_stored_past_the_horizon_is_brought_back_to_it(app: Any) -> None:
+async def test_a_revocation_older_than_the_longest_token_lifetime_is_purged_even_if_it_says_9999(
+    app: Any, settings: Settings
+) -> None:
     revocations = app_state(app).revocations
-    await _insert(app, _row("legacy", datetime(9999, 12, 31, tzinfo=UTC)))
-    await revocations.purge()
-    stored = await _stored(app, "legacy")
-    assert stored is not None and stored <= revocations.horizon()
+    year_9999 = datetime(9999, 12, 31, tzinfo=UTC)
+    long_ago = utcnow() - timedelta(seconds=settings.auth_max_token_lifetime_s + 120)
+    await _insert(app, _row("outlived", year_9999, revoked_at=long_ago), _row("recent", year_9999))
+    assert await revocations.purge() == 1
+    assert await _stored(app, "outlived") is None
+    assert await _stored(app, "recent") is not None
 
 
 async def test_expired_revocations_leave_memory_at_the_next_sync(app: Any) -> None:
