@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.config import Settings
 from app.core.errors import error_body
 
+_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 # Routes allowed the larger batch limit, by exact path.
 BATCH_PATHS = frozenset({"/usage/openai"})
 
@@ -93,13 +94,23 @@ class RequestLimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # One pass over the headers: their size, and whether a body follows.
-        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+        headers = scope["headers"]
+        head = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + 4 * len(headers)
+        if scope["method"] in _WITHOUT_BODY:
+            # The hot reads: only the size of the head. No GET route reads a body, and one left
+            # unread is never buffered (the server stops reading the connection).
+            for name, value in headers:
+                head += len(name) + len(value)
+            if head > self.max_header_bytes:
+                await self._head_too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
         length: bytes | None = None
         streamed = False
         json_body = True
-        for name, value in scope["headers"]:
-            head += len(name) + len(value) + 4
+        for name, value in headers:
+            head += len(name) + len(value)
             if name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
@@ -107,12 +118,7 @@ class RequestLimitsMiddleware:
             elif name == b"content-type":
                 json_body = b"json" in value.lower()
         if head > self.max_header_bytes:
-            await _answer(
-                send,
-                431,
-                "request_header_fields_too_large",
-                f"the request line and headers are over {self.max_header_bytes} bytes",
-            )
+            await self._head_too_large(send)
             return
         if length is None and not streamed:
             await self.app(scope, receive, send)
@@ -157,6 +163,14 @@ class RequestLimitsMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    async def _head_too_large(self, send: Send) -> None:
+        await _answer(
+            send,
+            431,
+            "request_header_fields_too_large",
+            f"the request line and headers are over {self.max_header_bytes} bytes",
+        )
 
     async def _too_large(self, send: Send, limit: int) -> None:
         await _answer(send, 413, "payload_too_large", f"the body is over {limit} bytes")
