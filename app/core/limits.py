@@ -63,6 +63,10 @@ async def _answer(send: Send, status: int, code: str, detail: str, **extra: Any)
     await send({"type": "http.response.body", "body": body})
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its body was all sent."""
+
+
 class RequestLimitsMiddleware:
     """Pure ASGI: 431, 413 and 422 before the app reads anything."""
 
@@ -131,7 +135,10 @@ class RequestLimitsMiddleware:
             if int(length) > limit:
                 await self._too_large(send, limit)
                 return
-        body = await self._read_body(receive, limit)
+        try:
+            body = await self._read_body(receive, limit)
+        except _ClientGone:
+            return  # nobody is left to answer
         if body is None:
             await self._too_large(send, limit)
             return
@@ -155,7 +162,7 @@ class RequestLimitsMiddleware:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(chunks)  # the client left; the app will see it on its receive
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
