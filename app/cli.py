@@ -27,6 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,  # the app logs requests itself, with the request id
         server_header=False,  # no "Server: uvicorn": the stack is nobody's business
+        # A request head over REQUEST_MAX_HEADER_BYTES is refused (431) while it arrives, not
+        # parsed first: uvicorn's option for its h11 parser, read by this httptools protocol too.
+        http="app.core.uvicorn_protocol:HeadLimitedHttpToolsProtocol",
+        h11_max_incomplete_event_size=settings.request_max_header_bytes,
     )
     return 0
 

@@ -20,6 +20,7 @@ from app.core.crypto import Keyring
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.http import build_http_client
+from app.core.limits import RequestLimitsMiddleware
 from app.core.logging import configure_logging, secrets
 from app.core.metrics import RequestContextMiddleware
 from app.core.migrations import head_revision
@@ -68,7 +69,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
     http = build_http_client(settings)
     token_verifier = TokenVerifier(settings)
     schema_head = head_revision()
-    revocations = RevocationList(sessionmaker, cache, settings.auth_revocation_sync_s)
+    revocations = RevocationList(sessionmaker, cache, settings=settings)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(http.aclose)
@@ -140,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.rate_limit:
         # Inside the request context (its 429s are counted and carry the request id).
         app.add_middleware(RateLimitMiddleware)
+    # Inside the request-context middleware, so its refusals carry a request id and are counted.
+    app.add_middleware(RequestLimitsMiddleware, **RequestLimitsMiddleware.options(settings))
     app.add_middleware(RequestContextMiddleware)
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
     # configurations, fresh tokens) come first, on the app itself, then their domains' routers.

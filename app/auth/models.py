@@ -15,5 +15,6 @@ class RevokedToken(Base):
 
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Indexed: each sync reads what was revoked since the previous one.
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     revoked_by: Mapped[str] = mapped_column(String(255))

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from app.core.schemas import RequestModel, ResponseModel
+from app.core.schemas import RequestModel, ResponseModel, UTCDatetime
 
 
 class RevokeRequest(RequestModel):
@@ -17,8 +17,12 @@ class RevokeRequest(RequestModel):
             "token id to revoke (an admin of every tenant only); omitted: the presented token"
         ),
     )
-    expires_at: datetime | None = Field(
-        default=None, description="when the revoked token expires; default: 24 hours from now"
+    expires_at: UTCDatetime | None = Field(
+        default=None,
+        description=(
+            "when the revoked token expires (naive: UTC); default and latest: "
+            "AUTH_MAX_TOKEN_LIFETIME_S from now, past which no token is accepted anyway"
+        ),
     )
 
 

@@ -20,6 +20,8 @@ logger = logging.getLogger("junction.auth")
 ALL_TENANTS = "*"
 ROLE_ADMIN = "admin"
 ROLE_SERVICE = "service"
+# Seconds of clock difference allowed on `exp` (and on the lifetime bound below).
+LEEWAY_S = 5
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class TokenVerifier:
         self.audience = settings.auth_audience
         self.issuer = settings.auth_issuer
         self._required_claims = ["exp", "aud", "sub", *(["iss"] if self.issuer else [])]
+        self.max_lifetime_s = settings.auth_max_token_lifetime_s
         self._secret = settings.jwt_secret
         self._public_key = settings.auth_jwt_public_key
         self._jwks = jwt.PyJWKClient(settings.auth_jwks_url) if settings.auth_jwks_url else None
@@ -102,13 +105,25 @@ class TokenVerifier:
                 issuer=self.issuer,
                 # `iss` is required, not only compared, when an issuer is configured.
                 options={"require": self._required_claims, "verify_iss": bool(self.issuer)},
-                leeway=5,
+                leeway=LEEWAY_S,
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenExpired("the token has expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {_reason(exc)}") from exc
+        _check_lifetime(claims, self.max_lifetime_s)
         return _principal_from(claims)
+
+
+def _check_lifetime(claims: dict[str, Any], max_lifetime_s: int) -> None:
+    """Refuse a token valid for longer than the service keeps a revocation, which could
+    otherwise outlive its own revocation (app/auth/service.py)."""
+    exp, iat = claims["exp"], claims.get("iat")
+    longest = max_lifetime_s + LEEWAY_S
+    if exp - time.time() > longest or (isinstance(iat, int | float) and exp - iat > longest):
+        raise InvalidToken(
+            f"invalid token: valid for longer than AUTH_MAX_TOKEN_LIFETIME_S ({max_lifetime_s} s)"
+        )
 
 
 def _reason(exc: Exception) -> str:

@@ -107,6 +107,21 @@ class Settings(BaseSettings):
     auth_issuer: str | None = None
     auth_algorithms: list[str] | None = None  # default: HS256 with a secret, RS256/ES256 with a key
     auth_revocation_sync_s: float = Field(default=15.0, gt=0)
+    # The longest a token may still be valid: a token whose `exp` is further away than this (or
+    # whose `exp - iat` is longer) is refused, so no revocation has to be kept longer.
+    auth_max_token_lifetime_s: int = Field(default=86400, ge=60, le=30 * 86400)
+    # Live revocations each replica holds in memory at most; past it a new one answers 503.
+    auth_revocation_max_entries: int = Field(default=100_000, ge=1)
+
+    # --- request limits (app/core/limits.py), checked before a request is read -----------
+    # Bodies over this many bytes answer 413 (from Content-Length, or counted as they stream).
+    request_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The usage batch route (POST /usage/openai): up to 1,000 events a request.
+    request_max_batch_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # The request line and headers together; over it: 431.
+    request_max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    # JSON bodies nested deeper than this answer 422 before they are parsed.
+    request_max_json_depth: int = Field(default=32, ge=2, le=256)
 
     # --- token management (app/tokens) ---------------------------------------------------
     # {"google_search_console": {"token_url": "http://127.0.0.1:9999/token", ...}, ...}

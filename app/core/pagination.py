@@ -28,8 +28,9 @@ def _unpack(cursor: str) -> bytes:
     return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
 
 
-# What a malformed cursor raises on its way through base64, UTF-8, JSON and the field checks.
-_MALFORMED = (ValueError, binascii.Error, UnicodeDecodeError, KeyError, TypeError)
+# What a malformed cursor raises on its way through base64, UTF-8, JSON and the field checks
+# (OverflowError: a time that leaves the calendar once moved to UTC, 0001-01-01T00:00:00+01:00).
+_MALFORMED = (ValueError, binascii.Error, UnicodeDecodeError, KeyError, TypeError, OverflowError)
 
 
 class _Cursor:
@@ -92,4 +93,9 @@ class TimeIdCursor(_Cursor):
         row_id = data["i"]
         if at.tzinfo is None or not isinstance(row_id, str):
             raise ValueError("incomplete cursor")
+        # The id goes into a query: text the database cannot hold (a NUL, a lone surrogate,
+        # which JSON's \ud800 escape can carry) was never issued here.
+        if "\x00" in row_id:
+            raise ValueError("NUL in cursor id")
+        row_id.encode("utf-8")  # UnicodeEncodeError, a ValueError, for a lone surrogate
         return cls(at.astimezone(UTC), row_id)

@@ -2,31 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
 
 def check_storable(value: Any) -> None:
     """Refuse what PostgreSQL cannot store or a JSON reader cannot parse: NUL characters, lone
-    surrogates and non-finite numbers (Python's JSON parser accepts NaN and Infinity)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("must not contain a NUL character")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid unicode (no lone surrogates)") from None
-    elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("must be a finite number (no NaN or Infinity)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_storable(key)
-            check_storable(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            check_storable(item)
+    surrogates and non-finite numbers (Python's JSON parser accepts NaN and Infinity). Iterative:
+    a deeply nested value cannot exhaust the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("must not contain a NUL character")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid unicode (no lone surrogates)") from None
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ValueError("must be a finite number (no NaN or Infinity)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _in_utc(value: datetime) -> datetime:
+    # A naive time is read as UTC; an offset near the ends of the calendar can fall outside it
+    # (0001-01-01T00:00:00+01:00), which Python cannot represent.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a time between years 1 and 9999 in UTC") from None
+
+
+# A datetime in a request body, normalized to UTC.
+UTCDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
+def bounded_object(max_depth: int, max_items: int) -> AfterValidator:
+    """A free-form JSON object nested at most `max_depth` deep (the object itself is 1) with at
+    most `max_items` keys and list items in all; its size in bytes is bounded by the body limit.
+    Iterative, so a deep value cannot exhaust the stack."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        count = 0
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > max_depth:
+                raise ValueError(f"nested more than {max_depth} levels deep")
+            children: list[Any] = list(item.values()) if isinstance(item, dict) else item
+            count += len(children)
+            if count > max_items:
+                raise ValueError(f"more than {max_items} keys and items in all")
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        return value
+
+    return AfterValidator(check)
 
 
 class RequestModel(BaseModel):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from app.core.schemas import RequestModel
+from app.core.schemas import RequestModel, bounded_object
 
 ProviderType = Literal["map", "weather", "satellite", "payment", "sms", "notification"]
 Priority = Literal["primary", "secondary", "fallback"]
@@ -16,6 +16,12 @@ ChangeType = Literal["created", "updated", "enabled", "disabled", "deleted", "ro
 PROVIDER_TYPES: tuple[str, ...] = ("map", "weather", "satellite", "payment", "sms", "notification")
 PRIORITY_RANK = {"primary": 0, "secondary": 1, "fallback": 2}
 MAX_CONFIG_DATA_BYTES = 64 * 1024
+# A provider's settings are a flat-ish document: deeper or larger ones are refused before they
+# are stored (or walked by anything recursive).
+MAX_CONFIG_DATA_DEPTH = 8
+MAX_CONFIG_DATA_ITEMS = 2000
+# Providers of one type in one POST; a tenant's real lists hold a handful.
+MAX_PROVIDERS_PER_TYPE = 50
 MAX_HISTORY_LIMIT = 200
 # Version numbers are 32-bit integer columns; a larger number can only be "no such version".
 MAX_VERSION = 2**31 - 1
@@ -34,7 +40,10 @@ class ProviderIn(RequestModel):
     provider_name: str = Field(min_length=1, max_length=100)
     priority: Priority | None = None
     enabled: bool | None = None
-    config_data: dict[str, Any] | None = None
+    config_data: (
+        Annotated[dict[str, Any], bounded_object(MAX_CONFIG_DATA_DEPTH, MAX_CONFIG_DATA_ITEMS)]
+        | None
+    ) = None
     api_key: str | None = Field(default=None, min_length=1, max_length=4096)
     api_secret: str | None = Field(default=None, min_length=1, max_length=4096)
     expected_version: int | None = Field(
@@ -44,25 +53,28 @@ class ProviderIn(RequestModel):
         description="0 = create only; otherwise the version you last read",
     )
     # Read-only fields of a GET document: accepted and ignored, so a document can be posted back.
-    id: str | None = None
+    id: str | None = Field(default=None, max_length=64)
     version: int | None = None
-    updated_at: str | None = None
-    updated_by: str | None = None
-    source: str | None = None
+    updated_at: str | None = Field(default=None, max_length=64)
+    updated_by: str | None = Field(default=None, max_length=1024)
+    source: str | None = Field(default=None, max_length=32)
+
+
+ProviderList = Annotated[list[ProviderIn], Field(max_length=MAX_PROVIDERS_PER_TYPE)]
 
 
 class ConfigWrite(RequestModel):
     """Body of POST /config/{tenant_id}: any of the six provider lists, each upserted by name."""
 
-    tenant_id: str | None = None
-    map_providers: list[ProviderIn] | None = None
-    weather_providers: list[ProviderIn] | None = None
-    satellite_providers: list[ProviderIn] | None = None
-    payment_providers: list[ProviderIn] | None = None
-    sms_providers: list[ProviderIn] | None = None
-    notification_providers: list[ProviderIn] | None = None
+    tenant_id: str | None = Field(default=None, max_length=128)
+    map_providers: ProviderList | None = None
+    weather_providers: ProviderList | None = None
+    satellite_providers: ProviderList | None = None
+    payment_providers: ProviderList | None = None
+    sms_providers: ProviderList | None = None
+    notification_providers: ProviderList | None = None
     change_reason: str | None = Field(default=None, max_length=1000)
-    source: str | None = None  # read-only in a GET document; ignored
+    source: str | None = Field(default=None, max_length=32)  # read-only in a GET document
 
     def providers(self) -> list[tuple[str, ProviderIn]]:
         listed: list[tuple[str, ProviderIn]] = []

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from app.core.config import ConfigurationError, Settings
 
 BODY_FORMATS = ("form", "json")
@@ -141,14 +143,19 @@ class ProviderSpec:
 
 
 def validate_url(value: str, *, field_name: str, allow_loopback_http: bool = True) -> str:
-    """An absolute https URL; http only for localhost / 127.0.0.1 (local development and tests)."""
+    """An absolute https URL; http only for localhost / 127.0.0.1 (local development and tests).
+
+    Checked as the HTTP client will read it, so a URL accepted here cannot fail at call time.
+    """
+    # urlsplit silently drops tabs and newlines (as browsers do); httpx refuses them.
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError(f"{field_name}: must not contain whitespace or control characters")
     try:
+        httpx.URL(value)
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a port outside 0-65535, which httpx would refuse
-    except ValueError as exc:
+    except (ValueError, httpx.InvalidURL) as exc:
         raise ValueError(f"{field_name}: not a valid URL") from exc
-    if "\x00" in value:
-        raise ValueError(f"{field_name}: must not contain a NUL character")
     if not parts.netloc or not parts.hostname:
         raise ValueError(f"{field_name}: must be an absolute URL")
     if parts.username or parts.password:

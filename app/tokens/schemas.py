@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from app.core.deps import TENANT_ID_PATTERN
-from app.core.schemas import RequestModel, ResponseModel
+from app.core.schemas import RequestModel, ResponseModel, bounded_object
 from app.tokens.providers import validate_url
 
 # The caller's own key for whom a connection is made: a user, a branch, a site.
@@ -18,6 +18,8 @@ PROVIDER_PATTERN = r"^[a-z0-9_]{2,40}$"
 _SCOPE = re.compile(r"^[\x21-\x7e]{1,512}$")
 # Junction's id of a registered client in a path; PostgreSQL text cannot hold a NUL character.
 CLIENT_ID_PATTERN = r"^[^\x00]{1,64}$"
+# The caller's own notes about the workspace a client serves, stored and returned as given.
+WorkspaceInfo = Annotated[dict[str, Any], bounded_object(max_depth=8, max_items=500)]
 
 
 def _check_scopes(value: list[str] | None) -> list[str] | None:
@@ -104,7 +106,7 @@ class ClientCreate(_ClientFields):
     redirect_uri: str | None = Field(default=None, max_length=2048)
     scopes: list[str] | None = None
     return_urls: list[str] = Field(default_factory=list)
-    workspace_info: dict[str, Any] | None = None
+    workspace_info: WorkspaceInfo | None = None
 
 
 class ClientUpdate(_ClientFields):
@@ -114,7 +116,7 @@ class ClientUpdate(_ClientFields):
     redirect_uri: str | None = Field(default=None, max_length=2048)
     scopes: list[str] | None = None
     return_urls: list[str] | None = None
-    workspace_info: dict[str, Any] | None = None
+    workspace_info: WorkspaceInfo | None = None
 
 
 class ClientOut(ResponseModel):

@@ -178,7 +178,7 @@ async def test_a_revocation_reaches_a_second_instance(
                 await asyncio.sleep(0.02)
         else:
             # Without Redis there is no bus: another process learns from the periodic sync.
-            await app_state(app2).revocations.reload()
+            await app_state(app2).revocations.sync()
         assert (await second.get(ADMIN_ROUTE, headers=bearer(token))).status_code == 401
 
 

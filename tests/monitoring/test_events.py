@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
@@ -127,6 +128,32 @@ async def test_cursor_pages_through_every_event_once(
 async def test_malformed_cursor_is_a_clear_400(client: httpx.AsyncClient, make_token: Any) -> None:
     response = await client.get(
         "/monitoring/events", params={"cursor": "not-a-cursor"}, headers=bearer(make_token())
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_cursor"
+
+
+def _cursor(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_a_cursor_whose_time_leaves_the_calendar_in_utc_is_a_400(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    cursor = _cursor(b'{"t": "0001-01-01T00:00:00+01:00", "i": "x"}')
+    response = await client.get(
+        "/monitoring/events", params={"cursor": cursor}, headers=bearer(make_token())
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_cursor"
+
+
+async def test_a_cursor_id_holding_a_lone_surrogate_is_a_400(
+    client: httpx.AsyncClient, make_token: Any
+) -> None:
+    cursor = _cursor(b'{"t": "2026-01-01T00:00:00+00:00", "i": "\\ud800"}')
+    response = await client.get(
+        "/monitoring/events", params={"cursor": cursor}, headers=bearer(make_token())
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_cursor"

@@ -96,6 +96,52 @@ async def test_custom_provider_url_with_an_impossible_port_is_a_422(
     assert response.status_code == 422
 
 
+async def test_a_custom_token_url_with_a_tab_is_a_422_at_registration(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["admin"])
+    url = oauth_server.provider_urls()["token_url"].replace("/token", "/to\tken")
+    response = await client.post(
+        "/token-management/clients",
+        json=client_body(oauth_server, token_url=url),
+        headers=bearer(token),
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "token_url"
+    listed = await client.get("/token-management/clients", headers=bearer(token))
+    assert listed.json()["items"] == []
+
+
+async def test_workspace_info_nested_256_deep_is_a_422(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    nested = '{"a":' * 256 + "1" + "}" * 256
+    body = json.dumps(client_body(oauth_server, workspace_info={})).replace(
+        '"workspace_info": {}', f'"workspace_info": {nested}'
+    )
+    response = await client.post(
+        "/token-management/clients",
+        content=body,
+        headers={**bearer(make_token(roles=["admin"])), "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+
+
+async def test_workspace_info_deeper_than_its_bound_is_a_422_naming_it(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    info: Any = 1
+    for _ in range(9):
+        info = {"a": info}
+    response = await client.post(
+        "/token-management/clients",
+        json=client_body(oauth_server, workspace_info=info),
+        headers=bearer(make_token(roles=["admin"])),
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "workspace_info"
+
+
 _SPEC = ProviderSpec(
     name="local", display_name="Local", authorization_url="https://a/", token_url="https://t/"
 )
