@@ -204,7 +204,7 @@ async def main(load_s: float) -> int:
             "DB_POOL_SIZE": "10",
         }
         settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})  # type: ignore[arg-type]
-        token = mint_token(settings, sub="faults", tenants=[TENANT], ttl_s=3600)
+        token = mint_token(settings, sub="faults", tenants=[TENANT], roles=["service"], ttl_s=3600)
         tally = Tally()
         async with _replicas(env) as bases:
             stop = asyncio.Event()

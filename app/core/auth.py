@@ -154,8 +154,9 @@ def _printable(value: str, max_length: int = 1024) -> bool:
     return value.isprintable() and len(value) <= max_length
 
 
-# The revocation list stores a `jti` in a 255-character column (app/auth/models.py).
-_MAX_JTI_LENGTH = 255
+# The revocation list stores a `jti` longer than its column by digest (app/auth/service.py
+# `storage_key`), so any printable `jti` of a sane length can be revoked.
+_MAX_JTI_LENGTH = 1024
 
 
 def _jti(value: Any) -> str | None:

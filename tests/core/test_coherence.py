@@ -48,7 +48,7 @@ async def test_a_write_during_a_redis_stall_is_never_read_stale_through_another_
 ) -> None:
     process, port = redis_server
     settings = build_settings(database_url, redis_url=f"redis://127.0.0.1:{port}/0")
-    headers = bearer(make_token(tenants=[TENANT]))
+    headers = bearer(make_token(tenants=[TENANT], roles=["service"]))
     async with running_app(settings) as (_, writer), running_app(settings) as (_, reader):
         assert await _write(writer, headers, 1) == 1
         assert await _version(reader, headers) == 1  # the reader holds version 1 locally
@@ -75,7 +75,7 @@ async def test_a_paused_replica_does_not_serve_what_a_write_replaced(
 ) -> None:
     _, port = redis_server
     redis_url = f"redis://127.0.0.1:{port}/0"
-    headers = bearer(make_token(tenants=[TENANT]))
+    headers = bearer(make_token(tenants=[TENANT], roles=["service"]))
     writer = ReplicaServer(database_url, redis_url)
     lagging = ReplicaServer(database_url, redis_url)
     try:
@@ -165,7 +165,7 @@ async def test_while_redis_is_away_a_read_does_not_join_a_load_that_began_before
 ) -> None:
     process, port = redis_server
     settings = build_settings(database_url, redis_url=f"redis://127.0.0.1:{port}/0")
-    headers = bearer(make_token(tenants=[TENANT]))
+    headers = bearer(make_token(tenants=[TENANT], roles=["service"]))
     async with running_app(settings) as (app, client):
         assert await _write(client, headers, 1) == 1
         process.kill()

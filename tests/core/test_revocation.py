@@ -54,7 +54,7 @@ async def _stored(app: Any, jti: str) -> datetime | None:
 async def test_a_revocation_expiring_in_9999_is_kept_only_as_long_as_a_token_can_live(
     app: Any, client: httpx.AsyncClient, make_token: TokenFactory, settings: Settings
 ) -> None:
-    admin = make_token(roles=["admin"])
+    admin = make_token(tenants=["*"], roles=["admin"])  # revoking a bare jti
     response = await client.post(
         "/auth/revoke",
         headers=bearer(admin),
@@ -178,7 +178,7 @@ async def test_past_the_entry_limit_a_new_revocation_answers_503_and_a_repeat_st
 ) -> None:
     settings = build_settings(database_url, auth_revocation_max_entries=2)
     first, second, third = (make_token(jti=f"t{n}") for n in range(3))
-    admin = make_token(roles=["admin"])
+    admin = make_token(tenants=["*"], roles=["admin"])  # revoking a bare jti
     async with running_app(settings) as (_, client):
         for token in (first, second):
             assert (await client.post("/auth/revoke", headers=bearer(token))).status_code == 200
