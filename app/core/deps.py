@@ -14,7 +14,7 @@ from app.core.cache import Cache
 from app.core.config import Settings
 from app.core.crypto import Keyring
 from app.core.db import unit_of_work
-from app.core.errors import Unauthorized
+from app.core.errors import TokenRevoked, Unauthorized
 from app.state import app_state
 
 
@@ -48,7 +48,7 @@ async def get_principal(request: Request) -> Principal:
     state = app_state(request.app)
     principal = await state.token_verifier.verify(token.strip())
     if state.revocations.is_revoked(principal.jti):
-        raise Unauthorized("the token has been revoked", code="token_revoked")
+        raise TokenRevoked("the token has been revoked")
     permissions.rule_for(request).check(principal)
     return principal
 

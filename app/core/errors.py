@@ -25,11 +25,9 @@ class DomainError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
+    def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
-        if code:
-            self.code = code
         self.extra = extra
 
 
@@ -45,6 +43,10 @@ class Unauthorized(DomainError):
 
 class TokenExpired(Unauthorized):
     code = "token_expired"
+
+
+class TokenRevoked(Unauthorized):
+    code = "token_revoked"
 
 
 class InvalidToken(Unauthorized):
@@ -79,17 +81,17 @@ class InvalidFields(InvalidInput):
     """Named fields break their rules: 422 with `fields: [{field, message}]`, the one shape of
     every field error (the schema's own errors are rendered through it too)."""
 
-    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
-        detail = "; ".join(f"{field}: {message}" for field, message in errors)
+    def __init__(self, errors: Sequence[tuple[str, str]], *, detail: str | None = None) -> None:
+        detail = detail or "; ".join(f"{field}: {message}" for field, message in errors)
         fields = [{"field": field, "message": message} for field, message in errors]
         super().__init__(detail or "invalid request", fields=fields)
 
 
 class InvalidField(InvalidFields):
-    """One named field breaks a rule."""
+    """One named field breaks a rule (`detail`, when given, says it at more length)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__([(field, message)])
+    def __init__(self, field: str, message: str, *, detail: str | None = None) -> None:
+        super().__init__([(field, message)], detail=detail)
 
 
 class ServiceUnavailable(DomainError):

@@ -335,8 +335,10 @@ class MonitorLoop:
     async def _stop_renewal(self) -> None:
         if self._renewal is not None:
             self._renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewal
+            # Bounded: a driver that swallows the cancellation must not hold up shutdown.
+            done, _ = await asyncio.wait({self._renewal}, timeout=5)
+            if not done:
+                logger.warning("the monitoring lease renewal did not stop; leaving it")
             self._renewal = None
 
     async def _release(self, connection_id: str) -> None:

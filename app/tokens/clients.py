@@ -13,10 +13,10 @@ from app.core import netguard
 from app.core.auth import Principal
 from app.core.config import Settings
 from app.core.db import after_commit, new_id, utcnow
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidField, InvalidInput
 from app.tokens import repository, timing
 from app.tokens.context import TokenContext
-from app.tokens.exceptions import ClientNotFound
+from app.tokens.exceptions import ClientNotFound, UnsafeDestination
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
 from app.tokens.providers import CUSTOM_FIELDS, URL_FIELDS, ProviderRegistry, custom_spec
 from app.tokens.schemas import ClientCreate, ClientUpdate
@@ -33,18 +33,20 @@ def _custom_settings_for(
     if registry.is_builtin(provider):
         if fields:
             name = sorted(fields)[0]
-            raise InvalidInput(
-                f"{name}: only a custom provider takes its own URLs and options; "
+            raise InvalidField(
+                name,
+                "only for custom providers",
+                detail=f"{name}: only a custom provider takes its own URLs and options; "
                 f"'{provider}' is built in (its URLs are overridden in settings)",
-                fields=[{"field": name, "message": "only for custom providers"}],
             )
         return {}
     if creating:
         for required in ("authorization_url", "token_url"):
             if not fields.get(required):
-                raise InvalidInput(
-                    f"{required}: required for the custom provider '{provider}'",
-                    fields=[{"field": required, "message": "required for a custom provider"}],
+                raise InvalidField(
+                    required,
+                    "required for a custom provider",
+                    detail=f"{required}: required for the custom provider '{provider}'",
                 )
     return fields
 
@@ -63,9 +65,10 @@ async def _check_custom(
     for name in URL_FIELDS:
         url = provider_settings.get(name)
         if url is not None and urlsplit(str(url)).scheme != "https":
-            raise InvalidInput(
-                f"{name}: must be an https URL (http to localhost only in development)",
-                fields=[{"field": name, "message": "must be an https URL"}],
+            raise InvalidField(
+                name,
+                "must be an https URL",
+                detail=f"{name}: must be an https URL (http to localhost only in development)",
             )
     # Every call is checked again (DNS can change); this tells the tenant early. The
     # authorization URL is only ever opened by the user's browser, so it may be anything.
@@ -76,10 +79,8 @@ async def _check_custom(
         try:
             await netguard.ensure_public_destination(str(url), allow_private=False)
         except netguard.UnsafeDestination as exc:
-            raise InvalidInput(
-                f"{name}: {exc}",
-                code="unsafe_destination",
-                fields=[{"field": name, "message": "must resolve to a public address"}],
+            raise UnsafeDestination(
+                name, "must resolve to a public address", detail=f"{name}: {exc}"
             ) from None
 
 
@@ -93,9 +94,10 @@ async def create_client(
         await _check_custom(ctx.settings, body.provider, provider_settings)
     redirect_uri = body.redirect_uri or ctx.settings.oauth_callback_url
     if not redirect_uri:
-        raise InvalidInput(
-            "redirect_uri: required (no OAUTH_CALLBACK_URL is configured)",
-            fields=[{"field": "redirect_uri", "message": "required"}],
+        raise InvalidField(
+            "redirect_uri",
+            "required",
+            detail="redirect_uri: required (no OAUTH_CALLBACK_URL is configured)",
         )
     spec = ctx.registry.resolve(body.provider, provider_settings)
     await ensure_workspace(session, tenant_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from app.core.errors import BadRequest, Conflict, InvalidField, NotFound, ServiceUnavailable
 
 
 class ClientNotFound(NotFound):
@@ -19,14 +19,39 @@ class InvalidState(BadRequest):
     code = "invalid_state"
 
 
+class StateExpired(InvalidState):
+    code = "state_expired"
+
+
 class NeedsReauth(Conflict):
-    """The provider refused the grant; a user must log in again."""
+    """The provider refused the grant (or the stored token no longer decrypts); a user must log
+    in again."""
 
     code = "needs_reauth"
 
 
+class RefreshNotSupported(Conflict):
+    """The provider issued no refresh token for this connection."""
+
+    code = "refresh_not_supported"
+
+
+class ReturnUrlNotAllowed(InvalidField):
+    code = "return_url_not_allowed"
+
+    def __init__(self) -> None:
+        super().__init__("return_url", "not in this client's allowed return URLs")
+
+
+class UnsafeDestination(InvalidField):
+    """A custom provider URL that resolves to an address Junction must not send secrets to."""
+
+    code = "unsafe_destination"
+
+
 class RefreshUnavailable(ServiceUnavailable):
-    """The token is expired and the last refresh failed; retry after the cooldown."""
+    """The provider could not refresh the token: a read of an expired token, or a forced
+    refresh. Always 503 (retry after `retry_at`, the end of the cooldown, when known)."""
 
     code = "refresh_failed"
 

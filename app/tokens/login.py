@@ -13,10 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.crypto import DecryptionError
 from app.core.db import new_id, utcnow
-from app.core.errors import InvalidInput
 from app.tokens import oauth, repository
 from app.tokens.context import TokenContext
-from app.tokens.exceptions import InvalidState, ProviderError
+from app.tokens.exceptions import InvalidState, ProviderError, ReturnUrlNotAllowed, StateExpired
 from app.tokens.models import STATUS_ACTIVE, OAuthClient, OAuthConnection, OAuthState
 from app.tokens.providers import ProviderSpec
 from app.tokens.refresh import apply_token_set
@@ -73,10 +72,7 @@ async def start_login(
     return_url: str | None,
 ) -> LoginStart:
     if return_url is not None and not _return_url_allowed(return_url, client.return_urls):
-        raise InvalidInput(
-            "return_url: not in this client's allowed return URLs",
-            code="return_url_not_allowed",
-        )
+        raise ReturnUrlNotAllowed()
     spec = ctx.spec_for(client)
     now = utcnow()
     await repository.delete_expired_states(session, now)
@@ -125,7 +121,7 @@ async def complete_callback(
     if pending is None or client is None:
         raise InvalidState("unknown or already used state; start the login again")
     if pending.expires_at <= now:
-        raise InvalidState("the login expired; start it again", code="state_expired")
+        raise StateExpired("the login expired; start it again")
 
     def failed(reason: str) -> CallbackResult:
         return CallbackResult(

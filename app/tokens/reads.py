@@ -10,13 +10,13 @@ from sqlalchemy import select, update
 
 from app.core.crypto import DecryptionError
 from app.core.db import utcnow
-from app.core.errors import Conflict, UpstreamError
 from app.tokens import repository, timing
 from app.tokens.context import TokenContext
 from app.tokens.exceptions import (
     ConnectionNotFound,
     NeedsReauth,
     RefreshInProgress,
+    RefreshNotSupported,
     RefreshUnavailable,
 )
 from app.tokens.models import STATUS_NEEDS_REAUTH, OAuthConnection
@@ -88,9 +88,7 @@ def _open_view(ctx: TokenContext, connection: TokenRow) -> TokenView:
         )
     except DecryptionError as exc:
         logger.error("access token of connection %s does not decrypt", connection.id)
-        raise Conflict(
-            "the stored token cannot be decrypted; log in again", code="needs_reauth"
-        ) from exc
+        raise NeedsReauth("the stored token cannot be decrypted; log in again") from exc
     return TokenView(
         provider=connection.provider,
         branch_id=connection.branch_id,
@@ -180,16 +178,13 @@ async def force_refresh(
     if outcome.result == RefreshResult.NEEDS_REAUTH:
         _raise_needs_reauth(connection)
     if outcome.result == RefreshResult.REFRESH_FAILED:
-        raise UpstreamError(
+        raise RefreshUnavailable(
             f"the provider did not refresh the token ({outcome.error})",
-            code="refresh_failed",
             reason=outcome.error,
+            retry_at=connection.next_attempt_at.isoformat() if connection.next_attempt_at else None,
         )
     if outcome.result != RefreshResult.REFRESHED:
         if outcome.error == "no_refresh_token":
-            raise Conflict(
-                f"{provider} issued no refresh token for this connection",
-                code="refresh_not_supported",
-            )
+            raise RefreshNotSupported(f"{provider} issued no refresh token for this connection")
         raise RefreshInProgress("another worker is refreshing this token; retry shortly")
     return await _view(ctx, connection)

@@ -164,10 +164,12 @@ async def _hold_cache_lock(
     if acquired:
         held.push_async_callback(ctx.cache.release_lock, name, owner)
         # Pushed after the release, so it stops first: no renewal can follow the release.
+        stopped = asyncio.Event()
         renewal = asyncio.create_task(
-            _renew_cache_lock(ctx, name, owner, ttl_s), name=f"refresh-lock-renewal:{name}"
+            _renew_cache_lock(ctx, name, owner, ttl_s, stopped),
+            name=f"refresh-lock-renewal:{name}",
         )
-        held.push_async_callback(_stop, renewal)
+        held.push_async_callback(_stop, stopped, renewal)
     return acquired
 
 
@@ -183,7 +185,9 @@ async def _poll_cache_lock(
         await asyncio.sleep(_LOCK_POLL_S)
 
 
-async def _renew_cache_lock(ctx: TokenContext, name: str, owner: str, ttl_s: float) -> None:
+async def _renew_cache_lock(
+    ctx: TokenContext, name: str, owner: str, ttl_s: float, stopped: asyncio.Event
+) -> None:
     """Extend the lock to a full TTL every third of it, for as long as its owner lives.
 
     The lock must outlive the provider call it guards (should it expire mid-call, a second worker
@@ -192,9 +196,16 @@ async def _renew_cache_lock(ctx: TokenContext, name: str, owner: str, ttl_s: flo
     alive here. Two renewals in a row may fail before the lock lapses; and should it lapse (Redis
     unreachable that long), on PostgreSQL the row lock, held to the end, still keeps the next
     worker out of the provider call.
+
+    It stops when `stopped` is set, not by cancellation: redis-py can swallow a cancellation
+    that lands inside a command, and a renewal that survived it would renew forever while its
+    owner waited for it to end.
     """
     while True:
-        await asyncio.sleep(ttl_s / 3)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), ttl_s / 3)
+        if stopped.is_set():
+            return
         # Extended only while still ours (False also when Redis did not answer; the next round
         # tries again).
         extended = await ctx.cache.extend_lock(name, owner, ttl_s)
@@ -202,9 +213,11 @@ async def _renew_cache_lock(ctx: TokenContext, name: str, owner: str, ttl_s: flo
             logger.warning("could not extend refresh lock %s", name)
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+async def _stop(stopped: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Stop the renewal and wait for it (at most one lock command in flight, bounded by the
+    cache's socket timeout), so that nothing renews the lock once it is released."""
+    stopped.set()
+    with contextlib.suppress(Exception):
         await task
 
 

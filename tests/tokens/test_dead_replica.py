@@ -204,11 +204,15 @@ async def test_a_slow_provider_call_keeps_its_lock_past_the_ttl_and_refreshes_on
         oauth_server.delay_s = 2.0  # the provider call lasts several lock TTLs
 
         owner_read = asyncio.create_task(read_token(first, token))
+        give_up_at = asyncio.get_running_loop().time() + 30  # a failure, not a hang
         while oauth_server.refresh_calls == 0:
+            assert not owner_read.done(), owner_read.result().text
+            assert asyncio.get_running_loop().time() < give_up_at, "the provider was not called"
             await asyncio.sleep(0.01)
         holders = []
         other_read = asyncio.create_task(read_token(second, token))
         while True:
+            assert asyncio.get_running_loop().time() < give_up_at, "the refresh never committed"
             holder = await redis.get(lock)
             # Read after the lock: a row not yet refreshed means the owner had not committed
             # (nor released) when the lock was read.

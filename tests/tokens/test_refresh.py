@@ -334,3 +334,23 @@ async def test_token_routes_need_the_service_role(
     response = await read_token(client, make_token(roles=[]))
 
     assert response.status_code == 403
+
+
+async def test_a_forced_refresh_the_provider_fails_answers_503_like_a_read(
+    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    await connect_branch(client, token, oauth_server)
+    oauth_server.fail_status = 500
+
+    response = await client.post(
+        "/token-management/tokens/refresh",
+        json={"branch_id": "branch-1", "provider": LOCAL_PROVIDER},
+        headers=bearer(token),
+    )
+
+    # One status for `refresh_failed` on every route that answers it.
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert (body["error"], body["reason"]) == ("refresh_failed", "server_error")
+    assert body["retry_at"] is not None
