@@ -14,7 +14,6 @@ from app.auth import router as auth_router
 from app.auth.service import RevocationList
 from app.core import permissions
 from app.core.auth import TokenVerifier
-from app.core.cache import build_cache
 from app.core.config import Settings
 from app.core.crypto import Keyring
 from app.core.db import create_engine, create_sessionmaker
@@ -25,6 +24,7 @@ from app.core.logging import configure_logging, secrets
 from app.core.metrics import RequestContextMiddleware
 from app.core.migrations import head_revision
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
+from app.core.redis_cache import build_cache
 from app.health import router as health_router
 from app.monitoring import lifecycle as monitoring_lifecycle
 from app.monitoring import router as monitoring_router

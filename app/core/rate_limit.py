@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.auth import Principal
-from app.core.cache import CircuitBreaker
+from app.core.breaker import CircuitBreaker
 from app.core.config import Settings
 from app.core.errors import DomainError, error_body
 from app.state import app_state

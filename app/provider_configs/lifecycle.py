@@ -12,7 +12,8 @@ from app.core.cache import Cache
 from app.core.config import ConfigurationError, Settings
 from app.core.crypto import Keyring
 from app.provider_configs.cache import ConfigCache
-from app.provider_configs.service import Defaults, Domain, document_loader
+from app.provider_configs.rendering import Defaults
+from app.provider_configs.service import Domain, document_loader
 
 
 def load_defaults(settings: Settings) -> Defaults:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import inspect, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import inspect, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.cache import CacheUnavailable
 from app.core.config import Settings
 from app.core.crypto import DecryptionError
-from app.core.db import new_id, utcnow
+from app.core.db import utcnow
 from app.tokens import metrics, oauth, repository, timing
 from app.tokens.context import PreparedStatusChange, TokenContext
 from app.tokens.exceptions import ProviderError
@@ -31,6 +26,7 @@ from app.tokens.models import (
     OAuthConnection,
 )
 from app.tokens.providers import ProviderSpec
+from app.tokens.refresh_lock import RefreshLock, refresh_lock
 from app.tokens.sealing import (
     open_client_secret,
     open_refresh_token,
@@ -39,8 +35,6 @@ from app.tokens.sealing import (
 )
 
 logger = logging.getLogger("junction.tokens")
-
-_LOCK_POLL_S = 0.02
 
 
 class RefreshResult(StrEnum):
@@ -82,7 +76,7 @@ async def refresh_connection(
     concurrent callers cause one provider call. `force` ignores freshness and the failure cooldown.
     """
     started_at = utcnow()
-    async with _refresh_lock(ctx, connection_id) as lock:
+    async with refresh_lock(ctx, connection_id) as lock:
         if lock is None:
             return _busy(connection_id)
         outcome = await _refresh_locked(ctx, connection_id, lock, force, started_at, trigger)
@@ -95,163 +89,6 @@ async def refresh_connection(
 
 def _busy(connection_id: str) -> RefreshOutcome:
     return RefreshOutcome(connection_id, RefreshResult.SKIPPED, "unknown", "refresh_in_progress")
-
-
-# --- the refresh lock -----------------------------------------------------------------------
-
-
-@dataclass
-class _Lock:
-    """A held refresh lock; `row_session` is set when it includes a PostgreSQL row lock, and then
-    all reads and the write of this refresh go through that session's transaction."""
-
-    ctx: TokenContext
-    row_session: AsyncSession | None = None
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A short transaction of its own, or the row lock's transaction when there is one."""
-        if self.row_session is not None:
-            yield self.row_session
-            return
-        async with self.ctx.sessionmaker() as session, session.begin():
-            yield session
-
-
-@contextlib.asynccontextmanager
-async def _refresh_lock(ctx: TokenContext, connection_id: str) -> AsyncIterator[_Lock | None]:
-    """The lock one connection's refresh holds; None when a step could not be had in time.
-
-    Taken in this order, all within TOKEN_REFRESH_WAIT_S, released in reverse:
-    1. this process's lock on the connection id, so a process's waiters queue here and it uses
-       at most one Redis lock and one pooled database connection per connection id;
-    2. the Redis lock, when the cache is Redis and it answers (else the steps around it alone);
-    3. on PostgreSQL the row lock, always: a replica that cannot reach Redis relies on the row
-       lock alone, so the replicas that can must take it too, or the two groups would not
-       exclude each other. (The Redis lock first keeps waiters in Redis rather than in
-       PostgreSQL lock queues.) On SQLite, one process, steps 1 and 2 suffice.
-    """
-    wait_s = ctx.settings.token_refresh_wait_s
-    deadline = asyncio.get_running_loop().time() + wait_s
-    async with contextlib.AsyncExitStack() as held:
-        if not await held.enter_async_context(ctx.local_locks.hold(connection_id, wait_s)):
-            yield None
-            return
-        if not await _hold_cache_lock(ctx, held, connection_id, deadline):
-            yield None
-            return
-        if ctx.settings.is_sqlite:
-            yield _Lock(ctx)
-            return
-        row_session = await held.enter_async_context(_row_lock(ctx, connection_id, deadline))
-        yield None if row_session is None else _Lock(ctx, row_session)
-
-
-async def _hold_cache_lock(
-    ctx: TokenContext, held: contextlib.AsyncExitStack, connection_id: str, deadline: float
-) -> bool:
-    """Step 2: False when another worker held the Redis lock past the deadline; True when this
-    one holds it (renewed until, and released with, `held`) or when there is no Redis lock."""
-    if ctx.cache.backend == "memory":
-        return True
-    name = f"junction:tokens:refresh:{connection_id}"
-    owner = new_id()
-    ttl_s = ctx.settings.token_refresh_lock_ttl_s
-    try:
-        acquired = await _poll_cache_lock(ctx, name, owner, ttl_s, deadline)
-    except CacheUnavailable:
-        return True  # Redis is down: the row lock (or the local lock) alone
-    if acquired:
-        held.push_async_callback(ctx.cache.release_lock, name, owner)
-        # Pushed after the release, so it stops first: no renewal can follow the release.
-        stopped = asyncio.Event()
-        renewal = asyncio.create_task(
-            _renew_cache_lock(ctx, name, owner, ttl_s, stopped),
-            name=f"refresh-lock-renewal:{name}",
-        )
-        held.push_async_callback(_stop, stopped, renewal)
-    return acquired
-
-
-async def _poll_cache_lock(
-    ctx: TokenContext, name: str, owner: str, ttl_s: float, deadline: float
-) -> bool:
-    loop = asyncio.get_running_loop()
-    while True:
-        if await ctx.cache.acquire_lock(name, owner, ttl_s):
-            return True
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(_LOCK_POLL_S)
-
-
-async def _renew_cache_lock(
-    ctx: TokenContext, name: str, owner: str, ttl_s: float, stopped: asyncio.Event
-) -> None:
-    """Extend the lock to a full TTL every third of it, for as long as its owner lives.
-
-    The lock must outlive the provider call it guards (should it expire mid-call, a second worker
-    could present the same refresh token, and rotation with reuse detection would revoke the
-    grant), yet a killed owner's lock must not stall the others for long: so a short TTL, kept
-    alive here. Two renewals in a row may fail before the lock lapses; and should it lapse (Redis
-    unreachable that long), on PostgreSQL the row lock, held to the end, still keeps the next
-    worker out of the provider call.
-
-    It stops when `stopped` is set, not by cancellation: redis-py can swallow a cancellation
-    that lands inside a command, and a renewal that survived it would renew forever while its
-    owner waited for it to end.
-    """
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopped.wait(), ttl_s / 3)
-        if stopped.is_set():
-            return
-        # Extended only while still ours (False also when Redis did not answer; the next round
-        # tries again).
-        extended = await ctx.cache.extend_lock(name, owner, ttl_s)
-        if not extended:
-            logger.warning("could not extend refresh lock %s", name)
-
-
-async def _stop(stopped: asyncio.Event, task: asyncio.Task[None]) -> None:
-    """Stop the renewal and wait for it (at most one lock command in flight, bounded by the
-    cache's socket timeout), so that nothing renews the lock once it is released."""
-    stopped.set()
-    with contextlib.suppress(Exception):
-        await task
-
-
-@contextlib.asynccontextmanager
-async def _row_lock(
-    ctx: TokenContext, connection_id: str, deadline: float
-) -> AsyncIterator[AsyncSession | None]:
-    """Step 3: `SELECT ... FOR UPDATE` on the connection row, held (with its pooled connection)
-    until the refresh is written; None when another replica held it past the deadline."""
-    async with ctx.sessionmaker() as session:
-        transaction = await session.begin()
-        wait_ms = max(int((deadline - asyncio.get_running_loop().time()) * 1000), 1)
-        try:
-            # SET cannot take bind parameters; both values are ints computed here.
-            await session.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
-            timeout_ms = wait_ms + ctx.settings.db_statement_timeout_ms
-            await session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-            await repository.get_connection(session, connection_id, for_update=True)
-        except DBAPIError:
-            # lock_timeout: another replica has been refreshing it for longer than we wait.
-            await transaction.rollback()
-            yield None
-            return
-        try:
-            yield session
-        except BaseException:
-            if transaction.is_active:
-                await transaction.rollback()
-            raise
-        if transaction.is_active:  # not committed by the refresh (it returned early)
-            await transaction.commit()
-
-
-# --- the refresh ----------------------------------------------------------------------------
 
 
 async def _load(
@@ -269,7 +106,7 @@ async def _load(
 async def _refresh_locked(
     ctx: TokenContext,
     connection_id: str,
-    lock: _Lock,
+    lock: RefreshLock,
     force: bool,
     started_at: datetime,
     trigger: str,

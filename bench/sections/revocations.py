@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from app.auth.service import RevocationList
 from app.core import migrations
-from app.core.cache import build_cache
+from app.core.redis_cache import build_cache
 from bench.harness import BenchContext
 
 ROWS = 1_000_000

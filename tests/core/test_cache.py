@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from app.core.cache import CacheUnavailable, MemoryCache, RedisCache
+from app.core.cache import CacheUnavailable, MemoryCache
 from app.core.config import Settings
+from app.core.redis_cache import RedisCache
 from tests.conftest import (
     REDIS_URL,
     TokenFactory,

@@ -10,8 +10,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from app.core.cache import RedisCache
 from app.core.invalidation import InvalidationBus
+from app.core.redis_cache import RedisCache
 from app.provider_configs.cache import ConfigCache
 from tests.conftest import REDIS_URL
 

@@ -15,9 +15,9 @@ from sqlalchemy import event, func, insert, select
 
 from app.auth.models import RevokedToken
 from app.auth.service import RevocationList
-from app.core.cache import build_cache
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.redis_cache import build_cache
 from app.state import app_state
 from tests.conftest import (
     TokenFactory,
