@@ -18,7 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class ReplicaServer:
-    def __init__(self, database_url: str, redis_url: str | None, **settings: str) -> None:
+    """`app.main:app` under uvicorn; with `junction_serve=True`, started as `junction serve`
+    starts it (its own uvicorn options: head limit, no server banner)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        redis_url: str | None,
+        *,
+        junction_serve: bool = False,
+        **settings: str,
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -30,8 +40,13 @@ class ReplicaServer:
             "LOG_LEVEL": "WARNING",
             **{name.upper(): value for name, value in settings.items()},
         }
+        command = (
+            ["-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            if junction_serve
+            else ["-m", "uvicorn", "app.main:app", "--port", str(self.port)]
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port)],
+            [sys.executable, *command],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,9 +16,9 @@ from tests.conftest import (
     TokenFactory,
     bearer,
     build_settings,
-    free_port,
     running_app,
 )
+from tests.replica_server import ReplicaServer
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -104,36 +99,11 @@ async def test_docs_enabled_serves_the_documentation_outside_development(
 
 
 @pytest.fixture
-async def served(database_url: str) -> AsyncIterator[str]:
+def served(database_url: str) -> Iterator[str]:
     """`junction serve` in its own process (a real uvicorn), its base URL once it answers."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "test",
-        "DATABASE_URL": database_url,
-        "MONITOR_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-    }
-    if IS_POSTGRES:
-        env["REDIS_URL"] = REDIS_URL
-    else:
-        env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)  # noqa: ASYNC220
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base_url) as client:
-            for _ in range(300):  # an upper bound for start-up, not a speed expectation
-                assert process.poll() is None, "junction serve exited"
-                try:
-                    await client.get("/livez")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        yield base_url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    server = ReplicaServer(database_url, REDIS_URL if IS_POSTGRES else None, junction_serve=True)
+    yield server.base_url
+    server.stop()
 
 
 async def test_junction_serve_answers_without_a_server_banner(served: str) -> None:

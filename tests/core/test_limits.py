@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +18,8 @@ from tests.conftest import (
     REDIS_URL,
     TokenFactory,
     bearer,
-    free_port,
 )
+from tests.replica_server import ReplicaServer
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"content-type": "application/json"}
@@ -164,34 +160,10 @@ def test_the_storable_check_walks_a_deep_value_without_recursion() -> None:
 
 @pytest.fixture
 def served(database_url: str) -> Iterator[int]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "test",
-        "DATABASE_URL": database_url,
-        "MONITOR_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-    }
-    if IS_POSTGRES:
-        env["REDIS_URL"] = REDIS_URL
-    code = (
-        "import sys; from app.cli import main; "
-        f"sys.exit(main(['serve', '--host', '127.0.0.1', '--port', '{port}']))"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
-    try:
-        for _ in range(300):
-            assert process.poll() is None, "junction serve exited during start-up"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/livez").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    """`junction serve` in its own process, its port once it answers."""
+    server = ReplicaServer(database_url, REDIS_URL if IS_POSTGRES else None, junction_serve=True)
+    yield server.port
+    server.stop()
 
 
 def _exchange(port: int, request: bytes) -> bytes:
