@@ -12,7 +12,22 @@ from app.core.db import Base, UTCDateTime, new_id, utcnow
 EVENT_REFRESH_FAILED = "refresh_failed"
 EVENT_NEEDS_REAUTH = "needs_reauth"
 EVENT_RECOVERED = "recovered"
-EVENT_TYPES = (EVENT_REFRESH_FAILED, EVENT_NEEDS_REAUTH, EVENT_RECOVERED)
+EVENT_CONNECTED = "connected"
+EVENT_DISCONNECTED = "disconnected"
+EVENT_CLIENT_MISCONFIGURED = "client_misconfigured"
+EVENT_REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"
+EVENT_TYPES = (
+    EVENT_REFRESH_FAILED,
+    EVENT_NEEDS_REAUTH,
+    EVENT_RECOVERED,
+    EVENT_CONNECTED,
+    EVENT_DISCONNECTED,
+    EVENT_CLIENT_MISCONFIGURED,
+    EVENT_REFRESH_TOKEN_EXPIRING,
+)
+
+# The webhook row of the operator (an admin of all tenants): it receives every tenant's events.
+OPERATOR_WEBHOOK = "*"
 
 
 class MonitoringEvent(Base):
@@ -29,8 +44,10 @@ class MonitoringEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     provider: Mapped[str] = mapped_column(String(64))
     branch_id: Mapped[str] = mapped_column(String(255))
-    # No foreign key: the history outlives a disconnected connection.
-    connection_id: Mapped[str] = mapped_column(String(32))
+    # No foreign keys: the history outlives a disconnected connection and a deleted client.
+    # A client's event (client_misconfigured) has no connection.
+    connection_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    client_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
@@ -55,9 +72,20 @@ class MonitoringWebhookDelivery(Base):
     """
 
     __tablename__ = "monitoring_webhook_deliveries"
+    __table_args__ = (
+        # The delivery log: one webhook's deliveries, newest first, keyset-paginated.
+        Index(
+            "ix_monitoring_webhook_deliveries_webhook_tenant_id_created_at",
+            "webhook_tenant_id",
+            "created_at",
+            "id",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(128))
+    # Whose webhook receives it: the event's tenant's, or OPERATOR_WEBHOOK ("*"), the operator's.
+    webhook_tenant_id: Mapped[str] = mapped_column(String(128))
     event_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("monitoring_events.id", ondelete="CASCADE"), index=True
     )
@@ -65,5 +93,8 @@ class MonitoringWebhookDelivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     # Who is delivering it right now; completion is fenced by it (as the connections' leases).
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -47,7 +47,7 @@ async def prepare_status_recorder(session: AsyncSession, tenant_id: str) -> Stat
     change is known (a refresh prepares it before calling the provider), and returns the recorder
     that adds the event, and its webhook outbox row, to the session storing the change: no I/O
     between a provider's answer and the commit that keeps the new refresh token."""
-    delivered = await webhooks.delivers_to(session, tenant_id)
+    receivers = await webhooks.receivers(session, tenant_id)
 
     def record(session: AsyncSession, change: StatusChange) -> None:
         event_type = event_type_for(change.previous_status, change.new_status)
@@ -63,12 +63,17 @@ async def prepare_status_recorder(session: AsyncSession, tenant_id: str) -> Stat
             occurred_at=change.occurred_at,
             reason=(change.reason or None) and change.reason[:255],
         )
-        session.add(event)
-        if delivered:
-            # The webhook outbox row commits (or rolls back) with the event.
-            session.add(webhooks.new_delivery(change.tenant_id, event.id))
+        add_event(session, event, receivers)
 
     return record
+
+
+def add_event(session: AsyncSession, event: MonitoringEvent, receivers: list[str]) -> None:
+    """Add an event and its webhook outbox rows to the session that stores the change it reports:
+    they commit, or roll back, with it. No I/O (`receivers` was looked up beforehand)."""
+    session.add(event)
+    for webhook_tenant_id in receivers:
+        session.add(webhooks.new_delivery(event.tenant_id, event.id, webhook_tenant_id))
 
 
 async def record_status_change(session: AsyncSession, change: StatusChange) -> None:

@@ -127,20 +127,30 @@ async def delete_webhook(session: AsyncSession, tenant_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def delivers_to(session: AsyncSession, tenant_id: str) -> bool:
-    """Whether the tenant's events are to be delivered (it has an enabled webhook)."""
-    enabled = await session.scalar(
-        select(MonitoringWebhook.enabled).where(MonitoringWebhook.tenant_id == tenant_id)
+async def receivers(session: AsyncSession, tenant_id: str) -> list[str]:
+    """The webhooks (by owner: the tenant, or OPERATOR_WEBHOOK) that receive `tenant_id`'s
+    events now: each enabled one gets an outbox row per event."""
+    owners = await session.scalars(
+        select(MonitoringWebhook.tenant_id).where(
+            MonitoringWebhook.tenant_id == tenant_id, MonitoringWebhook.enabled.is_(True)
+        )
     )
-    return bool(enabled)
+    return list(owners)
 
 
-def new_delivery(tenant_id: str, event_id: str) -> Delivery:
-    """The outbox row of an event, added by the status listener to the session that writes the
-    event: no event is lost between the commit and the delivery, and none is delivered that did
-    not commit."""
+def new_delivery(tenant_id: str, event_id: str, webhook_tenant_id: str) -> Delivery:
+    """The outbox row of an event for one webhook, added by the status listener to the session
+    that writes the event: no event is lost between the commit and the delivery, and none is
+    delivered that did not commit."""
+    now = utcnow()
     return Delivery(
-        id=new_id(), tenant_id=tenant_id, event_id=event_id, attempts=0, next_attempt_at=utcnow()
+        id=new_id(),
+        tenant_id=tenant_id,
+        webhook_tenant_id=webhook_tenant_id,
+        event_id=event_id,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
     )
 
 
@@ -185,7 +195,7 @@ async def load_deliveries(session: AsyncSession, ids: list[str]) -> list[Pending
     statement = (
         select(Delivery, MonitoringEvent, MonitoringWebhook)
         .join(MonitoringEvent, MonitoringEvent.id == Delivery.event_id)
-        .outerjoin(MonitoringWebhook, MonitoringWebhook.tenant_id == Delivery.tenant_id)
+        .outerjoin(MonitoringWebhook, MonitoringWebhook.tenant_id == Delivery.webhook_tenant_id)
         .where(Delivery.id.in_(ids))
     )
     pending = []

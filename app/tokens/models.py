@@ -16,6 +16,12 @@ STATUS_REFRESH_FAILED = "refresh_failed"
 STATUS_NEEDS_REAUTH = "needs_reauth"
 STORED_STATUSES = (STATUS_ACTIVE, STATUS_REFRESH_FAILED, STATUS_NEEDS_REAUTH)
 
+# A client's status: `misconfigured` when its provider refused the app itself (invalid_client,
+# unauthorized_client); its connections are not refreshed until the client is edited.
+CLIENT_ACTIVE = "active"
+CLIENT_MISCONFIGURED = "misconfigured"
+CLIENT_STATUSES = (CLIENT_ACTIVE, CLIENT_MISCONFIGURED)
+
 
 class OAuthClient(Base):
     """One tenant's OAuth app credentials for one provider (built-in or a custom slug)."""
@@ -34,6 +40,9 @@ class OAuthClient(Base):
     # Custom providers keep their URLs and options here; empty for built-in providers.
     provider_settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     workspace_info: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default=CLIENT_ACTIVE, server_default="active")
+    status_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -59,6 +68,13 @@ class OAuthConnection(Base):
     token_type: Mapped[str] = mapped_column(String(64), default="Bearer")
     scope: Mapped[str | None] = mapped_column(Text, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The lifetime (expires_in) the current access token was issued with: its refresh margin is
+    # at most half of it (app/tokens/timing.py).
+    token_lifetime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Where the provider says so (refresh_token_expires_in): when the grant itself lapses.
+    refresh_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When `refresh_token_expiring` was raised for the current refresh token (once per token).
+    refresh_token_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     status: Mapped[str] = mapped_column(String(32), default=STATUS_ACTIVE)
     last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

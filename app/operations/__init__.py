@@ -1,0 +1,1 @@
+"""Operators' tools: copying and verifying databases, keys, resets and imports (`junction …`)."""
