@@ -99,3 +99,36 @@ class TimeIdCursor(_Cursor):
             raise ValueError("NUL in cursor id")
         row_id.encode("utf-8")  # UnicodeEncodeError, a ValueError, for a lone surrogate
         return cls(at.astimezone(UTC), row_id)
+
+
+@dataclass(frozen=True)
+class KeyCursor(_Cursor):
+    """Continue after a tuple of strings (a listing ordered by a unique key of text columns):
+    `{"k": [<str>, ...]}`; `width` is the listing's key length, checked on the way in."""
+
+    invalid_detail: ClassVar[str] = "cursor: not a cursor returned by this listing"
+    keys: tuple[str, ...]
+
+    def encode(self) -> str:
+        return _pack(json.dumps({"k": list(self.keys)}).encode())
+
+    @classmethod
+    def decode_keys(cls, cursor: str, width: int) -> tuple[str, ...]:
+        """The key a cursor names, of `width` strings; `InvalidCursor` otherwise."""
+        keys = cls.decode(cursor).keys
+        if len(keys) != width:
+            raise InvalidCursor(cls.invalid_detail)
+        return keys
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> Self:
+        data: Any = json.loads(raw)
+        keys = data["k"]
+        if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+            raise ValueError("malformed key")
+        for key in keys:
+            # Keys go into a query: text the database cannot hold was never issued here.
+            if "\x00" in key:
+                raise ValueError("NUL in cursor key")
+            key.encode("utf-8")
+        return cls(tuple(keys))

@@ -122,6 +122,7 @@ PERMISSIONS: dict[str, Operation] = {
     "GET /token-management/providers": Operation(ANY_CALLER, "the built-in registry"),
     "GET /token-management/clients": Operation(MEMBER, "status: no secret is shown"),
     "GET /token-management/clients/{client_id}": Operation(MEMBER, "status: no secret is shown"),
+    "GET /token-management/connections": Operation(MEMBER, "status: no token is shown"),
     "POST /token-management/clients": Operation(
         SERVICE, f"stores a client secret; {_SENDS_SECRETS} (token/refresh/revoke, return URLs)"
     ),

@@ -1,21 +1,99 @@
-"""Disconnecting a branch: revoke its grant at the provider where it can, then delete it."""
+"""A tenant's connections: listing them with their status, and disconnecting one (revoke its
+grant at the provider where it can, then delete it)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Row, delete, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.crypto import DecryptionError
-from app.tokens import oauth, repository
+from app.core.pagination import KeyCursor
+from app.tokens import oauth, repository, timing
 from app.tokens.context import TokenContext
 from app.tokens.exceptions import ProviderError
-from app.tokens.models import OAuthConnection
-from app.tokens.providers import ProviderSpec
+from app.tokens.models import OAuthClient, OAuthConnection
+from app.tokens.providers import ProviderRegistry, ProviderSpec
 from app.tokens.reads import find_token_row
 from app.tokens.sealing import open_access_token, open_client_secret, open_refresh_token
 
 logger = logging.getLogger("junction.tokens")
+
+MAX_PAGE_SIZE = 200
+
+
+@dataclass(frozen=True)
+class ConnectionFilter:
+    tenant_id: str
+    provider: str | None = None
+    branch_id: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionListing:
+    rows: list[Row[Any]]
+    next_cursor: str | None
+    counts: dict[str, int]
+
+
+async def list_connections(
+    session: AsyncSession,
+    registry: ProviderRegistry,
+    wanted: ConnectionFilter,
+    *,
+    now: datetime,
+    limit: int,
+    cursor: str | None,
+) -> ConnectionListing:
+    """A page of the tenant's connections in (provider, branch_id) order, keyset-paginated on
+    that unique key, with their status (the one rule, in SQL), and the counts per status of every
+    connection the other filters match: two queries however many connections there are."""
+    status = timing.connection_status_sql(session, registry, now)
+    scope = [OAuthConnection.tenant_id == wanted.tenant_id]
+    if wanted.provider is not None:
+        scope.append(OAuthConnection.provider == wanted.provider)
+    if wanted.branch_id is not None:
+        scope.append(OAuthConnection.branch_id == wanted.branch_id)
+
+    page = (
+        select(
+            OAuthConnection,
+            OAuthClient.status.label("client_status"),
+            status.label("reported_status"),
+        )
+        .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+        .where(*scope)
+        .order_by(OAuthConnection.provider, OAuthConnection.branch_id)
+        .limit(limit + 1)
+    )
+    if wanted.status is not None:
+        page = page.where(status == wanted.status)
+    if cursor:
+        after = KeyCursor.decode_keys(cursor, 2)
+        page = page.where(tuple_(OAuthConnection.provider, OAuthConnection.branch_id) > after)
+    rows = list((await session.execute(page)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1].OAuthConnection
+        next_cursor = KeyCursor((last.provider, last.branch_id)).encode()
+
+    counting = (
+        select(status, func.count())
+        .select_from(OAuthConnection)
+        .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+        .where(*scope)
+        .group_by(status)
+    )
+    counts = dict.fromkeys(timing.CONNECTION_STATUSES, 0)
+    for name, count in (await session.execute(counting)).all():
+        counts[name] = int(count)
+    return ConnectionListing(rows=rows, next_cursor=next_cursor, counts=counts)
 
 
 async def disconnect(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> bool:

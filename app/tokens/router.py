@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -18,7 +18,8 @@ from app.core.errors import error_body
 from app.core.routing import DirectRoute, PathParam, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
 from app.state import app_state
-from app.tokens import clients, connections, login, reads
+from app.core.db import utcnow
+from app.tokens import clients, connections, login, reads, timing
 from app.tokens.context import TokenContext
 from app.tokens.oauth import with_query
 from app.tokens.schemas import (
@@ -30,6 +31,8 @@ from app.tokens.schemas import (
     ClientList,
     ClientOut,
     ClientUpdate,
+    ConnectionOut,
+    ConnectionPage,
     DisconnectOut,
     LoginOut,
     ProviderList,
@@ -251,6 +254,59 @@ async def auth_callback(
         ),
         status_code=400 if denied else 502,
         headers=_CALLBACK_HEADERS,
+    )
+
+
+StatusQuery = Annotated[
+    Literal[timing.CONNECTION_STATUSES],  # type: ignore[valid-type]
+    Query(description="only connections in this status"),
+]
+
+
+@router.get("/connections", response_model=ConnectionPage)
+async def list_connections(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    ctx: TokenContextDep,
+    tenant_id: TenantQuery = None,
+    provider: Annotated[str | None, Query(pattern=PROVIDER_PATTERN)] = None,
+    status: StatusQuery | None = None,
+    branch_id: Annotated[str | None, Query(pattern=BRANCH_ID_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=connections.MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> ConnectionPage:
+    """The tenant's connections in (provider, branch_id) order, with status, expiry, last
+    refresh and last error, and the counts per status of all that match provider and branch_id.
+    No token or secret is shown."""
+    wanted = connections.ConnectionFilter(
+        principal.resolve_tenant(tenant_id), provider, branch_id, status
+    )
+    listing = await connections.list_connections(
+        session, ctx.registry, wanted, now=utcnow(), limit=limit, cursor=cursor
+    )
+    items = [
+        ConnectionOut(
+            id=row.OAuthConnection.id,
+            provider=row.OAuthConnection.provider,
+            branch_id=row.OAuthConnection.branch_id,
+            client_id=row.OAuthConnection.client_id,
+            status=row.reported_status,
+            client_status=row.client_status,
+            expires_at=row.OAuthConnection.expires_at,
+            last_refreshed_at=row.OAuthConnection.last_refreshed_at,
+            last_error=row.OAuthConnection.last_error,
+            next_attempt_at=row.OAuthConnection.next_attempt_at,
+            refresh_token_expires_at=row.OAuthConnection.refresh_token_expires_at,
+            created_at=row.OAuthConnection.created_at,
+            updated_at=row.OAuthConnection.updated_at,
+        )
+        for row in listing.rows
+    ]
+    return ConnectionPage(
+        items=items,
+        next_cursor=listing.next_cursor,
+        total=sum(listing.counts.values()),
+        counts=listing.counts,
     )
 
 

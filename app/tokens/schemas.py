@@ -201,3 +201,40 @@ class CallbackOut(ResponseModel):
     provider: str
     branch_id: str
     expires_at: datetime | None
+
+
+class ConnectionOut(ResponseModel):
+    """One connection as its tenant's dashboards show it: no token, no secret."""
+
+    id: str = Field(description="Junction's id of the connection")
+    provider: str
+    branch_id: str
+    client_id: str = Field(description="Junction's id of the client it was made with")
+    status: str = Field(
+        description="active, expiring, expired, refresh_failed or needs_reauth, by the same "
+        "rule as /platforms/connected"
+    )
+    client_status: str = Field(
+        description="the client's: misconfigured when the provider refused the app itself"
+    )
+    expires_at: datetime | None = Field(description="when the access token expires")
+    last_refreshed_at: datetime | None
+    last_error: str | None = Field(description="the last failure's safe reason code")
+    next_attempt_at: datetime | None = Field(
+        description="after a failure: no automatic refresh before this"
+    )
+    refresh_token_expires_at: datetime | None = Field(
+        description="where the provider says so: when the grant lapses and a new login is needed"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionPage(ResponseModel):
+    """A page of a tenant's connections, and the counts of all that match the filters other
+    than `status` (so a dashboard's status tabs come with one call)."""
+
+    items: list[ConnectionOut]
+    next_cursor: str | None
+    total: int = Field(description="connections matching provider and branch_id")
+    counts: dict[str, int] = Field(description="of those, how many are in each status")
