@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from app.core.db import utcnow
 from app.core.deps import (
     TENANT_ID_PATTERN,
     CurrentPrincipal,
@@ -18,7 +19,6 @@ from app.core.errors import error_body
 from app.core.routing import DirectRoute, PathParam, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
 from app.state import app_state
-from app.core.db import utcnow
 from app.tokens import clients, connections, login, reads, timing
 from app.tokens.context import TokenContext
 from app.tokens.oauth import with_query
