@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The contract check's TypeScript tools (openapi-typescript, tsc), from their lock file.
+TS_DIR := tests/contract/typescript
+TS_STAMP := $(TS_DIR)/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
@@ -19,6 +22,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || apt-get install -y -qq nodejs npm >/dev/null 2>&1 || sudo apt-get install -y -qq nodejs npm
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TS_STAMP)
+
 var:
 	mkdir -p var
 
@@ -29,10 +37,10 @@ run: $(STAMP) var
 # The whole suite twice: embedded SQLite + in-process cache, then PostgreSQL + Redis.
 test: test-sqlite test-postgres
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) $(TS_STAMP)
 	JUNCTION_TEST_BACKEND=sqlite $(BIN)/pytest $(ARGS)
 
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) $(TS_STAMP)
 	JUNCTION_TEST_BACKEND=postgres JUNCTION_TEST_PG_URL=$(TEST_PG_URL) \
 	JUNCTION_TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(ARGS)
 

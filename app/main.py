@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 from app import __version__
 from app.auth import router as auth_router
 from app.auth.service import RevocationList
-from app.core import permissions
+from app.core import openapi, permissions
 from app.core.auth import TokenVerifier
 from app.core.config import Settings
 from app.core.crypto import Keyring
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.serves_docs else None,
         docs_url="/docs" if settings.serves_docs else None,
         redoc_url="/redoc" if settings.serves_docs else None,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
     if settings.rate_limit:
@@ -163,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every route has its entry in the one permission table, which is then what get_principal
     # enforces and what the OpenAPI document shows.
     permissions.install(app)
+    openapi.install(app)
     _docs_routes_last(app)
     return app
 

@@ -20,6 +20,9 @@ async def revoke_token(
     cache: CacheDep,
     body: RevokeRequest | None = None,
 ) -> RevokeResponse:
+    """Revoke a bearer token before it expires: the presented one, or (for an admin of
+    every tenant) any token by its `jti`. Every replica refuses it from then on.
+    """
     body = body or RevokeRequest()
     jti, expires_at = await service.revoke(
         session, app_state(request.app).revocations, cache, principal, body.jti, body.expires_at

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
 def check_storable(value: Any) -> None:
@@ -87,5 +87,36 @@ class ResponseModel(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    detail: str
+    """Every error answer: a stable code to branch on and a sentence for people."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"example": {"error": "not_found", "detail": "no such client"}},
+    )
+
+    error: str = Field(description="a stable, machine-readable code (`snake_case`)")
+    detail: str = Field(description="what went wrong and why, for a person; may change")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where: `providers[0].priority`, `query.limit`, `body`")
+    message: str = Field(description="the rule the value breaks")
+
+
+class InvalidFieldsResponse(ErrorResponse):
+    """A 422: the request's fields that break their rules, each named."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "example": {
+                "error": "validation_error",
+                "detail": "query.limit: Input should be less than or equal to 200",
+                "fields": [
+                    {"field": "query.limit", "message": "Input should be less than or equal to 200"}
+                ],
+            }
+        },
+    )
+
+    fields: list[FieldError] = Field(description="one entry per field that breaks a rule")

@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from app import __version__
 from app.core.metrics import render_metrics, require_scrape_token
+from app.core.openapi import errors
 from app.state import app_state
 
 router = APIRouter(tags=["health"])
@@ -52,6 +53,9 @@ def _monitor_state(request: Request) -> str:
 
 @router.get("/api/v1/health")
 async def health(request: Request) -> JSONResponse:
+    """The service's health: `ok`, or `degraded` when a dependency other than the database
+    (the cache, the monitoring loop) is not working; 503 when the database is unreachable.
+    """
     database = await _database_ok(request)
     cache = app_state(request.app).cache
     reachable = await cache.ping()
@@ -74,11 +78,15 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/livez")
 async def livez() -> dict[str, str]:
+    """Liveness for orchestrators: the process answers (no dependency is checked)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
+    """Readiness for orchestrators: the database answers and its schema is at the latest
+    migration (503 otherwise).
+    """
     expected = app_state(request.app).schema_head
     current = await _schema_revision(request)
     ready = current is not None and current == expected
@@ -91,8 +99,23 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "The Prometheus text exposition format (version 0.0.4).",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **errors(401),
+    },
+)
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process (of every worker with `junction serve --workers N`).
+
+    Open unless METRICS_BEARER_TOKEN is set; then scrapers send it as a bearer token (401
+    otherwise).
+    """
     state = app_state(request.app)
     require_scrape_token(request.headers.get("authorization"), state.settings.metrics_bearer_token)
     body, content_type = render_metrics(state.engine, state.cache)

@@ -29,7 +29,7 @@ from app.provider_configs.schemas import (
 )
 from app.state import app_state
 
-router = APIRouter(tags=["provider_configs"])
+router = APIRouter(tags=["configs"])
 
 JSON = "application/json"
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -71,6 +71,8 @@ _INCLUDE_SECRETS = QueryFlag(
 async def get_config(request: Request) -> Response:
     """The tenant's current configuration (defaults for types it stored nothing for).
 
+    Secrets are masked unless `include_secrets=true` (which needs the `service` or `admin` role).
+    \f
     The hot path of the service, on a `DirectRoute`: the path, the query and the caller are read
     here rather than declared, and the cache holds the serialized body, so a warm read touches no
     session, no model and no dependency solving.
@@ -98,7 +100,7 @@ def add_hot_routes(app: FastAPI) -> None:
         "/config/{tenant_id}",
         get_config,
         methods=["GET"],
-        tags=["provider_configs"],
+        tags=["configs"],
         response_model=None,
         responses=_DOCUMENT,
         openapi_extra=direct_parameters(_TENANT_ID, _PROVIDER_TYPE, _INCLUDE_SECRETS),

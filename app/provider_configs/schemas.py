@@ -107,7 +107,7 @@ class RollbackRequest(RequestModel):
 # --- responses (documentation; the routes serialize these shapes themselves) ------------------
 
 
-class ProviderOut(BaseModel):
+class ConfiguredProviderOut(BaseModel):
     id: str | None
     provider_name: str
     priority: Priority
@@ -126,12 +126,12 @@ class ConfigDocument(BaseModel):
     source: Literal["tenant", "default"] = Field(
         description="'default' when the tenant has stored no configuration at all"
     )
-    map_providers: list[ProviderOut] | None = None
-    weather_providers: list[ProviderOut] | None = None
-    satellite_providers: list[ProviderOut] | None = None
-    payment_providers: list[ProviderOut] | None = None
-    sms_providers: list[ProviderOut] | None = None
-    notification_providers: list[ProviderOut] | None = None
+    map_providers: list[ConfiguredProviderOut] | None = None
+    weather_providers: list[ConfiguredProviderOut] | None = None
+    satellite_providers: list[ConfiguredProviderOut] | None = None
+    payment_providers: list[ConfiguredProviderOut] | None = None
+    sms_providers: list[ConfiguredProviderOut] | None = None
+    notification_providers: list[ConfiguredProviderOut] | None = None
 
 
 class SnapshotOut(BaseModel):

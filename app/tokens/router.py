@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from app.core import openapi
 from app.core.db import utcnow
 from app.core.deps import (
     TENANT_ID_PATTERN,
@@ -95,8 +96,9 @@ _TENANT_ID = QueryParam(
 
 
 async def read_token(request: Request) -> Response:
-    """A usable access token for the branch, refreshed first when it is about to expire.
-
+    """A usable access token for the branch, refreshed first when it is about to expire
+    (its effective margin: docs/tokens.md). Never the refresh token.
+    \f
     The hot read of this domain, on a `DirectRoute` (see `add_hot_routes`): it reads its own path,
     query and caller, and a fresh token answers from the read cache without a database query.
     """
@@ -126,6 +128,9 @@ def add_hot_routes(app: FastAPI) -> None:
 
 @router.get("/providers", response_model=ProviderList)
 async def list_providers(principal: CurrentPrincipal, ctx: TokenContextDep) -> ProviderList:
+    """The built-in providers and their capabilities (URLs after overrides, PKCE, body
+    format, client authentication, refresh margin, whether tokens expire).
+    """
     providers = [ProviderOut(**spec.capabilities()) for spec in ctx.registry.all_builtin()]
     return ProviderList(providers=providers)
 
@@ -137,6 +142,10 @@ async def create_client(
     session: SessionDep,
     ctx: TokenContextDep,
 ) -> Any:
+    """Register a tenant's OAuth app for a provider (built-in, or custom with its own URLs).
+
+    The secret is stored encrypted and never returned (`has_client_secret: true`).
+    """
     tenant_id = principal.resolve_tenant(body.tenant_id)
     return await clients.create_client(session, ctx, tenant_id, body)
 
@@ -148,6 +157,7 @@ async def list_clients(
     tenant_id: TenantQuery = None,
     provider: Annotated[str | None, Query(pattern=PROVIDER_PATTERN)] = None,
 ) -> Any:
+    """The tenant's registered clients, optionally of one provider."""
     tenant = principal.resolve_tenant(tenant_id)
     found = await clients.list_clients(session, tenant, provider)
     return ClientList(items=[ClientOut.model_validate(client) for client in found])
@@ -160,6 +170,7 @@ async def read_client(
     session: SessionDep,
     tenant_id: TenantQuery = None,
 ) -> Any:
+    """One registered client (`client_id` is Junction's `id` of it)."""
     return await clients.get_client(session, principal, client_id, tenant_id)
 
 
@@ -172,6 +183,7 @@ async def update_client(
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> Any:
+    """Edit a client: only the fields sent change; a new `client_secret` replaces the old."""
     client = await clients.get_client(session, principal, client_id, tenant_id)
     return await clients.update_client(session, ctx, client, body)
 
@@ -184,6 +196,7 @@ async def delete_client(
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> Response:
+    """Remove a client, with its connections and pending logins."""
     client = await clients.get_client(session, principal, client_id, tenant_id)
     await clients.delete_client(session, ctx, client)
     return Response(status_code=204)
@@ -200,6 +213,10 @@ async def start_login(
     redirect: bool = False,
     tenant_id: TenantQuery = None,
 ) -> Any:
+    """Start an OAuth login for a branch: the provider's authorization URL to send the
+    browser to (or a 307 there with `redirect=true`), and the single-use `state`, valid for
+    10 minutes.
+    """
     client = await clients.get_client(session, principal, client_id, tenant_id)
     started = await login.start_login(
         session, ctx, client, branch_id=branch_id, return_url=return_url
@@ -216,13 +233,29 @@ async def start_login(
 @router.get(
     "/auth/callback",
     response_model=CallbackOut,
-    responses={303: {"description": "back to the return URL with status=connected|error"}},
+    responses={
+        303: {"description": "back to the return URL with status=connected|error"},
+        **openapi.errors(400, 502),
+    },
 )
 async def auth_callback(
     ctx: TokenContextDep,
-    state: Annotated[str | None, Query(max_length=512)] = None,
-    code: Annotated[str | None, Query(max_length=4096)] = None,
-    error: Annotated[str | None, Query(max_length=256)] = None,
+    state: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=512,
+            description="the login's single-use state, as the provider sends it back",
+        ),
+    ],
+    code: Annotated[
+        str | None,
+        Query(max_length=4096, description="the authorization code, on success"),
+    ] = None,
+    error: Annotated[
+        str | None,
+        Query(max_length=256, description="the provider's OAuth error code, on refusal"),
+    ] = None,
 ) -> Response:
     """The provider's redirect: no bearer token; the state says whose login this is."""
     result = await login.complete_callback(ctx, state=state, code=code, error=error)
@@ -314,6 +347,7 @@ async def list_connections(
 async def refresh_token(
     body: RefreshRequest, principal: CurrentPrincipal, ctx: TokenContextDep
 ) -> Response:
+    """Refresh one connection's token now, whatever its expiry, and answer the new token."""
     tenant = principal.resolve_tenant(body.tenant_id)
     return _token_out(await reads.force_refresh(ctx, tenant, body.provider, body.branch_id))
 
@@ -326,6 +360,9 @@ async def disconnect(
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
 ) -> DisconnectOut:
+    """Disconnect a branch from a provider: revoke the grant at the provider where it can,
+    then delete the connection.
+    """
     tenant = principal.resolve_tenant(tenant_id)
     revoked = await connections.disconnect(ctx, tenant, provider, branch_id)
     return DisconnectOut(

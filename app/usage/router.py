@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
+from app.core import openapi
 from app.core.db import utcnow
 from app.core.deps import (
     CurrentPrincipal,
@@ -32,7 +33,7 @@ router = APIRouter(tags=["usage"])
 
 _ONE_EVENT = TypeAdapter(UsageEventIn)
 _EVENT_LIST = TypeAdapter(Annotated[list[UsageEventIn], Field(min_length=1, max_length=MAX_BATCH)])
-_EVENT_SCHEMA = UsageEventIn.model_json_schema()
+_EVENT_SCHEMA = openapi.schema_ref(UsageEventIn)
 _BODY_SCHEMA = {
     "oneOf": [
         _EVENT_SCHEMA,

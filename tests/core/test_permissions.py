@@ -79,6 +79,7 @@ _QUERY_VALUES = {
     "provider": LOCAL_PROVIDER,
     "branch_id": "branch-1",
     "change_reason": "matrix",
+    "state": "an-unknown-state",
 }
 
 

@@ -1,0 +1,88 @@
+"""The OpenAPI document describes what the service does: ids, security, errors, names."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app.core import permissions
+from tests.contract.conftest import openapi_document
+
+DOCUMENT = openapi_document()
+OPERATIONS = [
+    (path, method, operation)
+    for path, methods in DOCUMENT["paths"].items()
+    for method, operation in methods.items()
+]
+
+
+def test_every_operation_has_a_readable_unique_id() -> None:
+    ids = [operation["operationId"] for _, _, operation in OPERATIONS]
+    assert len(ids) == len(set(ids))
+    for operation_id in ids:
+        assert re.fullmatch(r"[a-z]+-[a-z]+(-[a-z]+)*", operation_id), operation_id
+
+
+def test_schema_names_are_plain_and_fastapis_validation_error_is_gone() -> None:
+    names = set(DOCUMENT["components"]["schemas"])
+    assert not [name for name in names if "__" in name]
+    assert "HTTPValidationError" not in names and "ValidationError" not in names
+    assert "HTTPValidationError" not in str(DOCUMENT)
+
+
+def test_authenticated_operations_use_the_bearer_scheme_and_public_ones_none() -> None:
+    scheme = DOCUMENT["components"]["securitySchemes"]["bearer"]
+    assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
+    assert DOCUMENT["security"] == [{"bearer": []}]
+    for path, method, operation in OPERATIONS:
+        entry = permissions.PERMISSIONS[permissions.operation_key(method, path)]
+        if entry.rule.public:
+            assert operation["security"] == [], path
+        else:
+            assert "security" not in operation, path  # the document's default: bearer
+            assert "401" in operation["responses"], path
+
+
+def _error_schema(response: dict[str, Any]) -> str:
+    ref: str = response["content"]["application/json"]["schema"]["$ref"]
+    return ref.rsplit("/", 1)[-1]
+
+
+def test_every_error_status_declares_the_real_error_body() -> None:
+    for path, method, operation in OPERATIONS:
+        for status, response in operation["responses"].items():
+            if not status.startswith(("4", "5")):
+                continue
+            expected = "InvalidFieldsResponse" if status == "422" else "ErrorResponse"
+            assert _error_schema(response) == expected, (path, method, status)
+            if status in ("429", "503"):
+                assert "Retry-After" in response["headers"], (path, method, status)
+
+
+def test_operations_with_input_declare_422_and_bodies_413() -> None:
+    for path, method, operation in OPERATIONS:
+        responses = operation["responses"]
+        if operation.get("parameters") or "requestBody" in operation:
+            assert "422" in responses, (path, method)
+        if "requestBody" in operation:
+            assert "413" in responses, (path, method)
+        assert "431" in responses and "429" in responses, (path, method)
+
+
+def test_the_error_body_is_documented_with_its_fields() -> None:
+    schemas = DOCUMENT["components"]["schemas"]
+    error = schemas["ErrorResponse"]
+    assert set(error["required"]) == {"error", "detail"}
+    fields = schemas["InvalidFieldsResponse"]["properties"]["fields"]
+    assert fields["items"]["$ref"].endswith("/FieldError")
+
+
+def test_metrics_is_documented_as_prometheus_text() -> None:
+    content = DOCUMENT["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(content) == ["text/plain"]
+
+
+def test_every_operation_has_a_summary_and_a_description() -> None:
+    for path, method, operation in OPERATIONS:
+        assert operation.get("summary"), (path, method)
+        assert operation.get("description"), (path, method)
