@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import Settings
 from app.core.crypto import Keyring, mask
 from app.core.deps import (
     CurrentPrincipal,
@@ -101,7 +103,7 @@ async def monitor_status(
 # --- webhooks: the tenant's, and the operator's --------------------------------------------
 
 DeliveryStatusQuery = Annotated[
-    Literal["pending", "delivered", "failed"] | None,
+    webhooks.DeliveryStatus | None,
     Query(description="pending (scheduled or under way), delivered, failed (given up)"),
 ]
 EventTypeQuery = Annotated[
@@ -140,7 +142,7 @@ def _delivery_out(logged: webhooks.LoggedDelivery) -> DeliveryOut:
 
 
 async def _put(
-    session: SessionDep, settings: SettingsDep, keyring: Keyring, owner: str, body: WebhookIn
+    session: AsyncSession, settings: Settings, keyring: Keyring, owner: str, body: WebhookIn
 ) -> WebhookOut:
     secret = body.secret or webhooks.generate_secret()
     webhook = await webhooks.put_webhook(
@@ -149,7 +151,7 @@ async def _put(
     return _webhook_out(webhook, secret, generated=body.secret is None)
 
 
-async def _get(session: SessionDep, keyring: Keyring, owner: str) -> WebhookOut:
+async def _get(session: AsyncSession, keyring: Keyring, owner: str) -> WebhookOut:
     webhook = await webhooks.get_webhook(session, owner)
     # An unreadable secret is still shown masked ("****"); deliveries record secret_unreadable.
     secret = webhooks.read_secret(keyring, webhook) or ""
@@ -157,7 +159,7 @@ async def _get(session: SessionDep, keyring: Keyring, owner: str) -> WebhookOut:
 
 
 async def _log(
-    session: SessionDep,
+    session: AsyncSession,
     owner: str,
     status: str | None,
     event_type: str | None,

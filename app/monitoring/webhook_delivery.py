@@ -246,6 +246,12 @@ class WebhookDispatcher:
         return counts
 
     async def _deliver(self, item: PendingDelivery, now: datetime) -> str:
+        # The slot covers the recording too: a pass holds at most DELIVERY_CONCURRENCY database
+        # connections, however large its batch.
+        async with self._slots:
+            return await self._deliver_in_slot(item, now)
+
+    async def _deliver_in_slot(self, item: PendingDelivery, now: datetime) -> str:
         fenced = (Delivery.id == item.id, Delivery.lease_owner == self.owner)
         if item.webhook is None:
             # Removed after the event (its pending rows went with it, this one was leased).
@@ -262,8 +268,7 @@ class WebhookDispatcher:
                     .execution_options(synchronize_session=False)
                 )
             return "disabled"
-        async with self._slots:
-            attempt = await self._post(item, item.webhook)
+        attempt = await self._post(item, item.webhook)
         return await self._record(item, attempt, now)
 
     async def _post(self, item: PendingDelivery, webhook: MonitoringWebhook) -> Attempt:

@@ -9,6 +9,7 @@ import binascii
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import ColumnElement, and_, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,10 +39,10 @@ SECRET_MIN_BYTES = 24
 SECRET_MAX_BYTES = 64
 GENERATED_SECRET_BYTES = 32
 
-STATUS_PENDING = "pending"
-STATUS_DELIVERED = "delivered"
-STATUS_FAILED = "failed"
-DELIVERY_STATUSES = (STATUS_PENDING, STATUS_DELIVERED, STATUS_FAILED)
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+STATUS_PENDING: DeliveryStatus = "pending"
+STATUS_DELIVERED: DeliveryStatus = "delivered"
+STATUS_FAILED: DeliveryStatus = "failed"
 MAX_PAGE_SIZE = 200
 
 
@@ -195,7 +196,7 @@ def new_delivery(tenant_id: str, event_id: str, webhook_tenant_id: str) -> Deliv
 # --- the delivery log ------------------------------------------------------------------------
 
 
-def delivery_status(delivery: Delivery) -> str:
+def delivery_status(delivery: Delivery) -> DeliveryStatus:
     """pending (an attempt is scheduled or under way), delivered (a 2xx), failed (given up)."""
     if delivery.delivered_at is not None:
         return STATUS_DELIVERED
@@ -218,7 +219,7 @@ class LoggedDelivery:
     event: MonitoringEvent
 
     @property
-    def status(self) -> str:
+    def status(self) -> DeliveryStatus:
         return delivery_status(self.delivery)
 
 
