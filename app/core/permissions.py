@@ -157,6 +157,27 @@ PERMISSIONS: dict[str, Operation] = {
         SERVICE, "the server sends signed events to the URL this sets"
     ),
     "DELETE /monitoring/webhook": Operation(SERVICE, "stops the tenant's alerts"),
+    "GET /monitoring/webhook/deliveries": Operation(
+        MEMBER, "status: attempts and outcomes, no body or secret"
+    ),
+    "POST /monitoring/webhook/deliveries/{delivery_id}/redeliver": Operation(
+        SERVICE, "the server sends a signed event to the webhook's URL again"
+    ),
+    "GET /monitoring/operator-webhook": Operation(
+        ADMIN_OF_ALL_TENANTS, "the operator's webhook receives every tenant's events"
+    ),
+    "PUT /monitoring/operator-webhook": Operation(
+        ADMIN_OF_ALL_TENANTS, "the server sends every tenant's signed events to the URL this sets"
+    ),
+    "DELETE /monitoring/operator-webhook": Operation(
+        ADMIN_OF_ALL_TENANTS, "stops the operator's alerts"
+    ),
+    "GET /monitoring/operator-webhook/deliveries": Operation(
+        ADMIN_OF_ALL_TENANTS, "the log covers every tenant's events"
+    ),
+    "POST /monitoring/operator-webhook/deliveries/{delivery_id}/redeliver": Operation(
+        ADMIN_OF_ALL_TENANTS, "the server sends a signed event to the operator's URL again"
+    ),
     # provider configurations
     "GET /config/{tenant_id}": Operation(
         MEMBER, "secrets are masked unless revealed", (REVEAL_CONFIG_SECRETS,)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.crypto import Keyring
-from app.monitoring import service, webhooks
+from app.monitoring import service, webhook_delivery
 from app.monitoring.loop import MonitorLoop
 from app.tokens.context import TokenContext
 
@@ -25,7 +25,7 @@ class Monitoring:
     """The webhook dispatcher (always built: tests drive run_once) and the loop, None when
     MONITOR_ENABLED is off."""
 
-    webhooks: webhooks.WebhookDispatcher
+    webhooks: webhook_delivery.WebhookDispatcher
     loop: MonitorLoop | None
 
 
@@ -39,7 +39,7 @@ async def lifespan(
 ) -> AsyncIterator[Monitoring]:
     # Every status change the tokens domain makes is recorded as an event (and a webhook).
     stop_listening = tokens.on_status_change(service.prepare_status_recorder)
-    dispatcher = webhooks.WebhookDispatcher(settings, sessionmaker, keyring, http)
+    dispatcher = webhook_delivery.WebhookDispatcher(settings, sessionmaker, keyring, http)
     monitor: MonitorLoop | None = None
     if settings.monitor_enabled:
         await dispatcher.start()

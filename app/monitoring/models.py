@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
@@ -53,7 +53,8 @@ class MonitoringEvent(Base):
 
 
 class MonitoringWebhook(Base):
-    """A tenant's one webhook endpoint; its signing secret is stored encrypted, bound to the row."""
+    """A tenant's one webhook endpoint (or the operator's, `tenant_id` OPERATOR_WEBHOOK); its
+    signing secret is stored encrypted, bound to the row."""
 
     __tablename__ = "monitoring_webhooks"
 
@@ -61,6 +62,10 @@ class MonitoringWebhook(Base):
     url: Mapped[str] = mapped_column(String(2048))
     secret_enc: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Registered before deliveries followed Standard Webhooks (set by migration 0009): its
+    # secret may be any text, so it keys the HMAC as UTF-8, and its deliveries keep the old
+    # body and X-Junction-* headers beside the standard ones. A new PUT clears it.
+    legacy_signing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

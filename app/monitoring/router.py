@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.crypto import DecryptionError, mask
+from app.core.config import Settings
+from app.core.crypto import Keyring, mask
 from app.core.deps import (
     CurrentPrincipal,
     KeyringDep,
@@ -15,10 +17,13 @@ from app.core.deps import (
     SettingsDep,
     TenantIdQuery,
 )
-from app.core.errors import InvalidField, NotFound
+from app.core.errors import InvalidField
 from app.monitoring import service, webhooks
-from app.monitoring.models import MonitoringWebhook
+from app.monitoring.models import OPERATOR_WEBHOOK, MonitoringWebhook
 from app.monitoring.schemas import (
+    DeliveredEventOut,
+    DeliveryOut,
+    DeliveryPage,
     EventOut,
     EventPage,
     MonitorStatusOut,
@@ -95,7 +100,18 @@ async def monitor_status(
     )
 
 
-# --- webhook ---------------------------------------------------------------------------------
+# --- webhooks: the tenant's, and the operator's --------------------------------------------
+
+DeliveryStatusQuery = Annotated[
+    webhooks.DeliveryStatus | None,
+    Query(description="pending (scheduled or under way), delivered, failed (given up)"),
+]
+EventTypeQuery = Annotated[
+    str | None, Query(max_length=32, description="one event type (see /monitoring/events)")
+]
+DeliveryIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+DeliveryLimit = Annotated[int, Query(ge=1, le=webhooks.MAX_PAGE_SIZE)]
+CursorQuery = Annotated[str | None, Query(max_length=512)]
 
 
 def _webhook_out(webhook: MonitoringWebhook, secret: str, *, generated: bool) -> WebhookOut:
@@ -109,6 +125,53 @@ def _webhook_out(webhook: MonitoringWebhook, secret: str, *, generated: bool) ->
     )
 
 
+def _delivery_out(logged: webhooks.LoggedDelivery) -> DeliveryOut:
+    delivery = logged.delivery
+    return DeliveryOut(
+        id=delivery.id,
+        event=DeliveredEventOut.model_validate(logged.event),
+        status=logged.status,
+        attempts=delivery.attempts,
+        created_at=delivery.created_at,
+        next_attempt_at=delivery.next_attempt_at,
+        last_attempt_at=delivery.last_attempt_at,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        delivered_at=delivery.delivered_at,
+    )
+
+
+async def _put(
+    session: AsyncSession, settings: Settings, keyring: Keyring, owner: str, body: WebhookIn
+) -> WebhookOut:
+    secret = body.secret or webhooks.generate_secret()
+    webhook = await webhooks.put_webhook(
+        session, keyring, settings, owner, url=body.url, secret=secret, enabled=body.enabled
+    )
+    return _webhook_out(webhook, secret, generated=body.secret is None)
+
+
+async def _get(session: AsyncSession, keyring: Keyring, owner: str) -> WebhookOut:
+    webhook = await webhooks.get_webhook(session, owner)
+    # An unreadable secret is still shown masked ("****"); deliveries record secret_unreadable.
+    secret = webhooks.read_secret(keyring, webhook) or ""
+    return _webhook_out(webhook, secret, generated=False)
+
+
+async def _log(
+    session: AsyncSession,
+    owner: str,
+    status: str | None,
+    event_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> DeliveryPage:
+    rows, next_cursor = await webhooks.list_deliveries(
+        session, owner, status=status, event_type=event_type, limit=limit, cursor=cursor
+    )
+    return DeliveryPage(items=[_delivery_out(row) for row in rows], next_cursor=next_cursor)
+
+
 @router.put("/monitoring/webhook", response_model=WebhookOut)
 async def put_webhook(
     body: WebhookIn,
@@ -119,15 +182,11 @@ async def put_webhook(
     tenant_id: TenantIdQuery = None,
 ) -> WebhookOut:
     """Register (or replace) the tenant's webhook. Without `secret` one is generated and shown
-    in this response only; every event is signed with it (see docs/monitoring.md)."""
+    in this response only; every event is signed with it, as Standard Webhooks specifies (see
+    docs/monitoring.md)."""
     tenant = principal.resolve_tenant(tenant_id)
-    url = await webhooks.check_url(body.url, settings)
-    secret = body.secret or webhooks.generate_secret()
     await ensure_workspace(session, tenant)
-    webhook = await webhooks.put_webhook(
-        session, keyring, tenant, url=url, secret=secret, enabled=body.enabled
-    )
-    return _webhook_out(webhook, secret, generated=body.secret is None)
+    return await _put(session, settings, keyring, tenant, body)
 
 
 @router.get("/monitoring/webhook", response_model=WebhookOut)
@@ -138,15 +197,7 @@ async def get_webhook(
     tenant_id: TenantIdQuery = None,
 ) -> WebhookOut:
     """The tenant's webhook: URL, whether it is enabled, and the secret masked."""
-    tenant = principal.resolve_tenant(tenant_id)
-    webhook = await webhooks.get_webhook(session, tenant)
-    if webhook is None:
-        raise NotFound("no webhook is registered for this tenant")
-    try:
-        secret = keyring.decrypt(webhook.secret_enc, webhooks.secret_aad(tenant))
-    except DecryptionError:
-        secret = ""  # still shown masked ("****"); deliveries record secret_unreadable
-    return _webhook_out(webhook, secret, generated=False)
+    return await _get(session, keyring, principal.resolve_tenant(tenant_id))
 
 
 @router.delete("/monitoring/webhook", status_code=204)
@@ -154,7 +205,83 @@ async def delete_webhook(
     session: SessionDep, principal: CurrentPrincipal, tenant_id: TenantIdQuery = None
 ) -> Response:
     """Remove the webhook; events not yet delivered are no longer sent."""
-    tenant = principal.resolve_tenant(tenant_id)
-    if not await webhooks.delete_webhook(session, tenant):
-        raise NotFound("no webhook is registered for this tenant")
+    await webhooks.delete_webhook(session, principal.resolve_tenant(tenant_id))
     return Response(status_code=204)
+
+
+@router.get("/monitoring/webhook/deliveries", response_model=DeliveryPage)
+async def list_deliveries(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    tenant_id: TenantIdQuery = None,
+    status: DeliveryStatusQuery = None,
+    event_type: EventTypeQuery = None,
+    limit: DeliveryLimit = 50,
+    cursor: CursorQuery = None,
+) -> DeliveryPage:
+    """The tenant webhook's delivery log, newest first: attempts, status, last error."""
+    tenant = principal.resolve_tenant(tenant_id)
+    return await _log(session, tenant, status, event_type, limit, cursor)
+
+
+@router.post("/monitoring/webhook/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut)
+async def redeliver(
+    delivery_id: DeliveryIdPath,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    tenant_id: TenantIdQuery = None,
+) -> DeliveryOut:
+    """Queue a delivery again now (delivered or given up ones too), with a new retry schedule."""
+    tenant = principal.resolve_tenant(tenant_id)
+    return _delivery_out(await webhooks.redeliver(session, tenant, delivery_id))
+
+
+@router.put("/monitoring/operator-webhook", response_model=WebhookOut)
+async def put_operator_webhook(
+    body: WebhookIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    keyring: KeyringDep,
+    principal: CurrentPrincipal,
+) -> WebhookOut:
+    """Register (or replace) the operator's webhook, which receives every tenant's events
+    (besides each tenant's own webhook). Secret and signing as for a tenant's webhook."""
+    return await _put(session, settings, keyring, OPERATOR_WEBHOOK, body)
+
+
+@router.get("/monitoring/operator-webhook", response_model=WebhookOut)
+async def get_operator_webhook(
+    session: SessionDep, keyring: KeyringDep, principal: CurrentPrincipal
+) -> WebhookOut:
+    """The operator's webhook: URL, whether it is enabled, and the secret masked."""
+    return await _get(session, keyring, OPERATOR_WEBHOOK)
+
+
+@router.delete("/monitoring/operator-webhook", status_code=204)
+async def delete_operator_webhook(session: SessionDep, principal: CurrentPrincipal) -> Response:
+    """Remove the operator's webhook; its events not yet delivered are no longer sent."""
+    await webhooks.delete_webhook(session, OPERATOR_WEBHOOK)
+    return Response(status_code=204)
+
+
+@router.get("/monitoring/operator-webhook/deliveries", response_model=DeliveryPage)
+async def list_operator_deliveries(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    status: DeliveryStatusQuery = None,
+    event_type: EventTypeQuery = None,
+    limit: DeliveryLimit = 50,
+    cursor: CursorQuery = None,
+) -> DeliveryPage:
+    """The operator webhook's delivery log (every tenant's events), newest first."""
+    return await _log(session, OPERATOR_WEBHOOK, status, event_type, limit, cursor)
+
+
+@router.post(
+    "/monitoring/operator-webhook/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut
+)
+async def redeliver_to_operator(
+    delivery_id: DeliveryIdPath, session: SessionDep, principal: CurrentPrincipal
+) -> DeliveryOut:
+    """Queue one of the operator webhook's deliveries again now, with a new retry schedule."""
+    return _delivery_out(await webhooks.redeliver(session, OPERATOR_WEBHOOK, delivery_id))

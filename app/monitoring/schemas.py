@@ -49,8 +49,14 @@ class MonitorStatusOut(ResponseModel):
 
 class WebhookIn(RequestModel):
     url: str = Field(min_length=1, max_length=2048)
-    # Omitted: a new one is generated and returned once, in this response only.
-    secret: str | None = Field(default=None, min_length=16, max_length=256)
+    # `whsec_` + base64 of 24-64 bytes (Standard Webhooks). Omitted: a new one is generated
+    # and returned once, in this response only.
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        description="`whsec_` followed by the base64 of 24 to 64 random bytes; omit to generate",
+    )
     enabled: bool = True
 
 
@@ -62,3 +68,32 @@ class WebhookOut(ResponseModel):
     secret_generated: bool = False
     created_at: datetime
     updated_at: datetime
+
+
+class DeliveredEventOut(ResponseModel):
+    id: str
+    type: str
+    tenant_id: str
+    provider: str
+    branch_id: str
+    occurred_at: datetime
+
+
+class DeliveryOut(ResponseModel):
+    # Also the `webhook-id` header of each attempt (stable across retries and redeliveries).
+    id: str
+    event: DeliveredEventOut
+    status: str = Field(description="pending, delivered or failed (given up)")
+    # Since the delivery was queued (or queued again by a redelivery).
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class DeliveryPage(ResponseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None

@@ -1,71 +1,95 @@
-"""Per-tenant webhooks: registration, the delivery outbox and the dispatcher that drains it."""
+"""Webhooks: registration (a tenant's, and the operator's for every tenant), the outbox rows an
+event gets, and the delivery log with its redelivery. Sending is app/monitoring/webhook_delivery.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import hmac
-import json
-import logging
-import secrets as stdlib_secrets
+import base64
+import binascii
+import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Literal
 
-import httpx
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import ColumnElement, and_, delete, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import netguard
 from app.core.config import Settings
 from app.core.crypto import DecryptionError, Keyring, associated_data
-from app.core.db import is_postgres, new_id, utcnow
+from app.core.db import new_id, utcnow
 from app.core.errors import InvalidField
-from app.monitoring.loop import instance_owner
-from app.monitoring.models import MonitoringEvent, MonitoringWebhook, MonitoringWebhookDelivery
+from app.core.pagination import TimeIdCursor
+from app.monitoring.exceptions import DeliveryNotFound, WebhookNotActive, WebhookNotFound
+from app.monitoring.models import (
+    EVENT_TYPES,
+    OPERATOR_WEBHOOK,
+    MonitoringEvent,
+    MonitoringWebhook,
+    MonitoringWebhookDelivery,
+)
 from app.tokens.providers import validate_url
-
-logger = logging.getLogger("junction.monitoring.webhooks")
 
 Delivery = MonitoringWebhookDelivery
 
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_S = 30.0  # 30 s, 1 min, 2 min, ... : eight attempts span about an hour
-BACKOFF_MAX_S = 3600.0
-DELIVERY_TIMEOUT_S = 5.0
-# A leased delivery is not taken by another replica for this long; well above the timeout.
-DELIVERY_LEASE_S = 60.0
-DELIVERY_BATCH = 50
-DELIVERY_CONCURRENCY = 8
-POLL_MAX_S = 2.0
+# Standard Webhooks secrets: "whsec_" and the base64 of the HMAC key; the specification asks for
+# 24 to 64 random bytes.
+SECRET_PREFIX = "whsec_"
+SECRET_MIN_BYTES = 24
+SECRET_MAX_BYTES = 64
+GENERATED_SECRET_BYTES = 32
 
-SIGNATURE_HEADER = "X-Junction-Signature"
-TIMESTAMP_HEADER = "X-Junction-Timestamp"
-EVENT_ID_HEADER = "X-Junction-Event-Id"
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+STATUS_PENDING: DeliveryStatus = "pending"
+STATUS_DELIVERED: DeliveryStatus = "delivered"
+STATUS_FAILED: DeliveryStatus = "failed"
+MAX_PAGE_SIZE = 200
 
 
-# --- secrets and signatures ------------------------------------------------------------------
+# --- secrets ---------------------------------------------------------------------------------
 
 
 def generate_secret() -> str:
-    return "whsec_" + stdlib_secrets.token_urlsafe(32)
+    return SECRET_PREFIX + base64.b64encode(os.urandom(GENERATED_SECRET_BYTES)).decode()
 
 
-def secret_aad(tenant_id: str) -> bytes:
-    # The table's primary key is the tenant, so the row id is the tenant id too.
-    return associated_data("monitoring_webhooks", "secret_enc", tenant_id, tenant_id)
+def secret_key(secret: str) -> bytes:
+    """The HMAC key a `whsec_<base64>` secret names; `InvalidField` (422) for anything else.
+
+    Strict base64 (the standard alphabet, padding optional): the libraries receivers verify
+    with decode the standard alphabet, and a lenient decoder skips what it does not know, so a
+    loosely accepted secret could name a different key on the receiver's side.
+    """
+    if not secret.startswith(SECRET_PREFIX):
+        raise InvalidField("secret", f"must start with '{SECRET_PREFIX}' (Standard Webhooks)")
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidField(
+            "secret",
+            f"must be '{SECRET_PREFIX}' followed by base64 (A-Z, a-z, 0-9, '+', '/', '=')",
+        ) from None
+    if not SECRET_MIN_BYTES <= len(key) <= SECRET_MAX_BYTES:
+        raise InvalidField(
+            "secret",
+            f"must encode {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES} random bytes"
+            f" (this one encodes {len(key)})",
+        )
+    return key
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """`sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`: the timestamp is signed too, so a
-    receiver that rejects old timestamps cannot be fed a replayed body with a fresh one."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + digest.hexdigest()
+def secret_aad(owner: str) -> bytes:
+    # The table's primary key is the owner (a tenant, or "*"), so the row id is the owner too.
+    return associated_data("monitoring_webhooks", "secret_enc", owner, owner)
 
 
-def backoff_s(attempts: int) -> float:
-    """The wait after the `attempts`-th failed attempt."""
-    return float(min(BACKOFF_BASE_S * 2 ** (attempts - 1), BACKOFF_MAX_S))
+def read_secret(keyring: Keyring, webhook: MonitoringWebhook) -> str | None:
+    """The stored secret; None when no key of the keyring decrypts it."""
+    try:
+        return keyring.decrypt(webhook.secret_enc, secret_aad(webhook.tenant_id))
+    except DecryptionError:
+        return None
 
 
 # --- registration ----------------------------------------------------------------------------
@@ -82,60 +106,75 @@ async def check_url(url: str, settings: Settings) -> str:
     return url
 
 
-async def get_webhook(session: AsyncSession, tenant_id: str) -> MonitoringWebhook | None:
-    return await session.get(MonitoringWebhook, tenant_id)
+async def get_webhook(session: AsyncSession, owner: str) -> MonitoringWebhook:
+    """`owner`'s webhook (a tenant id, or OPERATOR_WEBHOOK); `WebhookNotFound` without one."""
+    webhook = await session.get(MonitoringWebhook, owner)
+    if webhook is None:
+        raise WebhookNotFound(_no_webhook(owner))
+    return webhook
+
+
+def _no_webhook(owner: str) -> str:
+    if owner == OPERATOR_WEBHOOK:
+        return "no operator webhook is registered"
+    return "no webhook is registered for this tenant"
 
 
 async def put_webhook(
     session: AsyncSession,
     keyring: Keyring,
-    tenant_id: str,
+    settings: Settings,
+    owner: str,
     *,
     url: str,
     secret: str,
     enabled: bool,
 ) -> MonitoringWebhook:
-    """Create or replace the tenant's webhook (PUT replaces the whole resource, secret included)."""
+    """Create or replace `owner`'s webhook (PUT replaces the whole resource, secret included).
+
+    The secret must be a Standard Webhooks one (`secret_key` checks it, before the URL's DNS
+    check); a replaced registration leaves the legacy signing behind.
+    """
+    secret_key(secret)
+    url = await check_url(url, settings)
     now = utcnow()
-    webhook = await session.get(MonitoringWebhook, tenant_id)
-    secret_enc = keyring.encrypt(secret, secret_aad(tenant_id))
+    webhook = await session.get(MonitoringWebhook, owner)
+    secret_enc = keyring.encrypt(secret, secret_aad(owner))
     if webhook is None:
-        webhook = MonitoringWebhook(
-            tenant_id=tenant_id,
-            url=url,
-            secret_enc=secret_enc,
-            enabled=enabled,
-            created_at=now,
-            updated_at=now,
-        )
+        webhook = MonitoringWebhook(tenant_id=owner, created_at=now)
         session.add(webhook)
-    else:
-        webhook.url, webhook.secret_enc, webhook.enabled = url, secret_enc, enabled
-        webhook.updated_at = now
+    webhook.url, webhook.secret_enc, webhook.enabled = url, secret_enc, enabled
+    webhook.legacy_signing = False
+    webhook.updated_at = now
     await session.flush()
     return webhook
 
 
-async def delete_webhook(session: AsyncSession, tenant_id: str) -> bool:
-    """Remove the webhook and its pending deliveries (delivered ones stay as history)."""
+async def delete_webhook(session: AsyncSession, owner: str) -> None:
+    """Remove the webhook and its pending deliveries (delivered and failed ones stay in its log)."""
     result = await session.execute(
-        delete(MonitoringWebhook).where(MonitoringWebhook.tenant_id == tenant_id)
+        delete(MonitoringWebhook).where(MonitoringWebhook.tenant_id == owner)
     )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise WebhookNotFound(_no_webhook(owner))
     await session.execute(
-        delete(Delivery).where(Delivery.tenant_id == tenant_id, Delivery.delivered_at.is_(None))
+        delete(Delivery).where(Delivery.webhook_tenant_id == owner, _is(STATUS_PENDING))
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- the outbox ------------------------------------------------------------------------------
 
 
 async def receivers(session: AsyncSession, tenant_id: str) -> list[str]:
-    """The webhooks (by owner: the tenant, or OPERATOR_WEBHOOK) that receive `tenant_id`'s
-    events now: each enabled one gets an outbox row per event."""
+    """The webhooks (by owner: the tenant, and OPERATOR_WEBHOOK) that receive `tenant_id`'s
+    events now: each enabled one gets an outbox row per event. One primary-key lookup."""
     owners = await session.scalars(
         select(MonitoringWebhook.tenant_id).where(
-            MonitoringWebhook.tenant_id == tenant_id, MonitoringWebhook.enabled.is_(True)
+            MonitoringWebhook.tenant_id.in_((tenant_id, OPERATOR_WEBHOOK)),
+            MonitoringWebhook.enabled.is_(True),
         )
     )
-    return list(owners)
+    return sorted(owners)
 
 
 def new_delivery(tenant_id: str, event_id: str, webhook_tenant_id: str) -> Delivery:
@@ -154,206 +193,91 @@ def new_delivery(tenant_id: str, event_id: str, webhook_tenant_id: str) -> Deliv
     )
 
 
-# --- delivery --------------------------------------------------------------------------------
+# --- the delivery log ------------------------------------------------------------------------
+
+
+def delivery_status(delivery: Delivery) -> DeliveryStatus:
+    """pending (an attempt is scheduled or under way), delivered (a 2xx), failed (given up)."""
+    if delivery.delivered_at is not None:
+        return STATUS_DELIVERED
+    return STATUS_PENDING if delivery.next_attempt_at is not None else STATUS_FAILED
+
+
+def _is(status: str) -> ColumnElement[bool]:
+    """`delivery_status` as a condition, so that a filter stays in SQL."""
+    if status == STATUS_DELIVERED:
+        return Delivery.delivered_at.is_not(None)
+    scheduled = Delivery.next_attempt_at.is_not(None)
+    if status == STATUS_FAILED:
+        scheduled = Delivery.next_attempt_at.is_(None)
+    return and_(Delivery.delivered_at.is_(None), scheduled)
 
 
 @dataclass(frozen=True)
-class PendingDelivery:
-    id: str
-    attempts: int
-    tenant_id: str
-    url: str | None
-    secret_enc: str | None
-    enabled: bool
-    payload: dict[str, object]
+class LoggedDelivery:
+    delivery: Delivery
+    event: MonitoringEvent
+
+    @property
+    def status(self) -> DeliveryStatus:
+        return delivery_status(self.delivery)
 
 
-async def lease_due_deliveries(
-    session: AsyncSession, *, owner: str, now: datetime, limit: int
-) -> list[str]:
-    """Claim due deliveries by pushing their next attempt out by the lease (SKIP LOCKED on PG)."""
-    due = (
-        select(Delivery.id)
-        .where(Delivery.next_attempt_at <= now)
-        .order_by(Delivery.next_attempt_at)
-        .limit(limit)
-    )
-    if is_postgres(session):
-        due = due.with_for_update(skip_locked=True)
-    candidates = due.cte("due_deliveries")
-    statement = (
-        update(Delivery)
-        .where(Delivery.id.in_(select(candidates.c.id)))
-        .values(lease_owner=owner, next_attempt_at=now + timedelta(seconds=DELIVERY_LEASE_S))
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
-    )
-    return list((await session.scalars(statement)).all())
-
-
-async def load_deliveries(session: AsyncSession, ids: list[str]) -> list[PendingDelivery]:
-    statement = (
-        select(Delivery, MonitoringEvent, MonitoringWebhook)
+async def list_deliveries(
+    session: AsyncSession,
+    owner: str,
+    *,
+    status: str | None,
+    event_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[LoggedDelivery], str | None]:
+    """`owner`'s deliveries, newest first, keyset-paginated on (created_at, id): a range of the
+    (webhook_tenant_id, created_at, id) index."""
+    if event_type is not None and event_type not in EVENT_TYPES:
+        raise InvalidField("query.event_type", f"must be one of {', '.join(EVENT_TYPES)}")
+    query = (
+        select(Delivery, MonitoringEvent)
         .join(MonitoringEvent, MonitoringEvent.id == Delivery.event_id)
-        .outerjoin(MonitoringWebhook, MonitoringWebhook.tenant_id == Delivery.webhook_tenant_id)
-        .where(Delivery.id.in_(ids))
+        .where(Delivery.webhook_tenant_id == owner)
     )
-    pending = []
-    for delivery, event, webhook in (await session.execute(statement)).all():
-        pending.append(
-            PendingDelivery(
-                id=delivery.id,
-                attempts=delivery.attempts,
-                tenant_id=delivery.tenant_id,
-                url=webhook.url if webhook is not None else None,
-                secret_enc=webhook.secret_enc if webhook is not None else None,
-                enabled=webhook is not None and webhook.enabled,
-                payload={
-                    "type": event.type,
-                    "provider": event.provider,
-                    "branch_id": event.branch_id,
-                    "occurred_at": event.occurred_at.isoformat(),
-                    "reason": event.reason,
-                    "tenant_id": event.tenant_id,
-                    "event_id": event.id,
-                },
-            )
+    if status is not None:
+        query = query.where(_is(status))
+    if event_type is not None:
+        query = query.where(MonitoringEvent.type == event_type)
+    if cursor:
+        after = TimeIdCursor.decode(cursor)
+        query = query.where(tuple_(Delivery.created_at, Delivery.id) < (after.at, after.id))
+    query = query.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit + 1)
+    rows = [LoggedDelivery(d, e) for d, e in (await session.execute(query)).all()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1].delivery
+        next_cursor = TimeIdCursor(last.created_at, last.id).encode()
+    return rows, next_cursor
+
+
+async def redeliver(
+    session: AsyncSession, owner: str, delivery_id: str, *, now: datetime | None = None
+) -> LoggedDelivery:
+    """Queue one of `owner`'s deliveries again now, whatever its status, with a fresh retry
+    schedule. Another owner's delivery is `DeliveryNotFound`, as an unknown id is."""
+    row = (
+        await session.execute(
+            select(Delivery, MonitoringEvent)
+            .join(MonitoringEvent, MonitoringEvent.id == Delivery.event_id)
+            .where(Delivery.id == delivery_id, Delivery.webhook_tenant_id == owner)
         )
-    return pending
-
-
-class WebhookDispatcher:
-    """Drains the outbox: lease, POST outside any transaction, record the outcome (owner-fenced)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        keyring: Keyring,
-        http: httpx.AsyncClient,
-        *,
-        owner: str | None = None,
-    ) -> None:
-        self.settings = settings
-        self.owner = owner or instance_owner()
-        self._sessionmaker = sessionmaker
-        self._keyring = keyring
-        self._http = http
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._slots = asyncio.Semaphore(DELIVERY_CONCURRENCY)
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name=f"webhooks:{self.owner}")
-
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._stopping.set()
-        # A POST in flight is short (DELIVERY_TIMEOUT_S); one cut off is retried after its lease.
-        await self._task
-        self._task = None
-
-    async def _run(self) -> None:
-        interval = min(self.settings.monitor_interval_s, POLL_MAX_S)
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                logger.exception("webhook delivery pass failed; retrying next interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
-
-    async def run_once(self, now: datetime | None = None) -> dict[str, int]:
-        """One pass over the deliveries due at `now` (default: the clock); counts its outcomes."""
-        now = now or utcnow()
-        async with self._sessionmaker() as session, session.begin():
-            ids = await lease_due_deliveries(
-                session, owner=self.owner, now=now, limit=DELIVERY_BATCH
-            )
-        if not ids:
-            return {}
-        async with self._sessionmaker() as session:
-            pending = await load_deliveries(session, ids)
-        outcomes = await asyncio.gather(*(self._deliver(item, now) for item in pending))
-        counts: dict[str, int] = {}
-        for outcome in outcomes:
-            counts[outcome] = counts.get(outcome, 0) + 1
-        return counts
-
-    async def _deliver(self, item: PendingDelivery, now: datetime) -> str:
-        if item.url is None or item.secret_enc is None or not item.enabled:
-            # The webhook was removed or disabled after the event: nothing to deliver to.
-            async with self._sessionmaker() as session, session.begin():
-                await session.execute(
-                    delete(Delivery).where(
-                        Delivery.id == item.id, Delivery.lease_owner == self.owner
-                    )
-                )
-            return "dropped"
-        async with self._slots:
-            error = await self._post(item)
-        await self._record(item, error, now)
-        if error is None:
-            return "delivered"
-        return "gave_up" if item.attempts + 1 >= MAX_ATTEMPTS else "retry"
-
-    async def _post(self, item: PendingDelivery) -> str | None:
-        """POST the event; None on a 2xx, else a short error code (never the secret or the body)."""
-        assert item.url is not None and item.secret_enc is not None
-        try:
-            secret = self._keyring.decrypt(item.secret_enc, secret_aad(item.tenant_id))
-        except DecryptionError:
-            logger.error("webhook secret of a tenant cannot be decrypted (delivery %s)", item.id)
-            return "secret_unreadable"
-        body = json.dumps(item.payload, separators=(",", ":")).encode()
-        timestamp = str(int(utcnow().timestamp()))
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
-            TIMESTAMP_HEADER: timestamp,
-            EVENT_ID_HEADER: str(item.payload["event_id"]),
-        }
-        try:
-            # Checked again at each delivery (DNS may have changed since registration), and sent
-            # to the address checked.
-            response = await netguard.post(
-                self._http,
-                item.url,
-                allow_private=self.settings.is_dev,
-                content=body,
-                headers=headers,
-                timeout=DELIVERY_TIMEOUT_S,
-            )
-        except netguard.UnsafeDestination:
-            return "unsafe_destination"
-        except httpx.TimeoutException:
-            return "timeout"
-        except httpx.HTTPError as exc:
-            return f"connect_error:{type(exc).__name__}"[:255]
-        if 200 <= response.status_code < 300:
-            return None
-        return f"http_{response.status_code}"
-
-    async def _record(self, item: PendingDelivery, error: str | None, now: datetime) -> None:
-        attempts = item.attempts + 1
-        values: dict[str, object]
-        if error is None:
-            values = {"delivered_at": utcnow(), "next_attempt_at": None, "last_error": None}
-        elif attempts >= MAX_ATTEMPTS:
-            values = {"next_attempt_at": None, "last_error": f"gave_up:{error}"[:255]}
-            logger.warning(
-                "webhook delivery %s gave up after %d attempts (%s)", item.id, attempts, error
-            )
-        else:
-            retry_at = now + timedelta(seconds=backoff_s(attempts))
-            values = {"next_attempt_at": retry_at, "last_error": error}
-        async with self._sessionmaker() as session, session.begin():
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.id == item.id, Delivery.lease_owner == self.owner)
-                .values(attempts=attempts, lease_owner=None, **values)
-                .execution_options(synchronize_session=False)
-            )
+    ).one_or_none()
+    if row is None:
+        raise DeliveryNotFound("no such delivery in this webhook's log")
+    webhook = await session.get(MonitoringWebhook, owner)
+    if webhook is None or not webhook.enabled:
+        raise WebhookNotActive("the webhook is disabled or removed: enable it (PUT) first")
+    delivery, event = row
+    # A lease in flight loses its fence: that attempt's outcome is not recorded over this.
+    delivery.attempts, delivery.next_attempt_at = 0, now or utcnow()
+    delivery.delivered_at, delivery.lease_owner = None, None
+    await session.flush()
+    return LoggedDelivery(delivery, event)

@@ -65,6 +65,7 @@ _BODIES: dict[str, Any] = {
     "POST /auth/revoke": {},
     "PUT /api/admin/workspaces/{tenant_id}": {"name": "Matrix"},
     "PUT /monitoring/webhook": {"url": "http://127.0.0.1:9/hooks"},
+    "PUT /monitoring/operator-webhook": {"url": "http://127.0.0.1:9/hooks"},
     "POST /usage/openai": {
         "tenant_id": TENANT,
         "model": "gpt-4o-mini",
