@@ -14,7 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.core.logging import uvicorn_log_config
-    from app.core.metrics import multiprocess_directory
+    from app.core.metrics_files import multiprocess_directory
 
     settings = Settings()
     if args.workers > 1 and not settings.redis_url:

@@ -15,8 +15,6 @@ import hmac
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,13 +38,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.errors import Unauthorized
 from app.core.headers import SECURITY_HEADERS
 from app.core.logging import request_id_var
+from app.core.metrics_files import MULTIPROCESS_DIR_ENV
 
 if TYPE_CHECKING:  # the cache counts its operations here: no import at run time
     from app.core.cache import Cache
 
 access_logger = logging.getLogger("junction.access")
 
-MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Read once, as prometheus_client does when it is imported: a process either writes its figures
 # to the directory (every worker of `junction serve --workers N`) or keeps them in memory.
 MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_DIR_ENV))
@@ -357,24 +355,3 @@ async def worker_figures(engine: AsyncEngine, cache: Cache) -> AsyncIterator[Non
         with contextlib.suppress(asyncio.CancelledError):
             await task
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-
-
-@contextlib.contextmanager
-def multiprocess_directory(workers: int) -> Iterator[str | None]:
-    """For `junction serve`: with several workers (or `PROMETHEUS_MULTIPROC_DIR` set by the
-    operator), a fresh directory for this start's metric files, in the environment the workers
-    inherit, removed on the way out. Files left by an earlier start would be counted again."""
-    parent = os.environ.get(MULTIPROCESS_DIR_ENV) or None
-    if workers <= 1 and parent is None:
-        yield None
-        return
-    directory = tempfile.mkdtemp(prefix="junction-metrics-", dir=parent)
-    os.environ[MULTIPROCESS_DIR_ENV] = directory
-    try:
-        yield directory
-    finally:
-        if parent is None:
-            os.environ.pop(MULTIPROCESS_DIR_ENV, None)
-        else:
-            os.environ[MULTIPROCESS_DIR_ENV] = parent
-        shutil.rmtree(directory, ignore_errors=True)

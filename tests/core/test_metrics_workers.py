@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.metrics import MULTIPROCESS_DIR_ENV, multiprocess_directory
+from app.core.metrics_files import MULTIPROCESS_DIR_ENV, multiprocess_directory
 from tests.conftest import IS_POSTGRES, REDIS_URL
 from tests.replica_server import ReplicaServer
 
@@ -115,6 +116,16 @@ def test_each_start_gets_a_fresh_metrics_directory(
         assert second != first
     assert not Path(first).exists()
     assert os.environ[MULTIPROCESS_DIR_ENV] == str(tmp_path)
+
+
+def test_serve_sets_the_directory_before_prometheus_client_is_imported() -> None:
+    # prometheus_client chooses file-backed values when it is imported: `junction serve` must
+    # not import it before the directory is in the environment.
+    code = (
+        "import sys, app.cli, app.core.metrics_files; "
+        "sys.exit(1 if 'prometheus_client' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_one_worker_keeps_its_figures_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
