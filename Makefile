@@ -10,14 +10,21 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# Exact versions with hashes, compiled from pyproject.toml by `make lock`: what the venv, CI and
+# the Docker image install (the runtime lock alone in the image).
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
+	--python-version 3.11
 
-.PHONY: install run test test-sqlite test-postgres lint format bench bench-faults token \
+.PHONY: install lock run test test-sqlite test-postgres lint format bench bench-faults token \
         db-upgrade db-downgrade db-current db-history db-revision clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +33,11 @@ $(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || apt-get install -y -qq nodejs npm >/dev/null 2>&1 || sudo apt-get install -y -qq nodejs npm
 	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(TS_STAMP)
+
+# After a change to the dependencies in pyproject.toml: both locks, then `make install`.
+lock: $(STAMP)
+	$(UV_COMPILE) -o $(LOCK)
+	$(UV_COMPILE) --extra dev -o $(DEV_LOCK)
 
 var:
 	mkdir -p var

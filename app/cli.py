@@ -1,10 +1,11 @@
-"""The `junction` command: serve, migrate, and mint a development token."""
+"""The `junction` command: serve the API, migrate the schema, mint a development token."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from app import __version__
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, mint_token
 from app.core.config import ConfigurationError, Settings
 
@@ -12,26 +13,36 @@ from app.core.config import ConfigurationError, Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.core.logging import uvicorn_log_config
+    from app.core.metrics_files import multiprocess_directory
+
     settings = Settings()
     if args.workers > 1 and not settings.redis_url:
         # Without Redis, locks and caches live in one process: two workers would each refresh
         # the same token (and a provider that detects refresh-token reuse revokes the grant).
         print("junction: --workers > 1 needs REDIS_URL (shared locks and cache)", file=sys.stderr)
         return 2
-    uvicorn.run(
-        "app.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        proxy_headers=True,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the app logs requests itself, with the request id
-        server_header=False,  # no "Server: uvicorn": the stack is nobody's business
-        # A request head over REQUEST_MAX_HEADER_BYTES is refused (431) while it arrives, not
-        # parsed first: uvicorn's option for its h11 parser, read by this httptools protocol too.
-        http="app.core.uvicorn_protocol:HeadLimitedHttpToolsProtocol",
-        h11_max_incomplete_event_size=settings.request_max_header_bytes,
-    )
+    # Several workers share their Prometheus figures through files in a fresh directory.
+    with multiprocess_directory(args.workers):
+        uvicorn.run(
+            "app.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # A worker must answer the supervisor's ping within this many seconds or is killed
+            # and started again; a new one answers only once it has imported this module, which
+            # took over uvicorn's 5 s (up to 20 s) on a busy 2-core machine: restarts for ever.
+            timeout_worker_healthcheck=60,
+            proxy_headers=True,
+            log_level=settings.log_level.lower(),
+            log_config=uvicorn_log_config(settings.log_level, settings.json_logs),
+            access_log=False,  # the app logs requests itself, with the request id
+            server_header=False,  # no "Server: uvicorn": the stack is nobody's business
+            # A request head over REQUEST_MAX_HEADER_BYTES is refused (431) while it arrives,
+            # not parsed first: uvicorn's option for its h11 parser, read by this protocol too.
+            http="app.core.uvicorn_protocol:HeadLimitedHttpToolsProtocol",
+            h11_max_incomplete_event_size=settings.request_max_header_bytes,
+        )
     return 0
 
 
@@ -58,24 +69,66 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="junction", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="junction",
+        description=__doc__,
+        epilog="Settings come from the environment or a .env file (see .env.example).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="start the HTTP service (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve = commands.add_parser(
+        "serve",
+        help="start the HTTP service (uvicorn)",
+        description="Serve the API with uvicorn. Settings come from the environment.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default %(default)s); more than one needs REDIS_URL, and "
+        "/metrics then adds up every worker's figures",
+    )
     serve.set_defaults(func=_serve)
 
-    migrate = commands.add_parser("migrate", help="bring the schema to the latest migration")
-    migrate.add_argument("--revision", default="head")
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the schema to the latest migration",
+        description="Run the Alembic migrations on DATABASE_URL.",
+    )
+    migrate.add_argument(
+        "--revision", default="head", help="the revision to reach (default %(default)s)"
+    )
     migrate.set_defaults(func=_migrate)
 
-    token = commands.add_parser("token", help="mint a development bearer token")
-    token.add_argument("--tenant", action="append", required=True, help="repeatable; '*' = all")
-    token.add_argument("--role", action="append", choices=[ROLE_ADMIN, ROLE_SERVICE])
-    token.add_argument("--sub", default="dev-user")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token = commands.add_parser(
+        "token",
+        help="mint a development bearer token",
+        description="Print a bearer token signed with AUTH_JWT_SECRET (HS256), for trying the "
+        "API by hand.",
+    )
+    token.add_argument(
+        "--tenant",
+        action="append",
+        required=True,
+        help="a tenant the token may act for; repeatable; '*' means every tenant",
+    )
+    token.add_argument(
+        "--role",
+        action="append",
+        choices=[ROLE_ADMIN, ROLE_SERVICE],
+        help="a role the token carries; repeatable (default: none)",
+    )
+    token.add_argument(
+        "--sub", default="dev-user", help="the token's subject, the caller (default %(default)s)"
+    )
+    token.add_argument(
+        "--ttl", type=int, default=3600, help="lifetime in seconds (default %(default)s)"
+    )
     token.set_defaults(func=_token)
     return parser
 

@@ -21,7 +21,7 @@ from app.core.errors import install_error_handlers
 from app.core.http import build_http_client
 from app.core.limits import RequestLimitsMiddleware
 from app.core.logging import configure_logging, secrets
-from app.core.metrics import RequestContextMiddleware
+from app.core.metrics import RequestContextMiddleware, worker_figures
 from app.core.migrations import head_revision
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
 from app.core.redis_cache import build_cache
@@ -74,6 +74,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(http.aclose)
         stack.push_async_callback(cache.close)
+        await stack.enter_async_context(worker_figures(engine, cache))
         await revocations.start()
         stack.push_async_callback(revocations.stop)
         provider_configs = await stack.enter_async_context(

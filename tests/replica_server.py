@@ -3,6 +3,7 @@ and talk to it over HTTP (tests/tokens/replica_process.py instead drives an app 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class ReplicaServer:
     """`app.main:app` under uvicorn; with `junction_serve=True`, started as `junction serve`
-    starts it (its own uvicorn options: head limit, no server banner)."""
+    starts it (its own uvicorn options: head limit, no server banner), with `workers` worker
+    processes."""
 
     def __init__(
         self,
@@ -27,6 +29,7 @@ class ReplicaServer:
         redis_url: str | None,
         *,
         junction_serve: bool = False,
+        workers: int = 1,
         **settings: str,
     ) -> None:
         self.port = free_port()
@@ -42,6 +45,7 @@ class ReplicaServer:
         }
         command = (
             ["-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            + ["--workers", str(workers)]
             if junction_serve
             else ["-m", "uvicorn", "app.main:app", "--port", str(self.port)]
         )
@@ -51,8 +55,17 @@ class ReplicaServer:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # A group of its own: `junction serve --workers N` has worker processes to stop too.
+            start_new_session=True,
         )
-        deadline = time.monotonic() + 60  # a loaded CI machine starts slowly
+        try:
+            # Workers start one import each, in parallel: slow on a busy machine.
+            self._wait_until_answering(deadline=time.monotonic() + 30 * workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_answering(self, deadline: float) -> None:
         while True:
             assert self.process.poll() is None, "the replica exited during start-up"
             try:
@@ -77,3 +90,6 @@ class ReplicaServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        # Whatever of its group is left (workers of a supervisor that did not stop them).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)

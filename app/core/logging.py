@@ -168,3 +168,31 @@ def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
 
 # Masking starts when the package is imported, before any app or handler is configured.
 install_redaction()
+
+
+def uvicorn_log_config(level: str = "INFO", json_logs: bool = False) -> dict[str, Any]:
+    """uvicorn's own loggers (start-up, shutdown, worker supervision, errors) written with
+    Junction's formatters, JSON outside dev, instead of uvicorn's plain text: `junction serve`
+    passes this as `log_config`. The app's loggers are configured by `configure_logging`."""
+    formatter = "json" if json_logs else "text"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": f"{__name__}.JsonFormatter"},
+            "text": {"()": f"{__name__}.TextFormatter"},
+        },
+        "handlers": {
+            "uvicorn": {
+                "class": "logging.StreamHandler",
+                "formatter": formatter,
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["uvicorn"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            # Requests are logged by the app, with the request id (junction.access).
+            "uvicorn.access": {"handlers": ["uvicorn"], "level": "WARNING", "propagate": False},
+        },
+    }

@@ -1,12 +1,23 @@
-"""Prometheus metrics: request counts and latencies by route, database pool and cache figures."""
+"""Prometheus metrics: request counts and latencies by route, database pool and cache figures.
+
+With several worker processes (`junction serve --workers N`) each worker writes its figures to
+files in `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode) and a scrape of any
+worker reads them all: counters and histograms add up across workers, each gauge combines its
+workers as its `multiprocess_mode` says, and the process figures carry a `pid` label per worker.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import glob
 import hmac
 import logging
+import os
+import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
@@ -15,7 +26,9 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,11 +38,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.errors import Unauthorized
 from app.core.headers import SECURITY_HEADERS
 from app.core.logging import request_id_var
+from app.core.metrics_files import MULTIPROCESS_DIR_ENV
 
 if TYPE_CHECKING:  # the cache counts its operations here: no import at run time
     from app.core.cache import Cache
 
 access_logger = logging.getLogger("junction.access")
+
+# Read once, as prometheus_client does when it is imported: a process either writes its figures
+# to the directory (every worker of `junction serve --workers N`) or keeps them in memory.
+MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_DIR_ENV))
+# How often a worker copies its point-in-time figures (pool, cache reads) to its files, so a
+# scrape answered by another worker sees them at most this old. Requests count at once.
+PUBLISH_INTERVAL_S = 2.0
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -48,9 +69,16 @@ LATENCY = Histogram(
 )
 DB_POOL = Gauge(
     "junction_db_pool_connections",
-    "Database pool connections by state",
+    "Database pool connections by state (summed over the live worker processes)",
     ["state"],
     registry=registry,
+    multiprocess_mode="livesum",
+)
+WORKER_STARTED = Gauge(
+    "junction_worker_start_time_seconds",
+    "Unix time each live worker process started serving (one series per pid with --workers N)",
+    registry=registry,
+    multiprocess_mode="liveall",
 )
 
 
@@ -72,29 +100,53 @@ class _CacheOperations:
     about eight times an int increment. The counts outlive their tier, so the sum never falls.
     """
 
+    NAME = "junction_cache_operations"
+    DOCUMENTATION = "Cache reads since start by tier (local, shared) and result (hit, miss, error)"
+
     def __init__(self) -> None:
         self._counted: dict[str, list[Any]] = {}
+        # Multiprocess mode: the totals already added to the shared counter, by (tier, result).
+        self._published: dict[tuple[str, str], int] = {}
+        self._shared = (
+            Counter(self.NAME, self.DOCUMENTATION, ["tier", "result"], registry=None)
+            if MULTIPROCESS
+            else None
+        )
 
     def track(self, tier: str, counts: Any) -> None:
         self._counted.setdefault(tier, []).append(counts)
 
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "junction_cache_operations",
-            "Cache reads since start by tier (local, shared) and result (hit, miss, error)",
-            labels=["tier", "result"],
-        )
+    def totals(self) -> dict[tuple[str, str], int]:
+        totals: dict[tuple[str, str], int] = {}
         for tier, counted in sorted(self._counted.items()):
-            family.add_metric([tier, "hit"], sum(c.hits for c in counted))
-            family.add_metric([tier, "miss"], sum(c.misses for c in counted))
+            totals[tier, "hit"] = sum(c.hits for c in counted)
+            totals[tier, "miss"] = sum(c.misses for c in counted)
             errors = [c.errors for c in counted if hasattr(c, "errors")]
             if errors:
-                family.add_metric([tier, "error"], sum(errors))
+                totals[tier, "error"] = sum(errors)
+        return totals
+
+    def publish(self) -> None:
+        """Multiprocess mode: add what this worker counted since the last call to the counter
+        the workers share (the plain ints stay the fast path)."""
+        if self._shared is None:
+            return
+        for key, total in self.totals().items():
+            delta = total - self._published.get(key, 0)
+            if delta > 0:
+                self._shared.labels(*key).inc(delta)
+                self._published[key] = total
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.NAME, self.DOCUMENTATION, labels=["tier", "result"])
+        for (tier, result), total in self.totals().items():
+            family.add_metric([tier, result], total)
         yield family
 
 
 CACHE_OPS = _CacheOperations()
-registry.register(CACHE_OPS)
+if not MULTIPROCESS:  # with workers, the shared counter is read from the files instead
+    registry.register(CACHE_OPS)
 
 C = TypeVar("C")
 
@@ -105,7 +157,12 @@ def count_cache_operations(tier: str, counts: C) -> C:
     return counts
 
 
-CACHE_UP = Gauge("junction_cache_available", "1 when the shared cache answers", registry=registry)
+CACHE_UP = Gauge(
+    "junction_cache_available",
+    "1 when the shared cache answers (every live worker's, with --workers N)",
+    registry=registry,
+    multiprocess_mode="livemin",
+)
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -196,8 +253,8 @@ def require_scrape_token(authorization: str | None, expected: str | None) -> Non
         raise Unauthorized("/metrics needs 'Authorization: Bearer <METRICS_BEARER_TOKEN>'")
 
 
-def render_metrics(engine: AsyncEngine, cache: Cache) -> tuple[bytes, str]:
-    """Collect the point-in-time gauges from the app's clients, then render everything."""
+def _publish_figures(engine: AsyncEngine, cache: Cache) -> None:
+    """Copy the point-in-time figures of this process's clients into its gauges."""
     pool = engine.pool
     # Only a queue pool counts its connections (SQLite's pools do not).
     if isinstance(pool, QueuePool):
@@ -206,4 +263,95 @@ def render_metrics(engine: AsyncEngine, cache: Cache) -> tuple[bytes, str]:
         DB_POOL.labels("size").set(pool.size())
         DB_POOL.labels("overflow").set(max(0, pool.overflow()))
     CACHE_UP.set(1 if cache.available else 0)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    CACHE_OPS.publish()
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_liveall_(\d+)\.db$")
+
+
+class _WorkerProcesses:
+    """The standard `process_*` figures of every live worker, read from /proc at scrape time,
+    each with a `pid` label (one process's collector would describe only the scraped worker)."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def _live_pids(self) -> list[int]:
+        pids = []
+        # A worker that stops cleanly removes its live-gauge file; one that crashed leaves it.
+        for path in glob.glob(os.path.join(self._directory, "gauge_liveall_*.db")):
+            match = _LIVE_GAUGE_FILE.search(path)
+            if match and _running(int(match.group(1))):
+                pids.append(int(match.group(1)))
+        return sorted(pids)
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in self._live_pids():
+            one = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+            for metric in one.collect():
+                family = families.setdefault(
+                    metric.name, Metric(metric.name, metric.documentation, metric.type)
+                )
+                for sample in metric.samples:
+                    family.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        yield from families.values()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
+
+
+def _scrape_registry() -> CollectorRegistry:
+    if not MULTIPROCESS:
+        return registry
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    combined.register(_WorkerProcesses(os.environ[MULTIPROCESS_DIR_ENV]))
+    return combined
+
+
+if not MULTIPROCESS:
+    ProcessCollector(registry=registry)
+_SCRAPED = _scrape_registry()
+
+
+def render_metrics(engine: AsyncEngine, cache: Cache) -> tuple[bytes, str]:
+    """Collect the point-in-time gauges from the app's clients, then render everything (every
+    worker's, in multiprocess mode)."""
+    _publish_figures(engine, cache)
+    return generate_latest(_SCRAPED), CONTENT_TYPE_LATEST
+
+
+@contextlib.asynccontextmanager
+async def worker_figures(engine: AsyncEngine, cache: Cache) -> AsyncIterator[None]:
+    """For the app's lifespan: in multiprocess mode, publish this worker's point-in-time figures
+    every `PUBLISH_INTERVAL_S` (a scrape may reach another worker), and drop its live gauges
+    when it stops."""
+    WORKER_STARTED.set(time.time())
+    if not MULTIPROCESS:
+        yield
+        return
+
+    async def publish_periodically() -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+            try:
+                _publish_figures(engine, cache)
+            except Exception:  # figures must never stop the worker
+                logging.getLogger("junction").exception("publishing worker metrics failed")
+
+    task = asyncio.create_task(publish_periodically())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -1,10 +1,14 @@
-"""Prometheus figures of the monitoring loop, registered in the app's one metrics registry."""
+"""Prometheus figures of the monitoring loop, registered in the app's one metrics registry.
+
+Each gauge says how several worker processes combine (`multiprocess_mode`, used only with
+`junction serve --workers N`): loops running add up; the others are the latest any worker wrote.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from app.core.metrics import registry
+from app.core.metrics import MULTIPROCESS, registry
 from app.tokens.providers import BUILTIN_PROVIDERS
 
 # Custom providers are named by tenants: as label values they would publish those names on
@@ -12,23 +16,29 @@ from app.tokens.providers import BUILTIN_PROVIDERS
 CUSTOM_PROVIDER_LABEL = "custom"
 
 MONITOR_RUNNING = Gauge(
-    "junction_monitor_running", "1 while this instance's monitoring loop runs", registry=registry
+    "junction_monitor_running",
+    "1 while this instance's monitoring loop runs (loops running, with --workers N)",
+    registry=registry,
+    multiprocess_mode="livesum",
 )
 LAST_TICK_TIMESTAMP = Gauge(
     "junction_monitor_last_tick_timestamp_seconds",
     "Unix time the last completed tick started",
     registry=registry,
+    multiprocess_mode="livemax",
 )
 LAST_TICK_DURATION = Gauge(
     "junction_monitor_last_tick_duration_seconds",
     "Duration of the last completed tick (leasing to the last refresh finished)",
     registry=registry,
+    multiprocess_mode="livemostrecent",
 )
 LAST_TICK_CONNECTIONS = Gauge(
     "junction_monitor_last_tick_connections",
     "Connections of the last completed tick by outcome (due, refreshed, failed, skipped)",
     ["outcome"],
     registry=registry,
+    multiprocess_mode="livemostrecent",
 )
 REFRESHES = Counter(
     "junction_monitor_refreshes",
@@ -41,7 +51,9 @@ CONNECTIONS = Gauge(
     "Connections by provider and stored status, as of the last count",
     ["provider", "status"],
     registry=registry,
+    multiprocess_mode="livemostrecent",
 )
+_counted_pairs: set[tuple[str, str]] = set()
 
 
 def provider_label(provider: str) -> str:
@@ -59,7 +71,13 @@ def set_status_counts(counts: dict[str, dict[str, int]]) -> None:
         label = provider_label(provider)
         for status, count in statuses.items():
             folded[label, status] = folded.get((label, status), 0) + count
-    # Clear first, so a (provider, status) pair that dropped to zero does not keep its old figure.
-    CONNECTIONS.clear()
+    # A (provider, status) pair that dropped to zero must not keep its old figure: cleared in
+    # memory; in multiprocess mode its file keeps the value, so it is written as 0 instead.
+    if MULTIPROCESS:
+        for label, status in _counted_pairs - folded.keys():
+            CONNECTIONS.labels(label, status).set(0)
+    else:
+        CONNECTIONS.clear()
     for (label, status), count in folded.items():
         CONNECTIONS.labels(label, status).set(count)
+    _counted_pairs.update(folded)
