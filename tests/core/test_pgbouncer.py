@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from app.core.config import Settings
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from tests.conftest import (
     PG_ADMIN_URL,
@@ -29,7 +30,6 @@ from tests.conftest import (
     running_app,
 )
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
-from tests.oauth_server import LocalOAuthServer
 from tests.pgbouncer import PgBouncer
 
 pytestmark = postgres_only

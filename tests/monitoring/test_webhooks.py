@@ -17,12 +17,12 @@ from sqlalchemy import select
 
 from app.core.auth import mint_token
 from app.core.crypto import Keyring
+from app.devtools.http_server import BackgroundHTTPServer
 from app.monitoring import service
 from app.monitoring.models import MonitoringWebhookDelivery
 from app.monitoring.webhooks import MAX_ATTEMPTS
 from app.state import app_state
 from tests.conftest import bearer, build_settings, running_app
-from tests.http_servers import BackgroundHTTPServer
 from tests.monitoring.test_events import status_change
 from tests.monitoring.test_loop import eventually
 

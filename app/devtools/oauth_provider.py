@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from tests.http_servers import BackgroundHTTPServer
+from app.devtools.http_server import BackgroundHTTPServer
 
 
 @dataclass
@@ -51,7 +51,8 @@ class LocalOAuthServer:
         self,
         *,
         client_id: str = "local-client",
-        client_secret: str = "local-secret-0123456789",
+        # A well-known value for tests on a loopback port; `junction dev-provider` makes its own.
+        client_secret: str = "local-secret-0123456789",  # noqa: S107
         token_lifetime_s: int = 3600,
     ) -> None:
         self.client_id = client_id
