@@ -7,6 +7,7 @@ import sys
 
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, mint_token
 from app.core.config import ConfigurationError, Settings
+from app.devtools import dev_provider
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-user")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=_token)
+
+    dev_provider.add_command(commands)
     return parser
 
 
