@@ -124,15 +124,15 @@ _PGBOUNCER_CONNECT_ARGS: dict[str, Any] = {
     "prepared_statement_name_func": lambda: "",
 }
 
-# Engines whose statement timeout is set in each transaction, with that timeout.
-_PER_TRANSACTION_TIMEOUT_MS: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+# Engines whose statement timeout is set in each transaction.
+_TIMEOUT_PER_TRANSACTION: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _set_statement_timeout_per_transaction(engine: AsyncEngine, timeout_ms: int) -> None:
     """`SET LOCAL statement_timeout` first in every transaction: a connection setting would stay
     on whichever server connection PgBouncer happened to open, and startup parameters other than
     a handful are refused by PgBouncer. One more round trip per transaction."""
-    _PER_TRANSACTION_TIMEOUT_MS[engine.sync_engine] = timeout_ms
+    _TIMEOUT_PER_TRANSACTION.add(engine.sync_engine)
     statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -149,7 +149,7 @@ def single_statement_reader(engine: AsyncEngine) -> AsyncEngine:
     statement timeout is set per transaction (PgBouncer), a transaction: in autocommit the
     statement would run without the timeout.
     """
-    if engine.sync_engine in _PER_TRANSACTION_TIMEOUT_MS:
+    if engine.sync_engine in _TIMEOUT_PER_TRANSACTION:
         return engine
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 

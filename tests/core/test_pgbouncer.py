@@ -27,6 +27,7 @@ from tests.conftest import (
     bearer,
     build_settings,
     postgres_only,
+    recorded_statements,
     running_app,
 )
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
@@ -194,3 +195,20 @@ async def test_the_statement_timeout_holds_in_every_transaction_and_stays_there(
             assert await raw.fetchval("SHOW statement_timeout") == "0"
     finally:
         await raw.close()
+
+
+async def test_a_configuration_read_from_the_database_runs_under_the_timeout(
+    bounced_database: str, make_token: TokenFactory
+) -> None:
+    # Without PgBouncer the cache loader's one SELECT runs in autocommit; here it needs a
+    # transaction for SET LOCAL to apply to it.
+    headers = bearer(make_token(tenants=["tenant-cold"], roles=["service"]))
+    settings = _bounced_settings(bounced_database, db_statement_timeout_ms=4321)
+    async with running_app(settings) as (app, client):
+        with recorded_statements(
+            app, lambda s: "statement_timeout" in s or "FROM provider_configs" in s
+        ) as seen:
+            response = await client.get("/config/tenant-cold", headers=headers)
+    assert response.status_code == 200
+    assert seen[0] == "SET LOCAL statement_timeout = 4321"
+    assert any("FROM provider_configs" in s for s in seen[1:])
