@@ -17,7 +17,12 @@ DEV_LOCK := requirements-dev.lock
 UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
 	--python-version 3.11
 
-.PHONY: install lock run test test-sqlite test-postgres lint format bench bench-faults token \
+# apt-get install, as root or through sudo, refreshing the package lists once if it fails.
+apt_install = { apt-get install -y -qq $(1) >/dev/null 2>&1 || sudo -n apt-get install -y -qq $(1) >/dev/null 2>&1 || \
+  { (apt-get update -qq || sudo -n apt-get update -qq) >/dev/null 2>&1 && \
+    (apt-get install -y -qq $(1) || sudo -n apt-get install -y -qq $(1)) >/dev/null 2>&1; }; }
+
+.PHONY: install lock run test test-sqlite test-postgres pgbouncer lint format bench bench-faults token \
         db-upgrade db-downgrade db-current db-history db-revision clean
 
 $(STAMP): pyproject.toml $(DEV_LOCK)
@@ -52,9 +57,17 @@ test: test-sqlite test-postgres
 test-sqlite: $(STAMP) $(TS_STAMP)
 	JUNCTION_TEST_BACKEND=sqlite $(BIN)/pytest $(ARGS)
 
-test-postgres: $(STAMP) $(TS_STAMP)
+test-postgres: $(STAMP) pgbouncer
 	JUNCTION_TEST_BACKEND=postgres JUNCTION_TEST_PG_URL=$(TEST_PG_URL) \
 	JUNCTION_TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(ARGS)
+
+# The PgBouncer test (tests/core/test_pgbouncer.py) starts a PgBouncer of its own: the Debian
+# package, installed here when it is missing (as root, or with sudo). If it cannot be, the test
+# fails and says so.
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || \
+	  $(call apt_install,pgbouncer) || \
+	  echo "pgbouncer could not be installed: the PgBouncer test will fail (apt-get install -y pgbouncer)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench alembic

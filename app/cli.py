@@ -8,6 +8,7 @@ import sys
 from app import __version__
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, mint_token
 from app.core.config import ConfigurationError, Settings
+from app.devtools import dev_provider
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=3600, help="lifetime in seconds (default %(default)s)"
     )
     token.set_defaults(func=_token)
+
+    dev_provider.add_command(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from app.auth.service import RevocationList
 from app.core import openapi, permissions
 from app.core.auth import TokenVerifier
 from app.core.config import Settings
+from app.core.cors import CorsMiddleware
 from app.core.crypto import Keyring
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
@@ -145,6 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(RateLimitMiddleware)
     # Inside the request-context middleware, so its refusals carry a request id and are counted.
     app.add_middleware(RequestLimitsMiddleware, **RequestLimitsMiddleware.options(settings))
+    if settings.cors_origins:
+        # Outside the limits and the rate limiter, so a page can read their 413, 431 and 429
+        # (a preflight is answered here, before either: it carries no body and no token);
+        # inside the request context, so preflights get a request id and are counted.
+        app.add_middleware(CorsMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware)
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
     # configurations, fresh tokens) come first, on the app itself, then their domains' routers.

@@ -29,10 +29,10 @@ from sqlalchemy.pool import NullPool
 from app.core import migrations
 from app.core.auth import mint_token
 from app.core.config import Settings
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.main import create_app
 from app.models import Base
 from app.state import app_state
-from tests.oauth_server import LocalOAuthServer
 
 BACKEND = os.environ.get("JUNCTION_TEST_BACKEND", "sqlite")
 PG_ADMIN_URL = os.environ.get(

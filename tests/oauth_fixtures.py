@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.oauth_server import LocalOAuthServer
+from app.devtools.oauth_provider import LocalOAuthServer
 
 LOCAL_PROVIDER = "local_oauth"
 REDIRECT_URI = "http://localhost:8000/token-management/auth/callback"

@@ -7,6 +7,7 @@ import binascii
 import json
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,46 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_cors_origins(value: str) -> tuple[str, ...]:
+    """CORS_ALLOW_ORIGINS as the origins a browser sends (`scheme://host[:port]`, lowercase, no
+    default port), so an exact comparison matches; anything that is not an origin is refused."""
+    origins: list[str] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            origins.append(entry)
+            continue
+        parts = urlsplit(entry)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if (
+            parts.scheme.lower() not in _DEFAULT_PORTS
+            or not parts.hostname
+            or parts.username is not None
+            or parts.password is not None
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or entry.endswith(("?", "#"))
+            or port == -1
+        ):
+            raise ConfigurationError(
+                f"CORS_ALLOW_ORIGINS: {entry!r} is not an origin; write scheme://host[:port] "
+                "with no path or trailing slash (https://app.example.com), or '*'"
+            )
+        scheme = parts.scheme.lower()
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        shown_port = "" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}"
+        origins.append(f"{scheme}://{host}{shown_port}")
+    return tuple(dict.fromkeys(origins))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -78,6 +119,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=5, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=3.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    # PostgreSQL reached through PgBouncer in transaction pooling mode: no prepared statement
+    # outlives its statement, and the statement timeout is set in each transaction rather than
+    # on the connection (docs/pgbouncer.md).
+    db_pgbouncer: bool = False
     cache_socket_timeout_s: float = Field(default=0.25, gt=0)
     cache_breaker_failures: int = Field(default=3, ge=1)
     cache_breaker_reset_s: float = Field(default=5.0, gt=0)
@@ -95,6 +140,14 @@ class Settings(BaseSettings):
     rate_limit: str | None = None
     # The limit per client address for requests without a valid token; default: RATE_LIMIT.
     rate_limit_by_address: str | None = None
+
+    # Browsers: the origins (`https://app.example.com`) whose pages may call the API, comma-
+    # separated, exact; `*` for any (never with credentials). Unset: no CORS headers at all.
+    cors_allow_origins: str = ""
+    # Cookies and HTTP authentication on cross-origin calls (a bearer token needs none of it).
+    cors_allow_credentials: bool = False
+    # How long a browser may reuse a preflight's answer.
+    cors_max_age_s: int = Field(default=600, ge=0, le=86400)
 
     # --- secrets -------------------------------------------------------------------------
     encryption_keys: str = DEV_ENCRYPTION_KEY
@@ -173,6 +226,21 @@ class Settings(BaseSettings):
             parse_many(value)  # ValueError: pydantic names the setting
         return value
 
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _check_cors_origins(cls, value: str) -> str:
+        parse_cors_origins(value)  # ConfigurationError names the setting and the entry
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_wildcard_origin_with_credentials(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ConfigurationError(
+                "CORS_ALLOW_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=true: "
+                "any site could then make calls with its visitors' credentials; list the origins"
+            )
+        return self
+
     @field_validator("auth_algorithms", mode="before")
     @classmethod
     def _split_algorithms(cls, value: Any) -> Any:
@@ -227,6 +295,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return parse_cors_origins(self.cors_allow_origins)
 
     @property
     def json_logs(self) -> bool:

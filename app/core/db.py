@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import JSON, DateTime, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -88,20 +90,68 @@ def create_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
         )
         _configure_sqlite(engine)
         return engine
-    kwargs: dict[str, Any] = {
-        "connect_args": {
-            "server_settings": {
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-                "application_name": "junction",
-            },
-            "timeout": 5,
-        },
-        # No pre-ping (a round trip per checkout): a dead connection fails its statement, is
-        # invalidated by the pool and answers 503; recycling keeps idle ones from going stale.
-        "pool_recycle": 1800,
-    }
-    # hide_parameters: a logged database error never carries the values bound to it.
-    return create_async_engine(url, hide_parameters=True, **kwargs, **pool_kwargs)
+    server_settings = {"application_name": "junction"}
+    connect_args: dict[str, Any] = {"server_settings": server_settings, "timeout": 5}
+    if settings.db_pgbouncer:
+        connect_args.update(_PGBOUNCER_CONNECT_ARGS)
+    else:
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    # hide_parameters: a logged database error never carries the values bound to it. No
+    # pre-ping (a round trip per checkout): a dead connection fails its statement, is
+    # invalidated by the pool and answers 503; recycling keeps idle ones from going stale.
+    engine = create_async_engine(
+        url,
+        hide_parameters=True,
+        connect_args=connect_args,
+        pool_recycle=1800,
+        **pool_kwargs,
+    )
+    if settings.db_pgbouncer:
+        _set_statement_timeout_per_transaction(engine, settings.db_statement_timeout_ms)
+    return engine
+
+
+# PgBouncer in transaction pooling mode gives each transaction whichever server connection is
+# free, so nothing may outlive a transaction on the server. A prepared statement would: asyncpg's
+# cache (statement_cache_size) and SQLAlchemy's (prepared_statement_cache_size) are off, and
+# the statements SQLAlchemy prepares are unnamed (an empty name), which asyncpg parses again
+# right before it executes them; unique names, the other documented way, would leave one named
+# statement per query behind on the server connections until they close. Cost: the Parse
+# round trip a cached statement skips.
+_PGBOUNCER_CONNECT_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: "",
+}
+
+# Engines whose statement timeout is set in each transaction.
+_TIMEOUT_PER_TRANSACTION: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _set_statement_timeout_per_transaction(engine: AsyncEngine, timeout_ms: int) -> None:
+    """`SET LOCAL statement_timeout` first in every transaction: a connection setting would stay
+    on whichever server connection PgBouncer happened to open, and startup parameters other than
+    a handful are refused by PgBouncer. One more round trip per transaction."""
+    _TIMEOUT_PER_TRANSACTION.add(engine.sync_engine)
+    statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # An autocommit connection has no transaction to scope the setting to.
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql(statement)
+
+
+def single_statement_reader(engine: AsyncEngine) -> AsyncEngine:
+    """An engine for reads of one statement each, which is atomic on its own.
+
+    Autocommit where it can be: no BEGIN and ROLLBACK round trips around the statement. Where the
+    statement timeout is set per transaction (PgBouncer), a transaction: in autocommit the
+    statement would run without the timeout.
+    """
+    if engine.sync_engine in _TIMEOUT_PER_TRANSACTION:
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.crypto import DecryptionError, Keyring, mask
-from app.core.db import after_commit, is_postgres, utcnow
+from app.core.db import after_commit, is_postgres, single_statement_reader, utcnow
 from app.core.errors import InvalidField
 from app.core.pagination import RowIdCursor
 from app.core.secret_fields import MaskedSecretField
@@ -91,9 +91,9 @@ def document_loader(engine: AsyncEngine, defaults: Defaults) -> Callable[[str, s
 
     A pooled connection in autocommit rather than an ORM session in a transaction: one SELECT is
     atomic and reads one snapshot on its own, and BEGIN and ROLLBACK would be two round trips of
-    the three an uncached read costs.
+    the three an uncached read costs (behind PgBouncer they are paid: see single_statement_reader).
     """
-    reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+    reader = single_statement_reader(engine)
 
     async def load(tenant_id: str, provider_type: str | None) -> bytes:
         async with reader.connect() as connection:

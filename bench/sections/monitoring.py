@@ -24,13 +24,13 @@ from sqlalchemy.pool import NullPool
 from app.core import migrations
 from app.core.config import Settings
 from app.core.db import utcnow
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.main import create_app
 from app.monitoring import repository
 from app.monitoring.lifecycle import build_monitor
 from app.state import app_state
 from bench.harness import ROOT, BenchContext
 from tests.oauth_fixtures import connect_branch
-from tests.oauth_server import LocalOAuthServer
 
 DATABASE = "junction_bench_monitoring"
 DUE = 1_000
@@ -196,7 +196,7 @@ class RemoteProvider:
 async def _provider_process() -> AsyncIterator[RemoteProvider]:
     script = (
         "import sys\n"
-        "from tests.oauth_server import LocalOAuthServer\n"
+        "from app.devtools.oauth_provider import LocalOAuthServer\n"
         "server = LocalOAuthServer().start()\n"
         "print(server.base_url, flush=True)\n"
         "sys.stdin.read()\n"

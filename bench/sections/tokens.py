@@ -14,9 +14,9 @@ from fastapi.responses import Response
 from sqlalchemy import text
 
 from app.core.routing import DirectRoute
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from bench.harness import BenchContext
-from tests.oauth_server import LocalOAuthServer
 
 TENANT = "bench-tokens"
 PROVIDER = "local_oauth"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from app.devtools.oauth_provider import LocalOAuthServer
 from tests.conftest import TokenFactory
-from tests.oauth_server import LocalOAuthServer
 
 VENV_BIN = Path(sys.executable).parent
 TENANT = "contract-t"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.core.netguard import UnsafeDestination, _aimed_at, ensure_public_destination, post
-from tests.http_servers import BackgroundHTTPServer
+from app.devtools.http_server import BackgroundHTTPServer
 
 
 @pytest.mark.parametrize(

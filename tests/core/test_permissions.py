@@ -17,10 +17,10 @@ from app.core import permissions
 from app.core.config import Settings
 from app.core.deps import CurrentPrincipal
 from app.core.permissions import Rule, Scope
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.main import create_app
 from tests.conftest import TokenFactory, bearer
 from tests.oauth_fixtures import LOCAL_PROVIDER, client_body, connect_branch, register_client
-from tests.oauth_server import LocalOAuthServer
 
 TENANT = "tenant-a"
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.http_servers import BackgroundHTTPServer
+from app.devtools.http_server import BackgroundHTTPServer
 
 
 @dataclass

@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy import select, update
 
 from app.core.db import utcnow
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.monitoring.lifecycle import build_monitor
 from app.monitoring.loop import MonitorLoop
 from app.state import app_state
@@ -18,7 +19,6 @@ from app.tokens.models import OAuthConnection
 from tests.conftest import bearer, build_settings, postgres_only, running_app
 from tests.monitoring.factories import list_event_rows
 from tests.oauth_fixtures import connect_branch, register_client
-from tests.oauth_server import LocalOAuthServer
 
 WAIT_S = 15.0  # an upper bound for background work, never a speed expectation
 

@@ -12,6 +12,7 @@ import pytest
 from app.core.auth import mint_token
 from app.core.config import Settings
 from app.core.crypto import Keyring
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.tokens.exceptions import ProviderError
 from app.tokens.oauth import MAX_EXPIRES_IN_S, parse_token_response
 from app.tokens.providers import ProviderSpec
@@ -22,7 +23,6 @@ from tests.oauth_fixtures import (
     connect_branch,
     register_client,
 )
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections
 
 

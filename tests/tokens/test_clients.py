@@ -7,11 +7,11 @@ import pytest
 from sqlalchemy import select
 
 from app.core.crypto import DecryptionError, associated_data
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from app.tokens.models import OAuthClient
 from tests.conftest import bearer
 from tests.oauth_fixtures import client_body, connect_branch, register_client
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, read_token
 
 

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.monitoring.models import MonitoringEvent, MonitoringWebhookDelivery
 from app.state import app_state
 from app.tokens import refresh
 from app.tokens.sealing import open_refresh_token
 from tests.conftest import IS_POSTGRES, bearer, recorded_statements
 from tests.oauth_fixtures import complete_login, connect_branch
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, end_cooldown, read_token
 
 

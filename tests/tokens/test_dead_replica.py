@@ -21,11 +21,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from app.core.config import Settings
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.monitoring.lifecycle import build_monitor
 from app.state import app_state
 from tests.conftest import REDIS_URL, build_settings, postgres_only, running_app
 from tests.oauth_fixtures import connect_branch
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, read_token
 
 pytestmark = postgres_only

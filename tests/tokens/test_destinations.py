@@ -9,6 +9,7 @@ import httpx
 from app.core.auth import mint_token
 from app.core.config import Settings
 from app.core.crypto import Keyring
+from app.devtools.oauth_provider import LocalOAuthServer
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import (
     LOCAL_PROVIDER,
@@ -19,7 +20,6 @@ from tests.oauth_fixtures import (
     follow_authorization,
     register_client,
 )
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, connection_row, read_token
 
 _STAGING_SECRET = "staging-secret-0123456789abcdef0123456789abcdef"

@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import update
 
 from app.core.db import utcnow
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from app.tokens.models import OAuthState
 from tests.conftest import bearer
@@ -21,7 +22,6 @@ from tests.oauth_fixtures import (
     follow_authorization,
     register_client,
 )
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, connection_row, read_token
 
 

@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from app.core.config import ConfigurationError
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.tokens.providers import ProviderRegistry
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import connect_branch, register_client
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
 
 BUILT_IN = {

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from tests.conftest import (
     bearer,
@@ -20,7 +21,6 @@ from tests.conftest import (
     running_app,
 )
 from tests.oauth_fixtures import LOCAL_REFRESH_MARGIN_S, connect_branch
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
 
 

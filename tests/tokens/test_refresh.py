@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from app.tokens.context import StatusChange, StatusRecorder
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import all_connections, connection_row, end_cooldown, read_token
 
 

@@ -7,9 +7,9 @@ import asyncio
 import httpx
 
 from app.core.config import Settings
+from app.devtools.oauth_provider import LocalOAuthServer
 from tests.conftest import build_settings, free_port, postgres_only, running_app
 from tests.oauth_fixtures import connect_branch
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, read_token
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from app.devtools.oauth_provider import LocalOAuthServer
 from tests.conftest import bearer
 from tests.oauth_fixtures import (
     LOCAL_PROVIDER,
@@ -15,7 +16,6 @@ from tests.oauth_fixtures import (
     complete_login,
     connect_branch,
 )
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import end_cooldown, read_token
 
 SENTINEL_SECRET = "SENTINEL-client-secret-9f1c2e7d"

@@ -7,6 +7,7 @@ from datetime import timedelta
 import httpx
 
 from app.core.db import utcnow
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from app.tokens.models import OAuthConnection
 from app.tokens.providers import ProviderSpec
@@ -18,7 +19,6 @@ from tests.oauth_fixtures import (
     LOCAL_REFRESH_MARGIN_S,
     connect_branch,
 )
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import connection_row, read_token
 
 SPEC = ProviderSpec(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import func, select
 
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
 from tests.conftest import bearer
 from tests.oauth_fixtures import LOCAL_PROVIDER, client_body, connect_branch
-from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
 
 

@@ -1,7 +1,10 @@
-"""A small OAuth 2.0 authorization server on a loopback port, for tests and benchmarks.
+"""A small OAuth 2.0 authorization server on a loopback port, for tests, benchmarks and
+`junction dev-provider`.
 
 Real HTTP (stdlib `http.server` in a thread): an authorization endpoint that redirects back with a
-code, a token endpoint for the `authorization_code` (with PKCE S256 checks) and `refresh_token`
+code (or, with `consent_page`, first shows a page with Approve and Deny, as a provider shows its
+user; a POST of the authorization URL with `decision=approve` is what clicking does), a token
+endpoint for the `authorization_code` (with PKCE S256 checks) and `refresh_token`
 grants with refresh-token rotation and reuse detection (reusing a rotated refresh token revokes
 the whole grant, as strict providers do), a revoke endpoint, a configurable access-token lifetime,
 switchable failures (HTTP 500, a delay longer than the client's timeout) and call counters.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import secrets
 import threading
@@ -21,7 +25,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from tests.http_servers import BackgroundHTTPServer
+from app.devtools.http_server import BackgroundHTTPServer
 
 
 @dataclass
@@ -51,9 +55,14 @@ class LocalOAuthServer:
         self,
         *,
         client_id: str = "local-client",
-        client_secret: str = "local-secret-0123456789",
+        # A well-known value for tests on a loopback port; `junction dev-provider` makes its own.
+        client_secret: str = "local-secret-0123456789",  # noqa: S107
         token_lifetime_s: int = 3600,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
+        self.host = host
+        self.port = port
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_lifetime_s: int | None = token_lifetime_s
@@ -66,6 +75,7 @@ class LocalOAuthServer:
         self.delay_s = 0.0  # sleep before answering the token endpoint
         self.echo_secrets_in_errors = False  # a sloppy provider: echo the request in errors
         self.deny_authorization = False  # the user clicks "deny"
+        self.consent_page = False  # GET /authorize shows Approve / Deny instead of approving
         self.calls: Counter[str] = Counter()
         self.grants: dict[str, Grant] = {}
         self.codes: dict[str, PendingCode] = {}
@@ -83,7 +93,7 @@ class LocalOAuthServer:
         class Handler(_Handler):
             oauth = server
 
-        self._http = BackgroundHTTPServer(Handler).start()
+        self._http = BackgroundHTTPServer(Handler, host=self.host, port=self.port).start()
         return self
 
     def stop(self) -> None:
@@ -132,7 +142,10 @@ class LocalOAuthServer:
         return active[-1].refresh_token if active else None
 
     # --- protocol -----------------------------------------------------------------------
-    def authorize(self, params: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def authorize(
+        self, params: dict[str, str], decision: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The authorization endpoint: `decision` is None for a GET, the button for a POST."""
         with self._lock:
             self.calls["authorize"] += 1
             self.last_authorize_params = dict(params)
@@ -141,12 +154,14 @@ class LocalOAuthServer:
             return _json(400, {"error": "invalid_request"})
         if params.get("response_type") != "code":
             return _redirect(redirect_uri, {"error": "unsupported_response_type", **_st(params)})
-        if self.deny_authorization:
-            return _redirect(redirect_uri, {"error": "access_denied", **_st(params)})
         challenge = params.get("code_challenge")
         method = params.get("code_challenge_method")
         if self.require_pkce and (not challenge or method != "S256"):
             return _redirect(redirect_uri, {"error": "invalid_request", **_st(params)})
+        if decision is None and self.consent_page:
+            return _consent_page(params)
+        if self.deny_authorization or (decision is not None and decision != "approve"):
+            return _redirect(redirect_uri, {"error": "access_denied", **_st(params)})
         code = secrets.token_urlsafe(24)
         with self._lock:
             self.codes[code] = PendingCode(
@@ -279,6 +294,38 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes
     )
 
 
+def _consent_page(params: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """What a provider shows its user: who asks for what, and two buttons. The form posts the
+    authorization request back with the button pressed; the answer is the usual redirect."""
+    hidden = "\n".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in params.items()
+    )
+    scope = html.escape(params.get("scope", "") or "(none)")
+    client = html.escape(params.get("client_id", ""))
+    back_to = html.escape(urlsplit(params.get("redirect_uri", "")).netloc)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Authorize {client}</title>
+<style>body{{font:16px system-ui,sans-serif;max-width:32em;margin:4em auto}}
+button{{font-size:1em;padding:.4em 1.2em;margin-right:1em}}</style></head>
+<body><h1>Junction dev provider</h1>
+<p><b>{client}</b> asks for access with the scopes <code>{scope}</code>.
+Approving sends you back to <code>{back_to}</code> with a code.</p>
+<form method="post" action="/authorize">
+{hidden}
+<button type="submit" name="decision" value="approve">Approve</button>
+<button type="submit" name="decision" value="deny">Deny</button>
+</form></body></html>
+"""
+    headers = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+        "X-Frame-Options": "DENY",
+    }
+    return 200, headers, page.encode()
+
+
 def _redirect(redirect_uri: str, params: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     separator = "&" if urlsplit(redirect_uri).query else "?"
     return 302, {"Location": redirect_uri + separator + urlencode(params)}, b""
@@ -325,10 +372,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_json(404, {"error": "not_found"}))
 
     def do_POST(self) -> None:  # noqa: N802
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
+        path = parts.path
         form = self._form()
         auth = self.headers.get("Authorization")
-        if path in ("/token", "/token/refresh"):
+        if path == "/authorize":
+            # The consent form, or the authorization URL posted as it is (`curl -d
+            # decision=approve "$URL"`): the request's parameters from either place.
+            params = {**dict(parse_qsl(parts.query)), **form}
+            self._send(self.oauth.authorize(params, decision=params.pop("decision", "")))
+        elif path in ("/token", "/token/refresh"):
             self._send(self.oauth.token(form, auth))
         elif path == "/revoke":
             self._send(self.oauth.revoke(form, auth))

@@ -22,9 +22,15 @@ class BackgroundHTTPServer:
     """`with BackgroundHTTPServer(Handler) as server:` or `start()` / `stop()`."""
 
     def __init__(
-        self, handler: type[BaseHTTPRequestHandler], *, tls: ssl.SSLContext | None = None
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.host = host
+        self.httpd = ThreadingHTTPServer((host, port), handler)
         # Handler threads may sit on a client's keep-alive connection: never wait for them.
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
@@ -39,7 +45,8 @@ class BackgroundHTTPServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self) -> Self:
         self._thread.start()
