@@ -36,6 +36,7 @@ from app.provider_configs.rendering import (
 )
 from app.provider_configs.schemas import (
     MAX_CONFIG_DATA_BYTES,
+    PROVIDER_TYPES,
     ConfigWrite,
     ProviderIn,
     RollbackRequest,
@@ -302,6 +303,12 @@ def _invalidate_after_commit(
         await domain.cache.invalidate(tenant_id, types)
 
     after_commit(session, invalidate)
+
+
+def forget_tenant_after_commit(session: AsyncSession, domain: Domain, tenant_id: str) -> None:
+    """Once `session` commits, no replica serves the tenant's documents (its rows were removed
+    or replaced outside this domain's writes: offboarding, reset, import)."""
+    _invalidate_after_commit(session, domain, tenant_id, PROVIDER_TYPES)
 
 
 async def upsert_providers(
