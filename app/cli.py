@@ -1,8 +1,9 @@
-"""The `junction` command: serve, migrate, and mint a development token."""
+"""The `junction` command: serve, migrate, mint a development token, and operators' tools."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, mint_token
@@ -57,6 +58,37 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from app.core.crypto import Keyring
+    from app.operations import keys
+    from app.operations.engine import command_engine
+
+    settings = Settings()
+    keyring = Keyring(settings.encryption_keys)
+
+    async def run() -> int:
+        async with command_engine(settings) as engine:
+            if args.action == "status":
+                return await keys.status_command(engine, keyring, sys.stdout)
+            return await keys.rewrap_command(engine, keyring, sys.stdout, batch_size=args.batch)
+
+    return asyncio.run(run())
+
+
+def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser(
+        "keys",
+        help="encryption keys: rows per key id, re-encryption under the primary key",
+        description="status: rows per key id of every encrypted column (exit 1 when some are "
+        "under a key not in ENCRYPTION_KEYS); rewrap: re-encrypt everything under the first key "
+        "of ENCRYPTION_KEYS, batched, resumable, safe while the service runs (exit 1 when "
+        "some value is left)",
+    )
+    keys.add_argument("action", choices=["status", "rewrap"])
+    keys.add_argument("--batch", type=int, default=500, help="rows per transaction (rewrap)")
+    keys.set_defaults(func=_keys)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="junction", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-user")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=_token)
+    _add_operations(commands)
     return parser
 
 

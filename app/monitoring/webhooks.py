@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import netguard
 from app.core.config import Settings
-from app.core.crypto import DecryptionError, Keyring, associated_data
+from app.core.crypto import DecryptionError, Keyring
 from app.core.db import is_postgres, new_id, utcnow
 from app.core.errors import InvalidField
+from app.core.secret_fields import SecretField
 from app.monitoring.loop import instance_owner
 from app.monitoring.models import MonitoringEvent, MonitoringWebhook, MonitoringWebhookDelivery
 from app.tokens.providers import validate_url
@@ -51,9 +52,14 @@ def generate_secret() -> str:
     return "whsec_" + stdlib_secrets.token_urlsafe(32)
 
 
+# The table's primary key is the tenant, so the row id is the tenant id too.
+WEBHOOK_SECRET = SecretField(
+    MonitoringWebhook.__tablename__, "secret_enc", "secret_enc", id_column="tenant_id"
+)
+
+
 def secret_aad(tenant_id: str) -> bytes:
-    # The table's primary key is the tenant, so the row id is the tenant id too.
-    return associated_data("monitoring_webhooks", "secret_enc", tenant_id, tenant_id)
+    return WEBHOOK_SECRET.aad(tenant_id, tenant_id)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
