@@ -220,3 +220,28 @@ def test_the_status_command_runs_from_the_cli(
     monkeypatch.setenv("ENCRYPTION_KEYS", NEW)
     assert main(["keys", "status"]) == 0
     assert "total: 0 under the primary key" in capsys.readouterr().out
+
+
+async def test_a_rewrap_during_a_refresh_loses_no_rotated_refresh_token(
+    database_url: str, make_token: TokenFactory, oauth_server: LocalOAuthServer
+) -> None:
+    await _populate(database_url, make_token, oauth_server, OLD)
+    settings = build_settings(database_url, encryption_keys=ROTATED)
+    service = bearer(make_token([TENANT], roles=["service"]))
+    body = {"provider": "local_oauth", "branch_id": "branch-1"}
+    async with running_app(settings) as (_, client), command_engine(settings) as engine:
+        oauth_server.delay_s = 1.0
+        calls_before = oauth_server.calls["token"]
+        refresh = asyncio.create_task(
+            client.post("/token-management/tokens/refresh", json=body, headers=service)
+        )
+        while oauth_server.calls["token"] == calls_before:  # the provider has the request
+            await asyncio.sleep(0.01)
+        await keys.rewrap(engine, Keyring(ROTATED))
+        assert (await refresh).status_code == 200
+        oauth_server.delay_s = 0.0
+        # The rotated refresh token was stored: the next refresh is not a reuse (which the
+        # provider answers by revoking the grant).
+        again = await client.post("/token-management/tokens/refresh", json=body, headers=service)
+        assert again.status_code == 200, again.text
+        assert oauth_server.active_grants()
