@@ -75,6 +75,54 @@ def _keys(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _reset(args: argparse.Namespace) -> int:
+    from app.operations import reset
+    from app.operations.engine import command_app, printable_url
+
+    settings = Settings()
+    if settings.environment.lower() not in {"dev", "development"} and not args.force:
+        print(
+            f"junction reset: refused in ENVIRONMENT={settings.environment} (add --force)",
+            file=sys.stderr,
+        )
+        return 2
+    what = "all data and the workspaces" if args.all else "all data but the workspaces"
+    target = printable_url(settings.database_url)
+    if not args.yes:
+        answer = input(f"This deletes {what} in {target}. Type 'reset' to go on: ")
+        if answer.strip() != "reset":
+            print("nothing removed")
+            return 1
+
+    async def run() -> dict[str, int]:
+        async with command_app(settings) as state:
+            return await reset.reset(state, everything=args.all)
+
+    reset.print_counts(asyncio.run(run()), sys.stdout)
+    print(f"kept: {', '.join(reset.kept_tables(everything=args.all))}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from app.operations import import_configs
+    from app.operations.engine import command_app
+
+    settings = Settings()
+
+    async def run() -> int:
+        async with command_app(settings) as state:
+            report = await import_configs.import_provider_configs(
+                state, args.source, tenant_id=args.tenant
+            )
+        return import_configs.print_report(report, sys.stdout)
+
+    try:
+        return asyncio.run(run())
+    except import_configs.ImportSourceError as exc:
+        print(f"junction import: {exc}", file=sys.stderr)
+        return 2
+
+
 def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = commands.add_parser(
         "keys",
@@ -87,6 +135,33 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
     keys.add_argument("action", choices=["status", "rewrap"])
     keys.add_argument("--batch", type=int, default=500, help="rows per transaction (rewrap)")
     keys.set_defaults(func=_keys)
+
+    reset = commands.add_parser(
+        "reset",
+        help="factory reset: delete all data, keeping the workspaces and their tiers",
+        description="Deletes every row but the workspaces, their tiers and the offboarding "
+        "records (--all removes those too); revocations are always kept. Prints the rows "
+        "removed per table. Asks first unless --yes; refused outside ENVIRONMENT=dev unless "
+        "--force. Exit 0 done, 1 not confirmed, 2 refused.",
+    )
+    reset.add_argument("--all", action="store_true", help="remove the workspaces too")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.add_argument("--force", action="store_true", help="allow outside ENVIRONMENT=dev")
+    reset.set_defaults(func=_reset)
+
+    imports = commands.add_parser(
+        "import",
+        help="import from an older service (provider-configs)",
+        description="provider-configs: the older provider-configuration service's "
+        "provider_configs and config_versions tables (PostgreSQL), with their whole history; "
+        "keys are encrypted on the way in and never printed; rows that do not fit are "
+        "reported; a second run imports nothing twice. Exit 0 all imported, 1 some rows "
+        "refused, 2 the source could not be read.",
+    )
+    imports.add_argument("what", choices=["provider-configs"])
+    imports.add_argument("--from", dest="source", required=True, help="the source database URL")
+    imports.add_argument("--tenant", help="only this tenant's configurations")
+    imports.set_defaults(func=_import)
 
 
 def build_parser() -> argparse.ArgumentParser:

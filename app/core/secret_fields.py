@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core.crypto import Keyring, associated_data
+from app.core.crypto import Keyring, associated_data, mask
 
 _FIELDS: list[SecretField] = []
 _SNAPSHOTS: list[SnapshotSecret] = []
@@ -82,6 +82,14 @@ class MaskedSecretField(SecretField):
     def store(self, row: Any, encrypted: str | None, masked: str | None) -> None:
         setattr(row, self.encrypted, encrypted)
         setattr(row, self.mask, masked)
+
+    def seal_masked(self, keyring: Keyring, row: Any, plaintext: str | None) -> None:
+        """Encrypt `plaintext` for this row and keep its mask beside it (None: no secret)."""
+        if plaintext is None:
+            self.store(row, None, None)
+            return
+        encrypted = keyring.encrypt(plaintext, self.aad(row.tenant_id, self.row_id(row)))
+        self.store(row, encrypted, mask(plaintext))
 
 
 @dataclass(frozen=True)

@@ -305,9 +305,14 @@ def _invalidate_after_commit(
     after_commit(session, invalidate)
 
 
+async def forget_tenant(domain: Domain, tenant_id: str) -> None:
+    """No replica serves the tenant's documents once this returns: for a commit that removed or
+    replaced its rows outside this domain's writes (offboarding, reset, import)."""
+    await domain.cache.invalidate(tenant_id, PROVIDER_TYPES)
+
+
 def forget_tenant_after_commit(session: AsyncSession, domain: Domain, tenant_id: str) -> None:
-    """Once `session` commits, no replica serves the tenant's documents (its rows were removed
-    or replaced outside this domain's writes: offboarding, reset, import)."""
+    """`forget_tenant` once `session` commits."""
     _invalidate_after_commit(session, domain, tenant_id, PROVIDER_TYPES)
 
 
