@@ -111,7 +111,6 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
         )
         # Subscriptions are registered by now; open the cache bus once for all of them.
         await cache.start()
-        key_check.start()
         logger.info(
             "junction %s started (database=%s, cache=%s)",
             __version__,

@@ -284,8 +284,10 @@ async def _rewrap_row(
 class UnknownKeyCheck:
     """The count of stored values no key in ENCRYPTION_KEYS opens, for /api/v1/health.
 
-    Counted in the background (at start-up, then at most every `interval_s`, when health is
-    asked), so health answers from memory: None until the first count is in.
+    Counted in the background when health is asked and the last count is older than
+    `interval_s` (the first time: the first health request), so health answers from memory:
+    None until the first count is in. Not at start-up: a replica that nobody probes counts
+    nothing, and the count's queries never run beside a request that did not ask for them.
     """
 
     engine: AsyncEngine
@@ -294,9 +296,6 @@ class UnknownKeyCheck:
     count: int | None = None
     counted_at: float | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        self._spawn()
 
     def current(self) -> int | None:
         """The last count; starts a recount when it is older than the interval."""

@@ -174,7 +174,7 @@ async def test_secrets_under_a_key_no_longer_configured_degrade_health_with_a_co
     settings = build_settings(database_url, encryption_keys=NEW)
     async with running_app(settings) as (_, client):
         health: dict[str, Any] = {}
-        for _ in range(200):  # the first count runs in the background after start-up
+        for _ in range(200):  # the first health request starts the count
             health = (await client.get("/api/v1/health")).json()
             if health["checks"]["keys"] != "counting":
                 break
