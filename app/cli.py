@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import sys
+from collections.abc import Callable
 
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, mint_token
 from app.core.config import ConfigurationError, Settings
@@ -58,69 +59,15 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys(args: argparse.Namespace) -> int:
-    from app.core.crypto import Keyring
-    from app.operations import keys
-    from app.operations.engine import command_engine
+def _operation(module: str) -> Callable[[argparse.Namespace], int]:
+    """The `command(args)` of `app.operations.<module>`, imported when it runs."""
 
-    settings = Settings()
-    keyring = Keyring(settings.encryption_keys)
+    def run(args: argparse.Namespace) -> int:
+        operation = importlib.import_module(f"app.operations.{module}")
+        command: Callable[[argparse.Namespace], int] = operation.command
+        return command(args)
 
-    async def run() -> int:
-        async with command_engine(settings) as engine:
-            if args.action == "status":
-                return await keys.status_command(engine, keyring, sys.stdout)
-            return await keys.rewrap_command(engine, keyring, sys.stdout, batch_size=args.batch)
-
-    return asyncio.run(run())
-
-
-def _reset(args: argparse.Namespace) -> int:
-    from app.operations import reset
-    from app.operations.engine import command_app, printable_url
-
-    settings = Settings()
-    if settings.environment.lower() not in {"dev", "development"} and not args.force:
-        print(
-            f"junction reset: refused in ENVIRONMENT={settings.environment} (add --force)",
-            file=sys.stderr,
-        )
-        return 2
-    what = "all data and the workspaces" if args.all else "all data but the workspaces"
-    target = printable_url(settings.database_url)
-    if not args.yes:
-        answer = input(f"This deletes {what} in {target}. Type 'reset' to go on: ")
-        if answer.strip() != "reset":
-            print("nothing removed")
-            return 1
-
-    async def run() -> dict[str, int]:
-        async with command_app(settings) as state:
-            return await reset.reset(state, everything=args.all)
-
-    reset.print_counts(asyncio.run(run()), sys.stdout)
-    print(f"kept: {', '.join(reset.kept_tables(everything=args.all))}")
-    return 0
-
-
-def _import(args: argparse.Namespace) -> int:
-    from app.operations import import_configs
-    from app.operations.engine import command_app
-
-    settings = Settings()
-
-    async def run() -> int:
-        async with command_app(settings) as state:
-            report = await import_configs.import_provider_configs(
-                state, args.source, tenant_id=args.tenant
-            )
-        return import_configs.print_report(report, sys.stdout)
-
-    try:
-        return asyncio.run(run())
-    except import_configs.ImportSourceError as exc:
-        print(f"junction import: {exc}", file=sys.stderr)
-        return 2
+    return run
 
 
 def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,7 +81,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     keys.add_argument("action", choices=["status", "rewrap"])
     keys.add_argument("--batch", type=int, default=500, help="rows per transaction (rewrap)")
-    keys.set_defaults(func=_keys)
+    keys.set_defaults(func=_operation("keys"))
 
     reset = commands.add_parser(
         "reset",
@@ -147,7 +94,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
     reset.add_argument("--all", action="store_true", help="remove the workspaces too")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.add_argument("--force", action="store_true", help="allow outside ENVIRONMENT=dev")
-    reset.set_defaults(func=_reset)
+    reset.set_defaults(func=_operation("reset"))
 
     imports = commands.add_parser(
         "import",
@@ -161,7 +108,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
     imports.add_argument("what", choices=["provider-configs"])
     imports.add_argument("--from", dest="source", required=True, help="the source database URL")
     imports.add_argument("--tenant", help="only this tenant's configurations")
-    imports.set_defaults(func=_import)
+    imports.set_defaults(func=_operation("import_configs"))
 
 
 def build_parser() -> argparse.ArgumentParser:

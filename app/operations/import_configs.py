@@ -11,8 +11,11 @@ priority, ...) is reported with its id and why, and not imported; keys are never
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import re
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -25,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.core.config import normalize_database_url
+from app.core.config import Settings, normalize_database_url
 from app.core.crypto import Keyring
 from app.core.deps import TENANT_ID_PATTERN
 from app.operations.progress import Progress
@@ -296,3 +299,22 @@ def print_report(report: ImportReport, out: Any) -> int:
             file=out,
         )
     return 1 if report.refused else 0
+
+
+def command(args: argparse.Namespace) -> int:
+    """`junction import provider-configs --from URL [--tenant T]`: 0 all imported, 1 some rows
+    refused, 2 the source could not be read."""
+    from app.operations.engine import command_app
+
+    settings = Settings()
+
+    async def run() -> int:
+        async with command_app(settings) as state:
+            report = await import_provider_configs(state, args.source, tenant_id=args.tenant)
+        return print_report(report, sys.stdout)
+
+    try:
+        return asyncio.run(run())
+    except ImportSourceError as exc:
+        print(f"junction import: {exc}", file=sys.stderr)
+        return 2

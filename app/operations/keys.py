@@ -8,8 +8,10 @@ of a table, or a ciphertext copied into a JSON snapshot. A stored value reads
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -371,3 +373,20 @@ async def rewrap_command(
         return 1
     print(f"every stored secret is under the primary key '{keyring.primary_kid}'", file=out)
     return 0
+
+
+def command(args: argparse.Namespace) -> int:
+    """`junction keys status|rewrap`."""
+    from app.core.config import Settings
+    from app.operations.engine import command_engine
+
+    settings = Settings()
+    keyring = Keyring(settings.encryption_keys)
+
+    async def run() -> int:
+        async with command_engine(settings) as engine:
+            if args.action == "status":
+                return await status_command(engine, keyring, sys.stdout)
+            return await rewrap_command(engine, keyring, sys.stdout, batch_size=args.batch)
+
+    return asyncio.run(run())

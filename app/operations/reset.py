@@ -3,13 +3,18 @@ tiers) and the offboarding records, unless `--all`; revocations always stay."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Table, delete, select, union
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.config import Settings
 from app.core.db import Base
+from app.operations.engine import command_app, printable_url
 from app.state import AppState
 
 # A reset never revives a revoked bearer token (the rows leave by themselves once it expires).
@@ -63,3 +68,29 @@ def print_counts(counts: dict[str, int], out: Any) -> None:
     for name, rows in sorted(counts.items()):
         print(f"{name:<{width}}  {rows:>8}", file=out)
     print(f"removed {sum(counts.values())} rows from {len(counts)} tables", file=out)
+
+
+def command(args: argparse.Namespace) -> int:
+    """`junction reset [--all] [--yes] [--force]`: 0 done, 1 not confirmed, 2 refused."""
+    settings = Settings()
+    if settings.environment.lower() not in {"dev", "development"} and not args.force:
+        print(
+            f"junction reset: refused in ENVIRONMENT={settings.environment} (add --force)",
+            file=sys.stderr,
+        )
+        return 2
+    what = "all data and the workspaces" if args.all else "all data but the workspaces"
+    target = printable_url(settings.database_url)
+    if not args.yes:
+        answer = input(f"This deletes {what} in {target}. Type 'reset' to go on: ")
+        if answer.strip() != "reset":
+            print("nothing removed")
+            return 1
+
+    async def run() -> dict[str, int]:
+        async with command_app(settings) as state:
+            return await reset(state, everything=args.all)
+
+    print_counts(asyncio.run(run()), sys.stdout)
+    print(f"kept: {', '.join(kept_tables(everything=args.all))}")
+    return 0
