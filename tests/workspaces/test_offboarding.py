@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from app.core.config import Settings
 from app.state import app_state
 from app.workspaces import offboarding
-from tests.conftest import TokenFactory, bearer
+from tests.conftest import TokenFactory, bearer, postgres_only, running_app
 from tests.oauth_fixtures import connect_branch
 from tests.oauth_server import LocalOAuthServer
 from tests.tokens.helpers import read_token
@@ -177,3 +178,23 @@ async def test_a_provider_that_does_not_answer_in_time_does_not_hold_the_offboar
     assert record.revocations["timed_out"] == 1
     assert record.revocations["revoked"] == 0
     assert set((await _rows_of(app, "tenant-a")).values()) == {0}
+
+
+@postgres_only
+async def test_after_offboarding_through_one_replica_another_serves_nothing_of_the_tenant(
+    settings: Settings, make_token: TokenFactory, oauth_server: LocalOAuthServer
+) -> None:
+    service = make_token(["tenant-a"], roles=["service"])
+    admin = bearer(make_token(["tenant-a"], roles=["admin"]))
+    async with running_app(settings) as (_, writer), running_app(settings) as (_, reader):
+        await _populate(writer, make_token, oauth_server, "tenant-a")
+        # The reader holds both in process memory now.
+        for _ in range(2):
+            document = await reader.get("/config/tenant-a", headers=bearer(service))
+            assert document.json()["source"] == "tenant"
+            assert (await read_token(reader, service)).status_code == 200
+        deleted = await writer.delete("/api/admin/workspaces/tenant-a", headers=admin)
+        assert deleted.status_code == 200
+        document = await reader.get("/config/tenant-a", headers=bearer(service))
+        assert document.json()["source"] == "default"
+        assert (await read_token(reader, service)).status_code == 404
