@@ -265,6 +265,16 @@ async def _import_config(
 ) -> None:
     source = current if current is not None else versions[-1]
     config_id = uuid.UUID(old_id).hex
+    # A snapshot's keys are bound to its configuration's tenant: a version of another tenant
+    # could never be restored.
+    own = [v for v in versions if v["tenant_id"] == source["tenant_id"]]
+    for version in versions:
+        if version["tenant_id"] != source["tenant_id"]:
+            reason = "its tenant_id differs from its configuration's"
+            report.refused.append(
+                Refused("config_versions", str(version["id"]), str(version["tenant_id"]), reason)
+            )
+    versions = own
     async with state.sessionmaker() as session, session.begin():
         if await _name_taken(session, config_id, source):
             report.refused.append(
