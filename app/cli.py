@@ -1,9 +1,11 @@
-"""The `junction` command: serve the API, migrate the schema, mint a development token."""
+"""The `junction` command: serve, migrate, mint a development token, and operators' tools."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
 
 from app import __version__
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, mint_token
@@ -67,6 +69,58 @@ def _token(args: argparse.Namespace) -> int:
     )
     print(token)
     return 0
+
+
+def _operation(module: str) -> Callable[[argparse.Namespace], int]:
+    """The `command(args)` of `app.operations.<module>`, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        operation = importlib.import_module(f"app.operations.{module}")
+        command: Callable[[argparse.Namespace], int] = operation.command
+        return command(args)
+
+    return run
+
+
+def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser(
+        "keys",
+        help="encryption keys: rows per key id, re-encryption under the primary key",
+        description="status: rows per key id of every encrypted column (exit 1 when some are "
+        "under a key not in ENCRYPTION_KEYS); rewrap: re-encrypt everything under the first key "
+        "of ENCRYPTION_KEYS, batched, resumable, safe while the service runs (exit 1 when "
+        "some value is left)",
+    )
+    keys.add_argument("action", choices=["status", "rewrap"])
+    keys.add_argument("--batch", type=int, default=500, help="rows per transaction (rewrap)")
+    keys.set_defaults(func=_operation("keys"))
+
+    reset = commands.add_parser(
+        "reset",
+        help="factory reset: delete all data, keeping the workspaces and their tiers",
+        description="Deletes every row but the workspaces, their tiers and the offboarding "
+        "records (--all removes those too); revocations are always kept. Prints the rows "
+        "removed per table. Asks first unless --yes; refused outside ENVIRONMENT=dev unless "
+        "--force. Exit 0 done, 1 not confirmed, 2 refused.",
+    )
+    reset.add_argument("--all", action="store_true", help="remove the workspaces too")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.add_argument("--force", action="store_true", help="allow outside ENVIRONMENT=dev")
+    reset.set_defaults(func=_operation("reset"))
+
+    imports = commands.add_parser(
+        "import",
+        help="import from an older service (provider-configs)",
+        description="provider-configs: the older provider-configuration service's "
+        "provider_configs and config_versions tables (PostgreSQL), with their whole history; "
+        "keys are encrypted on the way in and never printed; rows that do not fit are "
+        "reported; a second run imports nothing twice. Exit 0 all imported, 1 some rows "
+        "refused, 2 the source could not be read.",
+    )
+    imports.add_argument("what", choices=["provider-configs"])
+    imports.add_argument("--from", dest="source", required=True, help="the source database URL")
+    imports.add_argument("--tenant", help="only this tenant's configurations")
+    imports.set_defaults(func=_operation("import_configs"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_token)
 
     dev_provider.add_command(commands)
+    _add_operations(commands)
     return parser
 
 

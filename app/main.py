@@ -29,6 +29,7 @@ from app.core.redis_cache import build_cache
 from app.health import router as health_router
 from app.monitoring import lifecycle as monitoring_lifecycle
 from app.monitoring import router as monitoring_router
+from app.operations.keys import UnknownKeyCheck
 from app.platforms import router as platforms_router
 from app.provider_configs import lifecycle as provider_configs_lifecycle
 from app.provider_configs import router as provider_configs_router
@@ -88,6 +89,8 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
         monitoring = await stack.enter_async_context(
             monitoring_lifecycle.lifespan(settings, sessionmaker, keyring, http, tokens)
         )
+        key_check = UnknownKeyCheck(engine, keyring, settings.key_check_interval_s)
+        stack.push_async_callback(key_check.stop)
         rate_limiter = RateLimiter(settings) if settings.rate_limit else None
         if rate_limiter is not None:
             stack.push_async_callback(rate_limiter.close)
@@ -105,6 +108,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
             tokens=tokens,
             usage_prices=usage_prices,
             monitoring=monitoring,
+            key_check=key_check,
             rate_limiter=rate_limiter,
         )
         # Subscriptions are registered by now; open the cache bus once for all of them.

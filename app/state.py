@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from app.core.crypto import Keyring
     from app.core.rate_limit import RateLimiter
     from app.monitoring.lifecycle import Monitoring
+    from app.operations.keys import UnknownKeyCheck
     from app.provider_configs.service import Domain as ProviderConfigs
     from app.tokens.context import TokenContext
     from app.usage.prices import PriceTable
@@ -42,6 +43,7 @@ class AppState:
     tokens: TokenContext
     usage_prices: PriceTable
     monitoring: Monitoring
+    key_check: UnknownKeyCheck
     rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT unset
 
 

@@ -151,6 +151,8 @@ class Settings(BaseSettings):
 
     # --- secrets -------------------------------------------------------------------------
     encryption_keys: str = DEV_ENCRYPTION_KEY
+    # How often (at most) health recounts the stored secrets no key in ENCRYPTION_KEYS opens.
+    key_check_interval_s: float = Field(default=300.0, gt=0)
 
     # --- auth ----------------------------------------------------------------------------
     auth_jwt_secret: str | None = None

@@ -62,6 +62,11 @@ class Keyring:
         if len(self._ciphers) != len(parsed):
             raise ConfigurationError("ENCRYPTION_KEYS: two keys share a key id")
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every key id that decrypts, the primary first."""
+        return tuple(self._ciphers)
+
     @staticmethod
     def generate_key() -> str:
         return base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -88,6 +93,11 @@ class Keyring:
 
     def key_id(self, stored: str) -> str:
         return stored.split(".", 2)[1]
+
+    def knows(self, stored: str) -> bool:
+        """Whether the key a stored value was written under is in the keyring."""
+        parts = stored.split(".", 2)
+        return len(parts) == 3 and parts[0] == _VERSION and parts[1] in self._ciphers
 
 
 def mask(secret: str | None) -> str | None:

@@ -198,6 +198,13 @@ PERMISSIONS: dict[str, Operation] = {
     # workspaces
     "GET /api/admin/workspaces/{tenant_id}": Operation(ADMIN, "an admin route"),
     "PUT /api/admin/workspaces/{tenant_id}": Operation(ADMIN, "an admin route"),
+    "GET /api/admin/workspaces": Operation(ADMIN_OF_ALL_TENANTS, "the list covers every tenant"),
+    "DELETE /api/admin/workspaces/{tenant_id}": Operation(
+        ADMIN, "offboarding: revokes and deletes everything the tenant has"
+    ),
+    "GET /api/admin/workspace-deletions": Operation(
+        ADMIN_OF_ALL_TENANTS, "the record outlives the tenants it names"
+    ),
 }
 
 # Filled by `install`: the rule of each operation, keyed by its endpoint (Starlette puts the

@@ -73,6 +73,7 @@ class LocalOAuthServer:
         self.fail_status: int | None = None  # answer the token endpoint with this status
         self.fail_error: str | None = None  # ... and this OAuth error code in the body
         self.delay_s = 0.0  # sleep before answering the token endpoint
+        self.revoke_delay_s = 0.0  # sleep before answering the revoke endpoint
         self.echo_secrets_in_errors = False  # a sloppy provider: echo the request in errors
         self.deny_authorization = False  # the user clicks "deny"
         self.consent_page = False  # GET /authorize shows Approve / Deny instead of approving
@@ -204,6 +205,8 @@ class LocalOAuthServer:
     ) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
             self.calls["revoke"] += 1
+        if self.revoke_delay_s:
+            time.sleep(self.revoke_delay_s)
         if not self._client_authenticated(form, auth_header):
             return _json(401, {"error": "invalid_client"})
         token = form.get("token", "")

@@ -51,6 +51,12 @@ def _monitor_state(request: Request) -> str:
     return "running" if monitor.running else "stopped"
 
 
+def _keys_state(unknown_keys: int | None) -> str:
+    if unknown_keys is None:
+        return "counting"
+    return "unknown_keys" if unknown_keys else "ok"
+
+
 @router.get("/api/v1/health")
 async def health(request: Request) -> JSONResponse:
     """The service's health: `ok`, or `degraded` when a dependency other than the database
@@ -63,12 +69,17 @@ async def health(request: Request) -> JSONResponse:
     # an outage has passed) its local tiers are bypassed and every read costs the database.
     cache_state = "unavailable" if not reachable else "ok" if cache.coherent else "recovering"
     monitor = _monitor_state(request)
+    # Counted in the background; health only reads the last count.
+    unknown_keys = app_state(request.app).key_check.current()
     checks: dict[str, Any] = {
         "database": "ok" if database else "unavailable",
         "cache": f"{cache.backend}:{cache_state}",
         "monitor": monitor,
+        "keys": _keys_state(unknown_keys),
     }
-    degraded = cache_state != "ok" or monitor == "stopped"
+    if unknown_keys:
+        checks["secrets_under_unknown_keys"] = unknown_keys
+    degraded = cache_state != "ok" or monitor == "stopped" or bool(unknown_keys)
     status = "unavailable" if not database else ("degraded" if degraded else "ok")
     return JSONResponse(
         status_code=503 if not database else 200,

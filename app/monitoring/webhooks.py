@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import netguard
 from app.core.config import Settings
-from app.core.crypto import DecryptionError, Keyring, associated_data
+from app.core.crypto import DecryptionError, Keyring
 from app.core.db import new_id, utcnow
 from app.core.errors import InvalidField
 from app.core.pagination import TimeIdCursor
+from app.core.secret_fields import SecretField
 from app.monitoring.exceptions import DeliveryNotFound, WebhookNotActive, WebhookNotFound
 from app.monitoring.models import (
     EVENT_TYPES,
@@ -79,9 +80,14 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
+# The table's primary key is the owner (a tenant, or "*"), so the row id is the owner too.
+WEBHOOK_SECRET = SecretField(
+    MonitoringWebhook.__tablename__, "secret_enc", "secret_enc", id_column="tenant_id"
+)
+
+
 def secret_aad(owner: str) -> bytes:
-    # The table's primary key is the owner (a tenant, or "*"), so the row id is the owner too.
-    return associated_data("monitoring_webhooks", "secret_enc", owner, owner)
+    return WEBHOOK_SECRET.aad(owner, owner)
 
 
 def read_secret(keyring: Keyring, webhook: MonitoringWebhook) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from app.core.crypto import mask
-from app.core.secret_fields import MaskedSecretField
+from app.core.secret_fields import MaskedSecretField, SnapshotSecret
 from app.provider_configs.models import ProviderConfig, ProviderConfigVersion
 from app.provider_configs.schemas import (
     PRIORITY_RANK,
@@ -34,6 +34,11 @@ API_SECRET = MaskedSecretField(
     ProviderConfig.__tablename__, "api_secret", "api_secret_encrypted", "api_secret_mask"
 )
 SECRET_FIELDS = (API_KEY, API_SECRET)
+# Each version row keeps the ciphertexts it restores, still bound to the configuration's row.
+SNAPSHOT_SECRETS = tuple(
+    SnapshotSecret(ProviderConfigVersion.__tablename__, "snapshot", secret, "config_id")
+    for secret in SECRET_FIELDS
+)
 
 # A stored row's secrets in clear, in SECRET_FIELDS order.
 Reveal = Callable[[Row[Any]], tuple[str | None, str | None]]

@@ -36,6 +36,7 @@ from app.provider_configs.rendering import (
 )
 from app.provider_configs.schemas import (
     MAX_CONFIG_DATA_BYTES,
+    PROVIDER_TYPES,
     ConfigWrite,
     ProviderIn,
     RollbackRequest,
@@ -302,6 +303,17 @@ def _invalidate_after_commit(
         await domain.cache.invalidate(tenant_id, types)
 
     after_commit(session, invalidate)
+
+
+async def forget_tenant(domain: Domain, tenant_id: str) -> None:
+    """No replica serves the tenant's documents once this returns: for a commit that removed or
+    replaced its rows outside this domain's writes (offboarding, reset, import)."""
+    await domain.cache.invalidate(tenant_id, PROVIDER_TYPES)
+
+
+def forget_tenant_after_commit(session: AsyncSession, domain: Domain, tenant_id: str) -> None:
+    """`forget_tenant` once `session` commits."""
+    _invalidate_after_commit(session, domain, tenant_id, PROVIDER_TYPES)
 
 
 async def upsert_providers(

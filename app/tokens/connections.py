@@ -3,6 +3,7 @@ grant at the provider where it can, then delete it)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,6 +97,10 @@ async def list_connections(
     return ConnectionListing(rows=rows, next_cursor=next_cursor, counts=counts)
 
 
+# Revocations of one tenant's connections run this many at a time.
+REVOKE_CONCURRENCY = 8
+
+
 async def disconnect(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> bool:
     """Revoke at the provider where it can, then delete; True when the provider revoked it."""
     found = await find_token_row(ctx, tenant_id, provider, branch_id)
@@ -141,3 +146,66 @@ async def _revoke(ctx: TokenContext, connection: OAuthConnection, spec: Provider
         logger.warning("revocation failed: provider=%s reason=%s", connection.provider, exc.code)
         return False
     return True
+
+
+@dataclass(frozen=True)
+class TenantRevocations:
+    """What revoking every connection of a tenant achieved (best effort, bounded in time)."""
+
+    connections: int
+    attempted: int  # connections whose provider has a revoke URL
+    revoked: int
+    failed: int  # the provider refused or failed, or a secret did not decrypt
+    timed_out: int  # still running when the time budget ran out
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "connections": self.connections,
+            "attempted": self.attempted,
+            "revoked": self.revoked,
+            "failed": self.failed,
+            "timed_out": self.timed_out,
+        }
+
+
+async def revoke_tenant_connections(
+    ctx: TokenContext, tenant_id: str, *, budget_s: float
+) -> TenantRevocations:
+    """Revoke each of the tenant's connections at its provider, concurrently, all within
+    `budget_s` seconds; deletes nothing (the caller deletes the tenant's rows afterwards)."""
+    async with ctx.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(OAuthConnection, OAuthClient)
+                .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+                .where(OAuthConnection.tenant_id == tenant_id)
+            )
+        ).all()
+    pending = [(conn, spec) for conn, client in rows if (spec := ctx.spec_for(client)).revoke_url]
+    if not pending:
+        return TenantRevocations(len(rows), 0, 0, 0, 0)
+    limit = asyncio.Semaphore(REVOKE_CONCURRENCY)
+
+    async def revoke_one(connection: OAuthConnection, spec: ProviderSpec) -> bool:
+        async with limit:
+            return await _revoke(ctx, connection, spec)
+
+    tasks = [asyncio.create_task(revoke_one(conn, spec)) for conn, spec in pending]
+    done, running = await asyncio.wait(tasks, timeout=budget_s)
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    revoked = sum(1 for task in done if task.exception() is None and task.result())
+    if running:
+        logger.warning(
+            "offboarding: %d revocations still running after %.1f s were abandoned",
+            len(running),
+            budget_s,
+        )
+    return TenantRevocations(
+        connections=len(rows),
+        attempted=len(pending),
+        revoked=revoked,
+        failed=len(done) - revoked,
+        timed_out=len(running),
+    )

@@ -21,10 +21,29 @@ from app.tokens.exceptions import (
 )
 from app.tokens.models import STATUS_NEEDS_REAUTH, OAuthConnection
 from app.tokens.providers import ProviderSpec
-from app.tokens.refresh import RefreshResult, refresh_connection
+from app.tokens.refresh import (
+    SECRET_REASONS,
+    UNDECRYPTABLE,
+    UNKNOWN_ENCRYPTION_KEY,
+    RefreshResult,
+    refresh_connection,
+)
 from app.tokens.sealing import open_stored_access_token
 
 logger = logging.getLogger("junction.tokens")
+
+# What a refresh that could not open the connection's stored secrets answers: the fault is the
+# service's keys, not the provider (which was not called).
+_SECRET_DETAILS = {
+    UNKNOWN_ENCRYPTION_KEY: (
+        "the connection's stored secrets were encrypted under a key that is not in "
+        "ENCRYPTION_KEYS; the provider was not called (an operator must add the key back)"
+    ),
+    UNDECRYPTABLE: (
+        "the connection's stored secrets do not decrypt (altered or moved); the provider was "
+        "not called"
+    ),
+}
 
 # A connection's last_used_at is written at most this often, so hot reads stay read-only.
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -177,6 +196,8 @@ async def force_refresh(
     connection = await find_token_row(ctx, tenant_id, provider, branch_id)
     if outcome.result == RefreshResult.NEEDS_REAUTH:
         _raise_needs_reauth(connection)
+    if outcome.result == RefreshResult.REFRESH_FAILED and outcome.error in SECRET_REASONS:
+        raise RefreshUnavailable(_SECRET_DETAILS[outcome.error], reason=outcome.error)
     if outcome.result == RefreshResult.REFRESH_FAILED:
         raise RefreshUnavailable(
             f"the provider did not refresh the token ({outcome.error})",

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -30,6 +30,7 @@ from app.tokens.refresh_lock import RefreshLock, refresh_lock
 from app.tokens.sealing import (
     open_client_secret,
     open_refresh_token,
+    open_stored_refresh_token,
     seal_access_token,
     seal_refresh_token,
 )
@@ -87,6 +88,23 @@ async def refresh_connection(
     return outcome
 
 
+# The reasons a refresh gives when the stored secrets do not decrypt (the provider is not called).
+UNKNOWN_ENCRYPTION_KEY = "unknown_encryption_key"
+UNDECRYPTABLE = "undecryptable"
+SECRET_REASONS = (UNKNOWN_ENCRYPTION_KEY, UNDECRYPTABLE)
+
+
+def undecryptable_reason(
+    ctx: TokenContext, connection: OAuthConnection, client: OAuthClient
+) -> str:
+    """`unknown_encryption_key` when a secret was written under a key not in ENCRYPTION_KEYS;
+    `undecryptable` when the key is there and the value still fails (tampered or moved)."""
+    stored = (connection.refresh_token_enc, client.client_secret_enc)
+    if any(value is not None and not ctx.keyring.knows(value) for value in stored):
+        return UNKNOWN_ENCRYPTION_KEY
+    return UNDECRYPTABLE
+
+
 def _busy(connection_id: str) -> RefreshOutcome:
     return RefreshOutcome(connection_id, RefreshResult.SKIPPED, "unknown", "refresh_in_progress")
 
@@ -135,11 +153,13 @@ async def _refresh_locked(
                 client.client_id, open_client_secret(ctx.keyring, client)
             )
         except DecryptionError:
-            # A missing or rotated-away key is an operator problem; leave the row as it is.
-            logger.error("stored secrets of connection %s do not decrypt", connection_id)
-            return RefreshOutcome(
-                connection_id, RefreshResult.REFRESH_FAILED, status, "undecryptable"
+            # A missing or rotated-away key is an operator problem; leave the row as it is and
+            # do not call the provider.
+            reason = undecryptable_reason(ctx, connection, client)
+            logger.error(
+                "stored secrets of connection %s do not decrypt (%s)", connection_id, reason
             )
+            return RefreshOutcome(connection_id, RefreshResult.REFRESH_FAILED, status, reason)
         used_refresh_enc = connection.refresh_token_enc
         previous = status
         # Whatever the listeners must look up is looked up now, before the provider is called.
@@ -208,22 +228,51 @@ async def _store_if_unchanged(
     reason: str,
 ) -> bool:
     """Without a row lock (SQLite): one compare-and-set UPDATE of what the refresh changed, where
-    the stored refresh token is still the one used, and the listeners' rows, in one commit."""
+    the stored refresh token is still the one used, and the listeners' rows, in one commit.
+
+    A stored refresh token that changed only its ciphertext (`junction keys rewrap` re-encrypted
+    the same token meanwhile) is still the one used: the update is tried again against it, or
+    the provider's answer, perhaps a rotated refresh token, would be lost.
+    """
     changed = _changed_columns(connection)
-    async with ctx.sessionmaker() as session, session.begin():
-        statement = (
-            update(OAuthConnection)
-            .where(
-                OAuthConnection.id == connection.id,
-                OAuthConnection.refresh_token_enc.is_not_distinct_from(used_refresh_enc),
+    expected = used_refresh_enc
+    for _attempt in range(3):
+        async with ctx.sessionmaker() as session, session.begin():
+            statement = (
+                update(OAuthConnection)
+                .where(
+                    OAuthConnection.id == connection.id,
+                    OAuthConnection.refresh_token_enc.is_not_distinct_from(expected),
+                )
+                .values(changed)
+                .execution_options(synchronize_session=False)
             )
-            .values(changed)
-            .execution_options(synchronize_session=False)
-        )
-        if (await session.execute(statement)).rowcount != 1:  # type: ignore[attr-defined]
+            if (await session.execute(statement)).rowcount == 1:  # type: ignore[attr-defined]
+                prepared.record(session, connection, previous, reason)
+                return True
+            current = await session.scalar(
+                select(OAuthConnection.refresh_token_enc).where(OAuthConnection.id == connection.id)
+            )
+        if not _same_refresh_token(ctx, connection, expected, current):
             return False
-        prepared.record(session, connection, previous, reason)
-    return True
+        expected = current
+    return False
+
+
+def _same_refresh_token(
+    ctx: TokenContext, connection: OAuthConnection, used: str | None, current: str | None
+) -> bool:
+    """Whether two ciphertexts of the connection's refresh token hold the same token."""
+    if used is None or current is None:
+        return False
+    try:
+        opened = [
+            open_stored_refresh_token(ctx.keyring, connection.tenant_id, connection.id, value)
+            for value in (used, current)
+        ]
+    except DecryptionError:
+        return False
+    return opened[0] == opened[1]
 
 
 def _changed_columns(connection: OAuthConnection) -> dict[str, Any]:

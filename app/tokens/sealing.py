@@ -42,6 +42,12 @@ def open_refresh_token(keyring: Keyring, conn: OAuthConnection) -> str | None:
     return REFRESH_TOKEN.open_row(keyring, conn)
 
 
+def open_stored_refresh_token(
+    keyring: Keyring, tenant_id: str, connection_id: str, stored: str
+) -> str:
+    return REFRESH_TOKEN.open(keyring, tenant_id, connection_id, stored)
+
+
 def seal_code_verifier(keyring: Keyring, state: OAuthState, verifier: str) -> None:
     CODE_VERIFIER.seal(keyring, state, verifier)
 

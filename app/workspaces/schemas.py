@@ -20,3 +20,32 @@ class WorkspaceRead(ResponseModel):
     tier: str
     created_at: datetime
     updated_at: datetime
+
+
+class WorkspacePage(ResponseModel):
+    items: list[WorkspaceRead]
+    next_cursor: str | None
+
+
+class RevocationsRead(ResponseModel):
+    connections: int
+    attempted: int
+    revoked: int
+    failed: int
+    timed_out: int
+
+
+class WorkspaceDeletionRead(ResponseModel):
+    id: str
+    tenant_id: str
+    name: str | None
+    tier: str | None
+    deleted_by: str
+    deleted_at: datetime
+    counts: dict[str, int]
+    revocations: RevocationsRead
+
+
+class WorkspaceDeletionPage(ResponseModel):
+    items: list[WorkspaceDeletionRead]
+    next_cursor: str | None

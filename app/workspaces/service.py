@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.db import dialect_insert, utcnow
 from app.core.errors import InvalidField
-from app.workspaces.models import DEFAULT_TIER, Workspace
+from app.core.pagination import TimeIdCursor
+from app.workspaces.exceptions import WorkspaceNotFound
+from app.workspaces.models import DEFAULT_TIER, Workspace, WorkspaceDeletion
+
+MAX_PAGE_SIZE = 200
 
 # Monthly limits per tier; `USAGE_TIER_LIMITS` merges over these (and may add tiers).
 DEFAULT_TIER_LIMITS: dict[str, dict[str, int]] = {
@@ -35,11 +39,61 @@ async def ensure_workspace(session: AsyncSession, tenant_id: str) -> None:
     await session.execute(statement)
 
 
+async def find_workspace(session: AsyncSession, tenant_id: str) -> Workspace | None:
+    statement = select(Workspace).where(Workspace.id == tenant_id)
+    return await session.scalar(statement.execution_options(populate_existing=True))
+
+
 async def get_workspace(session: AsyncSession, tenant_id: str) -> Workspace:
-    await ensure_workspace(session, tenant_id)
-    workspace = await session.scalar(select(Workspace).where(Workspace.id == tenant_id))
-    assert workspace is not None
+    """An existing workspace; reading one never creates it (a write or PUT does)."""
+    workspace = await find_workspace(session, tenant_id)
+    if workspace is None:
+        raise WorkspaceNotFound(tenant_id)
     return workspace
+
+
+def check_tier(settings: Settings, tier: str | None) -> None:
+    if tier is not None and tier not in tier_limits(settings):
+        known = ", ".join(sorted(tier_limits(settings)))
+        raise InvalidField("tier", f"unknown tier '{tier}' (known: {known})")
+
+
+async def list_workspaces(
+    session: AsyncSession, *, tier: str | None, limit: int, cursor: str | None
+) -> tuple[list[Workspace], str | None]:
+    """Every workspace, newest first; keyset-paginated on (created_at, id)."""
+    query = select(Workspace)
+    if tier is not None:
+        query = query.where(Workspace.tier == tier)
+    if cursor:
+        after = TimeIdCursor.decode(cursor)
+        query = query.where(tuple_(Workspace.created_at, Workspace.id) < (after.at, after.id))
+    query = query.order_by(Workspace.created_at.desc(), Workspace.id.desc()).limit(limit + 1)
+    rows = list((await session.scalars(query)).all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, TimeIdCursor(rows[-1].created_at, rows[-1].id).encode()
+
+
+async def list_deletions(
+    session: AsyncSession, *, tenant_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[WorkspaceDeletion], str | None]:
+    """The offboarding records, newest first; keyset-paginated on (deleted_at, id)."""
+    query = select(WorkspaceDeletion)
+    if tenant_id is not None:
+        query = query.where(WorkspaceDeletion.deleted_tenant_id == tenant_id)
+    if cursor:
+        after = TimeIdCursor.decode(cursor)
+        query = query.where(
+            tuple_(WorkspaceDeletion.deleted_at, WorkspaceDeletion.id) < (after.at, after.id)
+        )
+    query = query.order_by(WorkspaceDeletion.deleted_at.desc(), WorkspaceDeletion.id.desc())
+    rows = list((await session.scalars(query.limit(limit + 1))).all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, TimeIdCursor(rows[-1].deleted_at, rows[-1].id).encode()
 
 
 async def get_tier(session: AsyncSession, tenant_id: str) -> str:
@@ -55,9 +109,9 @@ async def update_workspace(
     name: str | None,
     tier: str | None,
 ) -> Workspace:
-    if tier is not None and tier not in tier_limits(settings):
-        known = ", ".join(sorted(tier_limits(settings)))
-        raise InvalidField("tier", f"unknown tier '{tier}' (known: {known})")
+    """Edit the workspace, creating it first when it is new (PUT)."""
+    check_tier(settings, tier)
+    await ensure_workspace(session, tenant_id)
     workspace = await get_workspace(session, tenant_id)
     if name is not None:
         workspace.name = name

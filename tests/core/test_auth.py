@@ -21,7 +21,7 @@ from app.core.errors import Unauthorized
 from app.state import app_state
 from tests.conftest import IS_POSTGRES, TokenFactory, bearer, build_settings, running_app
 
-ADMIN_ROUTE = "/api/admin/workspaces/tenant-a"
+ADMIN_ROUTE = "/api/admin/workspaces/tenant-a/usage"
 
 
 def _claims(settings: Settings, **overrides: Any) -> dict[str, Any]:

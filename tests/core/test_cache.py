@@ -98,7 +98,7 @@ async def test_redis_dying_mid_run_degrades_health_and_requests_still_work(
         assert degraded.status_code == 200
         assert degraded.json()["status"] == "degraded"
         assert degraded.json()["checks"]["cache"] == "redis:unavailable"
-        response = await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
+        response = await client.get("/api/admin/workspaces/tenant-a/usage", headers=bearer(token))
         assert response.status_code == 200
 
 

@@ -19,7 +19,7 @@ async def test_token_command_mints_a_token_the_service_accepts(
     principal = await TokenVerifier(settings).verify(token)
     assert principal.tenants == {"tenant-a"}
     assert principal.roles == {"admin"}
-    response = await client.get("/api/admin/workspaces/tenant-a", headers=bearer(token))
+    response = await client.get("/api/admin/workspaces/tenant-a/usage", headers=bearer(token))
     assert response.status_code == 200
 
 

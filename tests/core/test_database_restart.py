@@ -50,7 +50,7 @@ async def app_on(cluster: PrivatePostgres) -> AsyncIterator[tuple[Any, httpx.Asy
 
 
 async def _read_workspace(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.get("/api/admin/workspaces/acme", headers=bearer(token))
+    return await client.get("/api/admin/workspaces/acme/usage", headers=bearer(token))
 
 
 async def test_a_database_shutting_down_answers_503_not_500(

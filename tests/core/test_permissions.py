@@ -249,7 +249,7 @@ async def test_a_tenant_admin_cannot_revoke_another_token_by_its_jti(
     tenant_admin = bearer(make_token([TENANT], roles=["admin"]))
     refused = await client.post("/auth/revoke", json={"jti": "victim-jti"}, headers=tenant_admin)
     assert refused.status_code == 403
-    still_valid = await client.get("/api/admin/workspaces/tenant-b", headers=bearer(victim))
+    still_valid = await client.get("/api/admin/workspaces/tenant-b/usage", headers=bearer(victim))
     assert still_valid.status_code == 200
 
 
@@ -260,7 +260,7 @@ async def test_an_admin_of_every_tenant_may_revoke_a_token_by_its_jti(
     operator = bearer(make_token(["*"], roles=["admin"]))
     revoked = await client.post("/auth/revoke", json={"jti": "victim-jti"}, headers=operator)
     assert revoked.status_code == 200
-    refused = await client.get("/api/admin/workspaces/tenant-b", headers=bearer(victim))
+    refused = await client.get("/api/admin/workspaces/tenant-b/usage", headers=bearer(victim))
     assert refused.status_code == 401
 
 

@@ -26,7 +26,7 @@ from tests.conftest import (
     running_app,
 )
 
-ADMIN_ROUTE = "/api/admin/workspaces/tenant-a"
+ADMIN_ROUTE = "/api/admin/workspaces/tenant-a/usage"
 
 
 async def _insert(app: Any, *rows: dict[str, Any]) -> None:
