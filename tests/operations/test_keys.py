@@ -29,6 +29,9 @@ NEW = f"new:{Keyring.generate_key()}"
 ROTATED = f"{NEW},{OLD}"  # the new key first: it encrypts, both decrypt
 TENANT = "tenant-a"
 
+# A Standard Webhooks secret (whsec_ and the base64 of 30 bytes) whose mask ends in "cdef".
+WEBHOOK_SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhcdef"
+
 
 async def _populate(
     database_url: str, make_token: TokenFactory, server: LocalOAuthServer, encryption_keys: str
@@ -53,7 +56,7 @@ async def _populate(
         assert second.status_code == 200, second.text
         hook = await client.put(
             "/monitoring/webhook",
-            json={"url": "http://127.0.0.1:9/hooks", "secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhcdef"},
+            json={"url": "http://127.0.0.1:9/hooks", "secret": WEBHOOK_SECRET},
             headers=service,
         )
         assert hook.status_code == 200, hook.text
