@@ -1,4 +1,4 @@
-"""The `junction` command: serve, migrate, and mint a development token."""
+"""The `junction` command: serve, migrate, mint a development token, copy and verify databases."""
 
 from __future__ import annotations
 
@@ -57,6 +57,23 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_db(args: argparse.Namespace) -> int:
+    from app.operations import copy_db
+
+    return copy_db.run_command(
+        args.source, args.target, resume=args.resume, batch_size=args.batch_size, out=sys.stdout
+    )
+
+
+def _verify_db(args: argparse.Namespace) -> int:
+    from app.operations import verify_db
+
+    return verify_db.run_command(args.a, args.b, out=sys.stdout)
+
+
+_EXIT_CODES = "exit codes: 0 identical, 1 a table differs (named), 2 usage error or refused"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="junction", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-user")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=_token)
+
+    copy_db = commands.add_parser(
+        "copy-db",
+        help="copy every table to another database (SQLite or PostgreSQL), then verify it",
+        description="Copy every table from one database to another and verify the copy "
+        "(row counts and checksums). The target is migrated first and must be empty, unless "
+        "--resume. See docs/operations.md.",
+        epilog=_EXIT_CODES,
+    )
+    copy_db.add_argument("--from", dest="source", required=True, metavar="URL")
+    copy_db.add_argument("--to", dest="target", required=True, metavar="URL")
+    copy_db.add_argument(
+        "--resume", action="store_true", help="continue an interrupted copy into this target"
+    )
+    copy_db.add_argument("--batch-size", type=int, default=10_000, metavar="N", help="rows")
+    copy_db.set_defaults(func=_copy_db)
+
+    verify_db = commands.add_parser(
+        "verify-db",
+        help="compare two databases table by table (row counts and checksums)",
+        description="Compare every table of two databases (SQLite or PostgreSQL), each read in "
+        "one snapshot: row counts and an order-independent checksum.",
+        epilog=_EXIT_CODES,
+    )
+    verify_db.add_argument("a", metavar="URL_A")
+    verify_db.add_argument("b", metavar="URL_B")
+    verify_db.set_defaults(func=_verify_db)
     return parser
 
 
