@@ -44,9 +44,12 @@ async def _schema_revision(request: Request) -> str | None:
 
 
 def _monitor_state(request: Request) -> str:
-    monitor = app_state(request.app).monitoring.loop
+    state = app_state(request.app)
+    monitor = state.monitoring.loop
     if monitor is None:
-        return "disabled"
+        return (
+            "paused" if state.settings.read_only and state.settings.monitor_enabled else "disabled"
+        )
     return "running" if monitor.running else "stopped"
 
 
@@ -63,6 +66,8 @@ async def health(request: Request) -> JSONResponse:
         "database": "ok" if database else "unavailable",
         "cache": f"{cache.backend}:{cache_state}",
         "monitor": monitor,
+        # "read_only" while MAINTENANCE_MODE says so: reads work, writes answer 503.
+        "maintenance": app_state(request.app).settings.maintenance_mode,
     }
     degraded = cache_state != "ok" or monitor == "stopped"
     status = "unavailable" if not database else ("degraded" if degraded else "ok")

@@ -36,6 +36,10 @@ async def ensure_workspace(session: AsyncSession, tenant_id: str) -> None:
 
 
 async def get_workspace(session: AsyncSession, tenant_id: str) -> Workspace:
+    # Read first: a known workspace is read without a write (and so in read-only maintenance).
+    workspace = await session.scalar(select(Workspace).where(Workspace.id == tenant_id))
+    if workspace is not None:
+        return workspace
     await ensure_workspace(session, tenant_id)
     workspace = await session.scalar(select(Workspace).where(Workspace.id == tenant_id))
     assert workspace is not None
