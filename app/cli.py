@@ -71,7 +71,10 @@ def _verify_db(args: argparse.Namespace) -> int:
     return verify_db.run_command(args.a, args.b, out=sys.stdout)
 
 
-_EXIT_CODES = "exit codes: 0 identical, 1 a table differs (named), 2 usage error or refused"
+_EXIT_CODES = (
+    "exit codes: 0 identical, 1 a table differs (named), 2 usage error or refused (nothing "
+    "written), 3 a database failed part-way"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

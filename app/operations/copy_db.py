@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from sqlalchemy import Table, desc, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core import migrations
@@ -56,6 +58,12 @@ class CopyReport:
     source: str
     target: str
     tables: list[TableReport] = field(default_factory=list)
+    copy_s: float = 0.0  # reading the source and writing the target
+    verify_s: float = 0.0  # reading the target back
+
+    @property
+    def rows(self) -> int:
+        return sum(table.source.rows for table in self.tables)
 
     @property
     def differences(self) -> list[TableReport]:
@@ -169,6 +177,13 @@ async def _advance_sequences(conn: AsyncConnection, tables: list[Table]) -> None
 
 
 async def _prepare_target(target: Database, *, resume: bool) -> None:
+    if not target.is_missing_file:
+        await _refuse_unusable_target(target, resume=resume)
+    # The migration runs an event loop of its own, so in a thread of its own.
+    await asyncio.to_thread(migrations.upgrade, target.url)
+
+
+async def _refuse_unusable_target(target: Database, *, resume: bool) -> None:
     holding = await databases.nonempty_tables(target)
     if holding and not resume:
         raise Refused(
@@ -181,8 +196,6 @@ async def _prepare_target(target: Database, *, resume: bool) -> None:
             f"the target {target.display} is at schema {revision}, which this junction does "
             "not know (a newer release wrote it)"
         )
-    # The migration runs an event loop of its own, so in a thread of its own.
-    await asyncio.to_thread(migrations.upgrade, target.url)
 
 
 async def copy_database(
@@ -207,6 +220,7 @@ async def copy_database(
 async def _copy(source: Database, target: Database, *, resume: bool, batch_size: int) -> CopyReport:
     report = CopyReport(source.display, target.display)
     tables = databases.copied_tables()
+    started = time.perf_counter()
     async with target.engine.connect() as target_conn:
         writer: _Writer = (
             _PostgresWriter(target_conn, target.dialect)
@@ -229,11 +243,14 @@ async def _copy(source: Database, target: Database, *, resume: bool, batch_size:
                 )
         if target.dialect == "postgresql":
             await _advance_sequences(target_conn, tables)
+    report.copy_s = time.perf_counter() - started
+    started = time.perf_counter()
     async with databases.snapshot(target) as target_conn:
         for table, table_report in zip(tables, report.tables, strict=True):
             table_report.target = await sum_table(
                 target_conn, table, label=f"verify {table.name}", total=table_report.source.rows
             )
+    report.verify_s = time.perf_counter() - started
     return report
 
 
@@ -248,10 +265,18 @@ def run_command(
     except Refused as exc:
         print(f"junction copy-db: refused: {exc}", file=sys.stderr)
         return databases.EXIT_REFUSED
+    except (DBAPIError, OSError) as exc:
+        print(
+            f"junction copy-db: failed part-way ({databases.describe_failure(exc)}); what was "
+            "committed stays: run the same command again with --resume",
+            file=sys.stderr,
+        )
+        return databases.EXIT_FAILED
     written = sum(table.written for table in report.tables)
     kept = sum(table.kept for table in report.tables)
     print(f"copied {report.source} -> {report.target}: {written} rows written", file=out, end="")
-    print(f" ({kept} already there from an interrupted run)" if kept else "", file=out)
+    print(f" ({kept} already there from an interrupted run)" if kept else "", file=out, end="")
+    print(f" in {report.copy_s:.1f} s, verified in {report.verify_s:.1f} s", file=out)
     different = print_comparison(
         [(t.table, t.source, t.target) for t in report.tables], out, names=("source", "target")
     )

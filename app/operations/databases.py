@@ -23,6 +23,7 @@ from app.core.db import Base, create_tool_engine
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
 EXIT_REFUSED = 2
+EXIT_FAILED = 3  # a database failed part-way (copy-db: run it again with --resume)
 
 
 class Refused(Exception):
@@ -50,6 +51,11 @@ class Database:
     def display(self) -> str:
         return display_url(self.url)
 
+    @property
+    def is_missing_file(self) -> bool:
+        """A SQLite file that does not exist yet (the migration will create it)."""
+        return self.dialect == "sqlite" and not Path(make_url(self.url).database or "").exists()
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
@@ -73,9 +79,14 @@ def open_database(url: str, *, must_exist: bool) -> Database:
     return Database(url, create_tool_engine(url))
 
 
+def describe_failure(exc: BaseException) -> str:
+    """The error's class and first line (the engines hide bound parameters; no URL is in it)."""
+    reason = str(getattr(exc, "orig", None) or exc)
+    return f"{type(exc).__name__}: {reason.splitlines()[0] if reason else ''}"
+
+
 def _connection_refused(database: Database, exc: BaseException) -> Refused:
-    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
-    return Refused(f"cannot open {database.display}: {type(exc).__name__}: {reason}")
+    return Refused(f"cannot open {database.display}: {describe_failure(exc)}")
 
 
 async def schema_revision(database: Database) -> str | None:

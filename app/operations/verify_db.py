@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
+from sqlalchemy.exc import DBAPIError
+
 from app.operations import databases
 from app.operations.checksum import TableSum, sum_table
 
@@ -76,6 +78,9 @@ def run_command(url_a: str, url_b: str, *, out: TextIO) -> int:
     except databases.Refused as exc:
         print(f"junction verify-db: refused: {exc}", file=sys.stderr)
         return databases.EXIT_REFUSED
+    except (DBAPIError, OSError) as exc:
+        print(f"junction verify-db: failed: {databases.describe_failure(exc)}", file=sys.stderr)
+        return databases.EXIT_FAILED
     different = print_comparison([(c.table, c.a, c.b) for c in comparisons], out, names=("A", "B"))
     if different:
         print(f"junction verify-db: different: {', '.join(different)}", file=sys.stderr)
