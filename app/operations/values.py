@@ -71,7 +71,9 @@ def _sqlite_datetime(value: str) -> datetime:
 
 
 def _sqlite_datetime_text(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:  # canonical values are UTC already (asyncpg's are)
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _parsed_json(value: Any) -> Any:

@@ -303,6 +303,10 @@ async def test_the_source_snapshot_does_not_see_rows_written_after_it_began(
     database = databases.open_database(database_url, must_exist=True)
     try:
         async with databases.snapshot(database) as conn:
+            if IS_POSTGRES:
+                level = await conn.execute(text("SHOW transaction_isolation"))
+                assert level.scalar() == "repeatable read"
+                assert (await conn.execute(text("SHOW transaction_read_only"))).scalar() == "on"
             assert await databases.count_rows(conn, UsageEvent.__table__) == 3
             await add_usage_events(database_url, 2)  # another connection commits meanwhile
             assert await databases.count_rows(conn, UsageEvent.__table__) == 3
