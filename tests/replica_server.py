@@ -52,7 +52,18 @@ class ReplicaServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
+        try:
+            self._wait_until_it_answers()
+        except BaseException:
+            # A replica that did not come up is not left running behind the failed test.
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def _wait_until_it_answers(self) -> None:
+        # Generous: on a machine shared with other suites, importing the app alone can take
+        # over 15 s; this is a start-up deadline, not a measure of speed.
+        deadline = time.monotonic() + 60
         while True:
             assert self.process.poll() is None, "the replica exited during start-up"
             try:

@@ -126,6 +126,6 @@ async def sum_table(
     stream = await conn.stream(databases.raw_select(table, conn.dialect))
     with Progress(label, total=total) as progress:
         async for rows in stream.partitions(STREAM_BATCH):
-            result.add(values.decoded(rows, decode), row_hash)
+            result.add(values.converted(rows, decode), row_hash)
             progress.advance(len(rows))
     return result

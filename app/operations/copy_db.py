@@ -81,7 +81,7 @@ class _Writer:
     def _encoded(self, table: Table, rows: Sequence[values.Row]) -> Sequence[values.Row]:
         if table.name not in self._encoders:
             self._encoders[table.name] = values.row_encoder(table, self._dialect)
-        return values.decoded(rows, self._encoders[table.name])
+        return values.converted(rows, self._encoders[table.name])
 
     async def write(self, table: Table, rows: Sequence[values.Row]) -> None:
         raise NotImplementedError
@@ -140,7 +140,7 @@ async def _copy_table(
     stream = await source.stream(databases.raw_select(table, source.dialect, in_key_order=True))
     with Progress(f"copy {table.name}", total=total) as progress:
         async for batch in stream.partitions(batch_size):
-            rows = values.decoded(batch, decode)
+            rows = values.converted(batch, decode)
             report.source.add(rows, row_hash)
             fresh = rows
             if resume_after is not None:

@@ -149,5 +149,6 @@ def row_encoder(table: Table, dialect: str) -> RowConvert | None:
     return _row_converter([_encoder(column, dialect) for column in table.columns])
 
 
-def decoded(rows: Sequence[Row], decode: RowConvert | None) -> Sequence[Row]:
-    return rows if decode is None else [decode(row) for row in rows]
+def converted(rows: Sequence[Row], convert: RowConvert | None) -> Sequence[Row]:
+    """`rows` through a row decoder or encoder (None: as they are)."""
+    return rows if convert is None else [convert(row) for row in rows]
