@@ -71,6 +71,26 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_db(args: argparse.Namespace) -> int:
+    from app.operations import copy_db
+
+    return copy_db.run_command(
+        args.source, args.target, resume=args.resume, batch_size=args.batch_size, out=sys.stdout
+    )
+
+
+def _verify_db(args: argparse.Namespace) -> int:
+    from app.operations import verify_db
+
+    return verify_db.run_command(args.a, args.b, out=sys.stdout)
+
+
+_EXIT_CODES = (
+    "exit codes: 0 identical, 1 a table differs (named), 2 usage error or refused (nothing "
+    "written), 3 a database failed part-way"
+)
+
+
 def _operation(module: str) -> Callable[[argparse.Namespace], int]:
     """The `command(args)` of `app.operations.<module>`, imported when it runs."""
 
@@ -91,7 +111,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "of ENCRYPTION_KEYS, batched, resumable, safe while the service runs (exit 1 when "
         "some value is left)",
     )
-    keys.add_argument("action", choices=["status", "rewrap"])
+    keys.add_argument("action", choices=["status", "rewrap"], help="status or rewrap")
     keys.add_argument("--batch", type=int, default=500, help="rows per transaction (rewrap)")
     keys.set_defaults(func=_operation("keys"))
 
@@ -117,7 +137,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "reported; a second run imports nothing twice. Exit 0 all imported, 1 some rows "
         "refused, 2 the source could not be read.",
     )
-    imports.add_argument("what", choices=["provider-configs"])
+    imports.add_argument("what", choices=["provider-configs"], help="what to import")
     imports.add_argument("--from", dest="source", required=True, help="the source database URL")
     imports.add_argument("--tenant", help="only this tenant's configurations")
     imports.set_defaults(func=_operation("import_configs"))
@@ -188,6 +208,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev_provider.add_command(commands)
     _add_operations(commands)
+    copy_db = commands.add_parser(
+        "copy-db",
+        help="copy every table to another database (SQLite or PostgreSQL), then verify it",
+        description="Copy every table from one database to another and verify the copy "
+        "(row counts and checksums). The target is migrated first and must be empty, unless "
+        "--resume. See docs/operations.md.",
+        epilog=_EXIT_CODES,
+    )
+    copy_db.add_argument(
+        "--from", dest="source", required=True, metavar="URL", help="the database to copy"
+    )
+    copy_db.add_argument(
+        "--to", dest="target", required=True, metavar="URL", help="the database to copy into"
+    )
+    copy_db.add_argument(
+        "--resume", action="store_true", help="continue an interrupted copy into this target"
+    )
+    copy_db.add_argument(
+        "--batch-size",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="rows per batch (default %(default)s)",
+    )
+    copy_db.set_defaults(func=_copy_db)
+
+    verify_db = commands.add_parser(
+        "verify-db",
+        help="compare two databases table by table (row counts and checksums)",
+        description="Compare every table of two databases (SQLite or PostgreSQL), each read in "
+        "one snapshot: row counts and an order-independent checksum.",
+        epilog=_EXIT_CODES,
+    )
+    verify_db.add_argument("a", metavar="URL_A", help="one database")
+    verify_db.add_argument("b", metavar="URL_B", help="the other database")
+    verify_db.set_defaults(func=_verify_db)
     return parser
 
 

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 from app import __version__
 from app.auth import router as auth_router
 from app.auth.service import RevocationList
-from app.core import openapi, permissions
+from app.core import maintenance, openapi, permissions
 from app.core.auth import TokenVerifier
 from app.core.config import Settings
 from app.core.cors import CorsMiddleware
@@ -60,6 +60,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
     before it opens, and monitoring registers its listener with the token context.
     """
     engine = create_engine(settings)
+    maintenance.refuse_writes_on(engine, settings)
     sessionmaker = create_sessionmaker(engine)
     cache = build_cache(
         settings.redis_url,
@@ -145,6 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
+    if settings.read_only:
+        # Innermost: a refused write is still counted, rate-limited and given a request id.
+        app.add_middleware(
+            maintenance.MaintenanceMiddleware, retry_after_s=settings.maintenance_retry_after_s
+        )
     if settings.rate_limit:
         # Inside the request context (its 429s are counted and carry the request id).
         app.add_middleware(RateLimitMiddleware)

@@ -84,6 +84,7 @@ class RevocationList:
         self.max_token_lifetime_s = settings.auth_max_token_lifetime_s
         self.max_entries = settings.auth_revocation_max_entries
         self._purge_batch = purge_batch
+        self._read_only = settings.read_only
         # storage key -> when the token expires (epoch seconds; a float is the smallest record).
         self._revoked: dict[str, float] = {}
         # The same keys by the minute they expire in, so a sync drops expired entries without
@@ -192,7 +193,8 @@ class RevocationList:
             self._merge(jti, expires_at.timestamp(), horizon_s)
         self._synced_from = started
         self._drop_expired()
-        await self.purge()
+        if not self._read_only:  # maintenance: the database is not written, expired rows wait
+            await self.purge()
         return len(rows)
 
     async def _resync(self) -> None:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False
     # How long a browser may reuse a preflight's answer.
     cors_max_age_s: int = Field(default=600, ge=0, le=86400)
+    # "read_only" for a cutover or a backup: writes answer 503 `maintenance` with Retry-After,
+    # reads keep working, the background writers pause (app/core/maintenance.py).
+    maintenance_mode: Literal["off", "read_only"] = "off"
+    maintenance_retry_after_s: int = Field(default=60, ge=1, le=86400)
 
     # --- secrets -------------------------------------------------------------------------
     encryption_keys: str = DEV_ENCRYPTION_KEY
@@ -289,6 +293,10 @@ class Settings(BaseSettings):
     @property
     def is_dev(self) -> bool:
         return self.environment.lower() in {"dev", "development", "test"}
+
+    @property
+    def read_only(self) -> bool:
+        return self.maintenance_mode == "read_only"
 
     @property
     def serves_docs(self) -> bool:

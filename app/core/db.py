@@ -24,7 +24,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-from app.core.config import Settings
+from app.core.config import Settings, normalize_database_url
 
 logger = logging.getLogger("junction.db")
 
@@ -152,6 +152,42 @@ def single_statement_reader(engine: AsyncEngine) -> AsyncEngine:
     if engine.sync_engine in _TIMEOUT_PER_TRANSACTION:
         return engine
     return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def create_tool_engine(url: str) -> AsyncEngine:
+    """An engine for the operators' commands (copy, verify): one connection at a time, no
+    statement timeout (a table is read in one statement), and on SQLite real transactions, so
+    a read transaction is one snapshot and a batch of writes commits at once.
+    """
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=True, poolclass=NullPool
+        )
+        _configure_sqlite(engine)
+
+        # pysqlite begins a transaction only before a write, so each read would be a snapshot
+        # of its own; SQLAlchemy's documented recipe: the driver in autocommit, BEGIN ourselves.
+        @event.listens_for(engine.sync_engine, "connect")
+        def _driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            # A table of a million rows has indexes in random key order: with SQLite's default
+            # 2 MiB page cache, writing or reading them in key order misses it at every row.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA cache_size=-262144")  # KiB: 256 MiB at most, as needed
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_async_engine(
+        url,
+        hide_parameters=True,
+        poolclass=NullPool,
+        connect_args={"server_settings": {"application_name": "junction-operations"}},
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -30,6 +30,10 @@ class DomainError(Exception):
         self.detail = detail
         self.extra = extra
 
+    def response_headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the body (a Retry-After, say)."""
+        return {}
+
 
 class BadRequest(DomainError):
     status_code = 400
@@ -137,7 +141,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    headers.update(exc.response_headers())
     return JSONResponse(
         status_code=exc.status_code,
         content=error_body(exc.code, exc.detail, **exc.extra),

@@ -45,9 +45,12 @@ async def _schema_revision(request: Request) -> str | None:
 
 
 def _monitor_state(request: Request) -> str:
-    monitor = app_state(request.app).monitoring.loop
+    state = app_state(request.app)
+    monitor = state.monitoring.loop
     if monitor is None:
-        return "disabled"
+        return (
+            "paused" if state.settings.read_only and state.settings.monitor_enabled else "disabled"
+        )
     return "running" if monitor.running else "stopped"
 
 
@@ -76,6 +79,8 @@ async def health(request: Request) -> JSONResponse:
         "cache": f"{cache.backend}:{cache_state}",
         "monitor": monitor,
         "keys": _keys_state(unknown_keys),
+        # "read_only" while MAINTENANCE_MODE says so: reads work, writes answer 503.
+        "maintenance": app_state(request.app).settings.maintenance_mode,
     }
     if unknown_keys:
         checks["secrets_under_unknown_keys"] = unknown_keys

@@ -41,7 +41,8 @@ async def lifespan(
     stop_listening = tokens.on_status_change(service.prepare_status_recorder)
     dispatcher = webhook_delivery.WebhookDispatcher(settings, sessionmaker, keyring, http)
     monitor: MonitorLoop | None = None
-    if settings.monitor_enabled:
+    # Read-only maintenance: neither the loop nor the dispatcher writes to the database.
+    if settings.monitor_enabled and not settings.read_only:
         await dispatcher.start()
         monitor = build_monitor(settings, sessionmaker, tokens)
         await monitor.start()

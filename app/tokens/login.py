@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import maintenance
 from app.core.crypto import DecryptionError
 from app.core.db import new_id, utcnow
 from app.tokens import oauth, repository
@@ -114,6 +115,8 @@ async def complete_callback(
     """
     if not state or len(state) > 512:
         raise InvalidState("state is missing or malformed")
+    # Before the state is consumed and the code exchanged: a login cannot be stored now.
+    maintenance.refuse_writes(ctx.settings)
     now = utcnow()
     async with ctx.sessionmaker() as session, session.begin():
         pending = await repository.consume_state(session, oauth.state_key(state))

@@ -129,6 +129,8 @@ async def _touch(ctx: TokenContext, connection_id: str, last_used_at: datetime |
     now = utcnow()
     if last_used_at is not None and last_used_at >= now - _LAST_USED_RESOLUTION:
         return last_used_at
+    if ctx.settings.read_only:  # maintenance: a hint is not worth a write
+        return last_used_at or now
     # SKIP LOCKED: a refresh holding the row lock through its provider call must not hold up a
     # read of the still-valid token; last_used_at is only a hint and waits a minute.
     row = (
@@ -163,7 +165,10 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
     if connection.status == STATUS_NEEDS_REAUTH:
         _raise_needs_reauth(connection)
     now = utcnow()
-    if not timing.needs_refresh(connection.spec, connection.expires_at, now):
+    if not timing.needs_refresh(connection.spec, connection.expires_at, now) or (
+        # Maintenance: a token that still works serves rather than be refreshed (and refused).
+        ctx.settings.read_only and connection.expires_at is not None and connection.expires_at > now
+    ):
         view = _open_view(ctx, connection)
         last_used_at = await _touch(ctx, connection.id, connection.last_used_at)
         serve_for_s = timing.serve_for_s(connection.spec, connection.expires_at, now)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import maintenance
 from app.core.config import Settings
 from app.core.crypto import DecryptionError
 from app.core.db import utcnow
@@ -76,6 +77,8 @@ async def refresh_connection(
     Waiters that get the lock after someone else refreshed find the fresh token and skip, so many
     concurrent callers cause one provider call. `force` ignores freshness and the failure cooldown.
     """
+    # Before the provider is called: a refresh token it rotates could not be stored.
+    maintenance.refuse_writes(ctx.settings)
     started_at = utcnow()
     async with refresh_lock(ctx, connection_id) as lock:
         if lock is None:
