@@ -121,7 +121,7 @@ async def _refresh_locked(
         spec = ctx.spec_for(client)
         if status == STATUS_NEEDS_REAUTH:
             return RefreshOutcome(connection_id, RefreshResult.NEEDS_REAUTH, status, last_error)
-        if not force and _not_due(connection, spec, now, started_at):
+        if not force and _not_due(connection, spec, now, started_at, ctx.settings):
             return RefreshOutcome(connection_id, RefreshResult.SKIPPED, status, last_error)
         if connection.refresh_token_enc is None:
             expired = connection.expires_at is not None and connection.expires_at <= now
@@ -242,11 +242,15 @@ async def _lost_race(ctx: TokenContext, connection_id: str) -> RefreshOutcome:
 
 
 def _not_due(
-    connection: OAuthConnection, spec: ProviderSpec, now: datetime, started_at: datetime
+    connection: OAuthConnection,
+    spec: ProviderSpec,
+    now: datetime,
+    started_at: datetime,
+    settings: Settings,
 ) -> bool:
     if connection.last_refreshed_at is not None and connection.last_refreshed_at >= started_at:
         return True  # another worker refreshed it while this one waited for the lock
-    return not timing.refresh_is_due(connection, spec, now)
+    return not timing.refresh_is_due(connection, spec, now, settings)
 
 
 def apply_token_set(
@@ -266,6 +270,8 @@ def apply_token_set(
     connection.expires_at = (
         now + timedelta(seconds=tokens.expires_in) if tokens.expires_in is not None else None
     )
+    # The lifetime bounds the token's refresh margin (app/tokens/timing.py).
+    connection.token_lifetime_s = tokens.expires_in
     connection.status = STATUS_ACTIVE
     connection.last_refreshed_at = now
     connection.last_error = None

@@ -67,6 +67,8 @@ _TOKEN_READ = (
         OAuthConnection.token_type,
         OAuthConnection.scope,
         OAuthConnection.expires_at,
+        OAuthConnection.token_lifetime_s,
+        OAuthConnection.last_refreshed_at,
         OAuthConnection.status,
         OAuthConnection.last_error,
         OAuthConnection.last_used_at,
