@@ -52,7 +52,8 @@ class ReplicaServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
+        # Generous: on a loaded machine (the suite shares two cores) start-up alone takes ~15 s.
+        deadline = time.monotonic() + 60
         while True:
             assert self.process.poll() is None, "the replica exited during start-up"
             try:
