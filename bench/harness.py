@@ -269,7 +269,7 @@ async def run_server(env: dict[str, str]) -> AsyncIterator[str]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as client:
-            for _ in range(200):
+            for _ in range(600):  # 60 s: start-up alone takes ~15 s on a loaded machine
                 if process.poll() is not None:
                     raise RuntimeError("benchmark server exited during start-up")
                 try:

@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     token_refresh_wait_s: float = Field(default=15.0, gt=0)
     token_refresh_cooldown_s: float = Field(default=30.0, ge=0)
     token_refresh_backoff_max_s: float = Field(default=3600.0, gt=0)
+    # A token is due its provider's margin before it expires, never less than this floor, never
+    # more than half the lifetime it was issued with (app/tokens/timing.py).
+    token_refresh_margin_floor_s: float = Field(default=2.0, ge=0, le=3600)
+    # The least time between two automatic refreshes of one connection (reads and the loop; a
+    # forced refresh ignores it); a provider's min_refresh_interval_s overrides it.
+    token_refresh_min_interval_s: float = Field(default=1.0, ge=0, le=3600)
     # Fresh-token reads served from process memory (rows still encrypted), at most this long;
     # 0 turns the cache off.
     token_read_cache_ttl_s: float = Field(default=30.0, ge=0)

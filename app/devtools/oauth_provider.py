@@ -7,7 +7,8 @@ user; a POST of the authorization URL with `decision=approve` is what clicking d
 endpoint for the `authorization_code` (with PKCE S256 checks) and `refresh_token`
 grants with refresh-token rotation and reuse detection (reusing a rotated refresh token revokes
 the whole grant, as strict providers do), a revoke endpoint, a configurable access-token lifetime,
-switchable failures (HTTP 500, a delay longer than the client's timeout) and call counters.
+switchable failures (HTTP 500, a delay longer than the client's timeout), call counters and the
+times of its refreshes.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class LocalOAuthServer:
         self.deny_authorization = False  # the user clicks "deny"
         self.consent_page = False  # GET /authorize shows Approve / Deny instead of approving
         self.calls: Counter[str] = Counter()
+        # When (time.time()) each successful refresh grant was answered, in order.
+        self.refreshed_at: list[float] = []
         self.grants: dict[str, Grant] = {}
         self.codes: dict[str, PendingCode] = {}
         self.access_index: dict[str, str] = {}  # access token -> grant id
@@ -277,6 +280,7 @@ class LocalOAuthServer:
                 grant.revoked = True
                 return _json(400, {"error": "invalid_grant"})
             _, body = self._issue_access(grant)
+            self.refreshed_at.append(time.time())
             if self.rotate_refresh_tokens:
                 grant.used_refresh_tokens.add(grant.refresh_token)
                 grant.refresh_token = "rt-" + secrets.token_urlsafe(24)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -41,18 +41,26 @@ async def lifespan(
     stop_listening = tokens.on_status_change(service.prepare_status_recorder)
     dispatcher = webhook_delivery.WebhookDispatcher(settings, sessionmaker, keyring, http)
     monitor: MonitorLoop | None = None
+    stop_waking: Callable[[], None] = _nothing
     # Read-only maintenance: neither the loop nor the dispatcher writes to the database.
     if settings.monitor_enabled and not settings.read_only:
         await dispatcher.start()
         monitor = build_monitor(settings, sessionmaker, tokens)
+        # A login or refresh of this process that is due before the loop's next pass wakes it.
+        stop_waking = tokens.on_refresh_scheduled(monitor.wake_by)
         await monitor.start()
     try:
         yield Monitoring(webhooks=dispatcher, loop=monitor)
     finally:
+        stop_waking()
         if monitor is not None:
             await monitor.stop()
         await dispatcher.stop()
         stop_listening()
+
+
+def _nothing() -> None:
+    return None
 
 
 def build_monitor(

@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.monitoring import metrics, repository
 from app.monitoring.repository import LeasedConnection
-from app.tokens.refresh import RefreshResult
+from app.tokens.refresh import RefreshOutcome, RefreshResult
 
 logger = logging.getLogger("junction.monitoring")
 
@@ -35,8 +35,12 @@ PROVIDER_QUEUE_ROUNDS = 4
 # When a pass filled its batch, wait this long after a slot frees so refills come in small batches
 # rather than one leasing query per finished refresh.
 REFILL_DELAY_S = 0.05
+# The shortest pause between two passes, however soon the next connection is due: a token due
+# at once (or a clock step) costs a pass every this often, not a busy loop.
+MIN_PAUSE_S = 0.1
 
-Refresher = Callable[[LeasedConnection], Awaitable[RefreshResult]]
+# Refreshes a leased connection for the lease's owner (the loop's id).
+Refresher = Callable[[LeasedConnection, str], Awaitable[RefreshOutcome]]
 
 
 def instance_owner() -> str:
@@ -91,6 +95,10 @@ class MonitorLoop:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        # The earliest refresh_due_at known to be ahead (from the database after a pass, or
+        # told by `wake_by`); the loop passes then rather than a whole interval later.
+        self._wake_at: datetime | None = None
+        self._rescheduled = asyncio.Event()
         self._global_slots = asyncio.Semaphore(settings.monitor_concurrency)
         self._provider_slots: dict[str, asyncio.Semaphore] = {}
         self._queued: dict[str, asyncio.Task[None]] = {}
@@ -151,6 +159,13 @@ class MonitorLoop:
 
     # --- scheduling -----------------------------------------------------------------------
 
+    def wake_by(self, due_at: datetime) -> None:
+        """A connection is due at `due_at` (this process just stored it: a login, a refresh):
+        pass by then, however long the interval."""
+        if self._wake_at is None or due_at < self._wake_at:
+            self._wake_at = due_at
+            self._rescheduled.set()
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
             more_due = False
@@ -161,19 +176,33 @@ class MonitorLoop:
             await self._pause(more_due)
 
     async def _pause(self, more_due: bool) -> None:
-        """Wait out the interval; with more due than the last pass took, only until a slot frees."""
-        waits = [asyncio.ensure_future(self._stopping.wait())]
+        """Wait until the next connection is due (at least MIN_PAUSE_S, at most the interval);
+        with more due than the last pass took, only until a slot frees."""
         if more_due:
-            waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+            await self._wait_for(self._slot_freed, self.settings.monitor_interval_s)
+            if not self._stopping.is_set():
+                await asyncio.sleep(REFILL_DELAY_S)
+            return
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + self.settings.monitor_interval_s
+        while not self._stopping.is_set():
+            self._rescheduled.clear()
+            wait_s = deadline - clock.time()
+            if self._wake_at is not None:
+                wait_s = min(wait_s, (self._wake_at - utcnow()).total_seconds())
+            if not await self._wait_for(self._rescheduled, max(wait_s, MIN_PAUSE_S)):
+                return  # the time came (or shutdown)
+            # Told of an earlier due time: wait for that instead.
+
+    async def _wait_for(self, event: asyncio.Event, timeout_s: float) -> bool:
+        """Wait for `event`, shutdown or the timeout; whether `event` was set."""
+        waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(event.wait())]
         try:
-            await asyncio.wait(
-                waits, timeout=self.settings.monitor_interval_s, return_when="FIRST_COMPLETED"
-            )
+            await asyncio.wait(waits, timeout=timeout_s, return_when="FIRST_COMPLETED")
         finally:
             for waiter in waits:
                 waiter.cancel()
-        if more_due and not self._stopping.is_set():
-            await asyncio.sleep(REFILL_DELAY_S)
+        return event.is_set() and not self._stopping.is_set()
 
     async def run_once(self) -> TickStats:
         """One pass, waiting for its refreshes to finish (tests and benchmarks drive this)."""
@@ -205,6 +234,9 @@ class MonitorLoop:
         more_due = False
         if capacity > 0:
             excluded = self._saturated_providers()
+            # What the database says below replaces what was told before this pass (it has
+            # committed by now); what is told while the pass runs is kept.
+            self._wake_at = None
             async with self._sessionmaker() as session, session.begin():
                 claimed = await repository.lease_due_connections(
                     session,
@@ -214,6 +246,11 @@ class MonitorLoop:
                     limit=capacity,
                     exclude_providers=excluded,
                 )
+                if len(claimed) < capacity:
+                    # Everything due is taken: when is the next one? (Same transaction.)
+                    next_due_at = await repository.next_due_at(session, now)
+                    if next_due_at is not None:
+                        self.wake_by(next_due_at)
             leased = await self._keep_provider_share(claimed)
             # It took all it could, handed some back, or left a busy provider's rows out.
             more_due = len(claimed) >= capacity or len(leased) < len(claimed) or bool(excluded)
@@ -260,6 +297,8 @@ class MonitorLoop:
 
     async def _refresh_leased(self, connection: LeasedConnection, tick: TickStats) -> None:
         result = RefreshResult.ABANDONED
+        released = False  # by the refresh's own write
+        hand_back = False
         try:
             # The provider's slot first: a task waiting on a slow provider holds no global slot.
             async with self._provider_slot(connection.provider), self._global_slots:
@@ -268,7 +307,9 @@ class MonitorLoop:
                     return
                 self._running[connection.id] = self._queued.pop(connection.id)
                 try:
-                    result = await self._refresher(connection)
+                    outcome = await self._refresher(connection, self.owner)
+                    result, released = outcome.result, outcome.lease_released
+                    hand_back = _not_due_again(outcome)
                 except Exception:
                     logger.exception("monitoring refresh of connection %s failed", connection.id)
                     result = RefreshResult.ERROR
@@ -282,9 +323,13 @@ class MonitorLoop:
             if self._in_flight_by_provider[connection.provider] <= 0:
                 del self._in_flight_by_provider[connection.provider]
             # A skipped connection keeps its lease until it expires: the tokens service declined
-            # to call the provider (cooldown, backoff), and retrying it every pass would spin.
-            if result != RefreshResult.SKIPPED:
+            # to call the provider (cooldown, backoff), and retrying it every pass would spin;
+            # unless it is not due again before a later time (someone else refreshed it), when
+            # keeping the lease could only delay its next refresh.
+            if (result != RefreshResult.SKIPPED or hand_back) and not released:
                 await self._release(connection.id)
+            if hand_back and outcome.refresh_due_at is not None:
+                self.wake_by(outcome.refresh_due_at)
             metrics.count_refresh(connection.provider, result)
             self.totals[result] += 1
             tick.record(result)
@@ -362,3 +407,9 @@ class MonitorLoop:
                 await self._on_tick()
             except Exception:
                 logger.warning("monitoring after-tick hook failed", exc_info=True)
+
+
+def _not_due_again(outcome: RefreshOutcome) -> bool:
+    """A skip that found the connection due only later (refreshed by someone else meanwhile)."""
+    due_at = outcome.refresh_due_at
+    return outcome.result == RefreshResult.SKIPPED and due_at is not None and due_at > utcnow()

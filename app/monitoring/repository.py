@@ -43,6 +43,13 @@ def due_connections_query(
     return query
 
 
+async def next_due_at(session: AsyncSession, now: datetime) -> datetime | None:
+    """The earliest refresh_due_at after `now` (the loop's next wake): one index probe."""
+    statement = select(func.min(Connection.refresh_due_at)).where(Connection.refresh_due_at > now)
+    due: datetime | None = await session.scalar(statement)
+    return due
+
+
 async def lease_due_connections(
     session: AsyncSession,
     *,

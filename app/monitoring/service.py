@@ -21,7 +21,7 @@ from app.monitoring.repository import LeasedConnection
 from app.tokens import refresh as token_refresh
 from app.tokens.context import StatusChange, StatusRecorder, TokenContext
 from app.tokens.models import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_REFRESH_FAILED
-from app.tokens.refresh import RefreshResult
+from app.tokens.refresh import RefreshOutcome
 
 MAX_PAGE_SIZE = 200
 
@@ -126,10 +126,12 @@ async def connection_status_counts(session: AsyncSession) -> dict[str, dict[str,
 
 
 def monitor_refresher(ctx: TokenContext) -> Refresher:
-    """Refresh a leased connection through the tokens domain's single-flight path."""
+    """Refresh a leased connection through the tokens domain's single-flight path, which clears
+    the lease in the write that stores the outcome where it can (`lease_released`)."""
 
-    async def refresh(connection: LeasedConnection) -> RefreshResult:
-        outcome = await token_refresh.refresh_connection(ctx, connection.id, trigger="monitor")
-        return outcome.result
+    async def refresh(connection: LeasedConnection, owner: str) -> RefreshOutcome:
+        return await token_refresh.refresh_connection(
+            ctx, connection.id, trigger="monitor", lease_owner=owner
+        )
 
     return refresh

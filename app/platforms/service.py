@@ -41,6 +41,7 @@ async def branch_platforms(
             OAuthClient.provider_settings,
             OAuthConnection.status,
             OAuthConnection.expires_at,
+            OAuthConnection.token_lifetime_s,
             OAuthConnection.last_refreshed_at,
             OAuthConnection.last_error,
         )
@@ -57,7 +58,7 @@ async def branch_platforms(
         status = timing.STATUS_DISCONNECTED
         if row.status is not None:
             spec = registry.resolve(row.provider, row.provider_settings)
-            status = timing.connection_status(row.status, row.expires_at, spec, now)
+            status = timing.connection_status(row.status, row, spec, now, registry.settings)
         platforms[row.provider] = PlatformStatus(
             provider=row.provider,
             connected=status in timing.CONNECTED_STATUSES,

@@ -37,6 +37,8 @@ class StatusChange:
 StatusRecorder = Callable[[AsyncSession, StatusChange], None]
 # Prepares a recorder for one tenant's change (may query: it runs before the provider is called).
 StatusListener = Callable[[AsyncSession, str], Awaitable[StatusRecorder]]
+# Hears, after a commit, when a connection is next due for refresh (the monitoring loop's wake).
+ScheduleListener = Callable[[datetime], None]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ class TokenContext:
     read_cache: TokenReadCache = field(repr=False)
     local_locks: KeyedLocks = field(default_factory=KeyedLocks, init=False, repr=False)
     _status_listeners: list[StatusListener] = field(default_factory=list, init=False, repr=False)
+    _schedule_listeners: list[ScheduleListener] = field(
+        default_factory=list, init=False, repr=False
+    )
 
     @classmethod
     def build(
@@ -155,6 +160,19 @@ class TokenContext:
         of `tenant_id`'s connections: whatever they must look up is looked up here."""
         recorders = [await listener(session, tenant_id) for listener in self._status_listeners]
         return PreparedStatusChange(tuple(recorders))
+
+    def on_refresh_scheduled(self, listener: ScheduleListener) -> Callable[[], None]:
+        """Have `listener` told, after each commit of this process that set a connection's
+        `refresh_due_at` (a login, a refresh), that due time. Returns the function that
+        unregisters it."""
+        self._schedule_listeners.append(listener)
+        return lambda: self._schedule_listeners.remove(listener)
+
+    def refresh_scheduled(self, due_at: datetime | None) -> None:
+        """After a commit that set a connection's refresh_due_at (None: never due)."""
+        if due_at is not None:
+            for listener in self._schedule_listeners:
+                listener(due_at)
 
     async def invalidate(
         self, connection_ids: Iterable[str] = (), *, tenant_id: str | None = None

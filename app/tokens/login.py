@@ -162,6 +162,7 @@ async def complete_callback(
         logger.warning("code exchange failed: provider=%s reason=%s", client.provider, exc.code)
         return failed(exc.code)
     connection = await _store_login(ctx, client, spec, pending.branch_id, tokens)
+    ctx.refresh_scheduled(connection.refresh_due_at)
     await ctx.invalidate([connection.id])
     return CallbackResult(
         connected=True,

@@ -98,7 +98,9 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
 }
 
 URL_FIELDS = ("authorization_url", "token_url", "refresh_url", "revoke_url")
-OVERRIDABLE_FIELDS = (*URL_FIELDS, "refresh_margin_s")
+# The timing options (app/tokens/timing.py) a provider may set besides its URLs.
+TIMING_FIELDS = ("refresh_margin_s", "min_refresh_interval_s")
+OVERRIDABLE_FIELDS = (*URL_FIELDS, *TIMING_FIELDS)
 # Options a custom provider may set when its client is registered.
 CUSTOM_FIELDS = (
     *URL_FIELDS,
@@ -106,7 +108,7 @@ CUSTOM_FIELDS = (
     "body_format",
     "client_auth",
     "pkce",
-    "refresh_margin_s",
+    *TIMING_FIELDS,
 )
 
 
@@ -126,6 +128,9 @@ class ProviderSpec:
     client_auth: str = "basic"
     pkce: bool = True
     refresh_margin_s: int = 300
+    # The least time between two automatic refreshes of one connection, for providers that
+    # refuse early refreshes; None: TOKEN_REFRESH_MIN_INTERVAL_S.
+    min_refresh_interval_s: float | None = None
     tokens_expire: bool = True
     token_type_required: bool = True
     custom: bool = False
@@ -196,6 +201,8 @@ class ProviderRegistry:
     """Built-in providers with the settings' overrides applied; custom ones come from clients."""
 
     def __init__(self, settings: Settings) -> None:
+        # The timing rule reads its settings (floor, default interval) from here.
+        self.settings = settings
         self._builtin: dict[str, ProviderSpec] = {}
         self._custom: dict[tuple[str, str], ProviderSpec] = {}
         unknown = set(settings.oauth_provider_overrides) - set(BUILTIN_PROVIDERS)

@@ -71,6 +71,8 @@ class TokenRow:
     token_type: str
     scope: str | None
     expires_at: datetime | None
+    token_lifetime_s: int | None
+    last_refreshed_at: datetime | None
     status: str
     last_error: str | None
     last_used_at: datetime | None
@@ -147,7 +149,7 @@ async def _touch(ctx: TokenContext, connection_id: str, last_used_at: datetime |
 
 
 async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> TokenView:
-    """A usable access token, refreshed first when it expires within the provider's margin.
+    """A usable access token, refreshed first when it is due (`timing.should_refresh`).
 
     A row read within the last `TOKEN_READ_CACHE_TTL_S` answers from process memory until its
     refresh is due (see `read_cache`). Otherwise it uses short sessions of its own rather than the
@@ -165,13 +167,14 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
     if connection.status == STATUS_NEEDS_REAUTH:
         _raise_needs_reauth(connection)
     now = utcnow()
-    if not timing.needs_refresh(connection.spec, connection.expires_at, now) or (
-        # Maintenance: a token that still works serves rather than be refreshed (and refused).
+    # Not due, or due but inside the minimum interval since the last refresh: it serves. In
+    # maintenance a token that still works serves rather than be refreshed (and refused).
+    if not timing.should_refresh(connection.spec, connection, now, ctx.settings) or (
         ctx.settings.read_only and connection.expires_at is not None and connection.expires_at > now
     ):
         view = _open_view(ctx, connection)
         last_used_at = await _touch(ctx, connection.id, connection.last_used_at)
-        serve_for_s = timing.serve_for_s(connection.spec, connection.expires_at, now)
+        serve_for_s = timing.serve_for_s(connection.spec, connection, now, ctx.settings)
         cache.put(key, connection, epoch, serve_for_s, last_used_at)
         return view
     outcome = await refresh_connection(ctx, connection.id, trigger="read")

@@ -10,7 +10,6 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import inspect, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import maintenance
 from app.core.config import Settings
@@ -67,15 +66,26 @@ class RefreshOutcome:
     result: RefreshResult
     status: str
     error: str | None
+    # When the connection is next due, as written, or as found by a refresh that skipped.
+    refresh_due_at: datetime | None = None
+    # The monitoring lease of `lease_owner` was cleared in the write that stored the outcome.
+    lease_released: bool = False
 
 
 async def refresh_connection(
-    ctx: TokenContext, connection_id: str, *, force: bool = False, trigger: str = "read"
+    ctx: TokenContext,
+    connection_id: str,
+    *,
+    force: bool = False,
+    trigger: str = "read",
+    lease_owner: str | None = None,
 ) -> RefreshOutcome:
     """Refresh one connection, at most once at a time across every replica.
 
     Waiters that get the lock after someone else refreshed find the fresh token and skip, so many
-    concurrent callers cause one provider call. `force` ignores freshness and the failure cooldown.
+    concurrent callers cause one provider call. `force` ignores freshness, the failure cooldown
+    and the minimum interval. `lease_owner` (the monitoring loop) has its lease on the row
+    cleared by the write that stores the outcome, where that write holds the row lock.
     """
     # Before the provider is called: a refresh token it rotates could not be stored.
     maintenance.refuse_writes(ctx.settings)
@@ -83,10 +93,13 @@ async def refresh_connection(
     async with refresh_lock(ctx, connection_id) as lock:
         if lock is None:
             return _busy(connection_id)
-        outcome = await _refresh_locked(ctx, connection_id, lock, force, started_at, trigger)
+        outcome = await _refresh_locked(
+            ctx, connection_id, lock, force, started_at, trigger, lease_owner
+        )
     # Committed by now (the row lock's transaction ends with its block), and no lock held while
     # the replicas acknowledge.
     if outcome.result in _WRITTEN:
+        ctx.refresh_scheduled(outcome.refresh_due_at)
         await ctx.invalidate([connection_id])
     return outcome
 
@@ -112,18 +125,6 @@ def _busy(connection_id: str) -> RefreshOutcome:
     return RefreshOutcome(connection_id, RefreshResult.SKIPPED, "unknown", "refresh_in_progress")
 
 
-async def _load(
-    session: AsyncSession, connection_id: str
-) -> tuple[OAuthConnection, OAuthClient] | None:
-    connection = await repository.get_connection(session, connection_id)
-    if connection is None:
-        return None
-    client = await repository.get_client(session, connection.client_id)
-    if client is None:
-        return None
-    return connection, client
-
-
 async def _refresh_locked(
     ctx: TokenContext,
     connection_id: str,
@@ -131,10 +132,14 @@ async def _refresh_locked(
     force: bool,
     started_at: datetime,
     trigger: str,
+    lease_owner: str | None,
 ) -> RefreshOutcome:
     now = utcnow()
     async with lock.transaction() as session:
-        loaded = await _load(session, connection_id)
+        if lock.row_session is not None:
+            loaded = lock.row  # read with the row lock
+        else:
+            loaded = await repository.load_for_refresh(session, connection_id)
         if loaded is None:
             return RefreshOutcome(connection_id, RefreshResult.NOT_FOUND, "unknown", None)
         connection, client = loaded
@@ -142,8 +147,15 @@ async def _refresh_locked(
         spec = ctx.spec_for(client)
         if status == STATUS_NEEDS_REAUTH:
             return RefreshOutcome(connection_id, RefreshResult.NEEDS_REAUTH, status, last_error)
-        if not force and _not_due(connection, spec, now, started_at):
-            return RefreshOutcome(connection_id, RefreshResult.SKIPPED, status, last_error)
+        if not force and _not_due(connection, spec, now, started_at, ctx.settings):
+            # Refreshed meanwhile, or not due: when it is (the loop hands its lease back).
+            return RefreshOutcome(
+                connection_id,
+                RefreshResult.SKIPPED,
+                status,
+                last_error,
+                refresh_due_at=connection.refresh_due_at,
+            )
         if connection.refresh_token_enc is None:
             expired = connection.expires_at is not None and connection.expires_at <= now
             if not expired:
@@ -165,8 +177,12 @@ async def _refresh_locked(
             return RefreshOutcome(connection_id, RefreshResult.REFRESH_FAILED, status, reason)
         used_refresh_enc = connection.refresh_token_enc
         previous = status
-        # Whatever the listeners must look up is looked up now, before the provider is called.
-        prepared = await ctx.prepare_status_change(session, connection.tenant_id)
+        # Whatever the listeners must look up is looked up now, before the provider is called,
+        # when a success would change the status (a success leaves it active): a failure stores
+        # no new refresh token, so for one the listeners may look up after the answer.
+        prepared: PreparedStatusChange | None = None
+        if previous != STATUS_ACTIVE:
+            prepared = await ctx.prepare_status_change(session, connection.tenant_id)
 
     tokens: oauth.TokenSet | None = None
     error: ProviderError | None = None
@@ -199,9 +215,19 @@ async def _refresh_locked(
         assert error is not None
         result = _apply_failure(ctx, connection, spec, error, done)
         reason = error.code
+    lease_released = False
     if lock.row_session is not None:
-        # The row has been locked since it was read: nobody changed it; the commit writes it.
-        prepared.record(lock.row_session, connection, previous, reason)
+        # The row has been locked since it was read: nobody changed it; the commit writes it,
+        # with the loop's lease cleared (no release of its own to follow).
+        if lease_owner is not None and connection.lease_owner == lease_owner:
+            connection.lease_owner = None
+            connection.lease_expires_at = None
+            lease_released = True
+        if prepared is None and previous != connection.status:
+            # A failure (a success prepared beforehand or changes no status): nothing rotated.
+            prepared = await ctx.prepare_status_change(lock.row_session, connection.tenant_id)
+        if prepared is not None:
+            prepared.record(lock.row_session, connection, previous, reason)
         await lock.row_session.commit()
         stored = True
     else:
@@ -219,6 +245,8 @@ async def _refresh_locked(
         result,
         connection.status,
         None if tokens is not None else connection.last_error,
+        refresh_due_at=connection.refresh_due_at,
+        lease_released=lease_released,
     )
 
 
@@ -226,7 +254,7 @@ async def _store_if_unchanged(
     ctx: TokenContext,
     connection: OAuthConnection,
     used_refresh_enc: str | None,
-    prepared: PreparedStatusChange,
+    prepared: PreparedStatusChange | None,
     previous: str,
     reason: str,
 ) -> bool:
@@ -241,6 +269,9 @@ async def _store_if_unchanged(
     expected = used_refresh_enc
     for _attempt in range(3):
         async with ctx.sessionmaker() as session, session.begin():
+            if prepared is None and previous != connection.status:
+                # A failure (a success prepared beforehand or changes no status): nothing rotated.
+                prepared = await ctx.prepare_status_change(session, connection.tenant_id)
             statement = (
                 update(OAuthConnection)
                 .where(
@@ -251,7 +282,8 @@ async def _store_if_unchanged(
                 .execution_options(synchronize_session=False)
             )
             if (await session.execute(statement)).rowcount == 1:  # type: ignore[attr-defined]
-                prepared.record(session, connection, previous, reason)
+                if prepared is not None:
+                    prepared.record(session, connection, previous, reason)
                 return True
             current = await session.scalar(
                 select(OAuthConnection.refresh_token_enc).where(OAuthConnection.id == connection.id)
@@ -294,11 +326,15 @@ async def _lost_race(ctx: TokenContext, connection_id: str) -> RefreshOutcome:
 
 
 def _not_due(
-    connection: OAuthConnection, spec: ProviderSpec, now: datetime, started_at: datetime
+    connection: OAuthConnection,
+    spec: ProviderSpec,
+    now: datetime,
+    started_at: datetime,
+    settings: Settings,
 ) -> bool:
     if connection.last_refreshed_at is not None and connection.last_refreshed_at >= started_at:
         return True  # another worker refreshed it while this one waited for the lock
-    return not timing.refresh_is_due(connection, spec, now)
+    return not timing.refresh_is_due(connection, spec, now, settings)
 
 
 def apply_token_set(
@@ -318,6 +354,8 @@ def apply_token_set(
     connection.expires_at = (
         now + timedelta(seconds=tokens.expires_in) if tokens.expires_in is not None else None
     )
+    # The lifetime bounds the token's refresh margin (app/tokens/timing.py).
+    connection.token_lifetime_s = tokens.expires_in
     connection.status = STATUS_ACTIVE
     connection.last_refreshed_at = now
     connection.last_error = None

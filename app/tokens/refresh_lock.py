@@ -8,14 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import CacheUnavailable
 from app.core.db import new_id
 from app.tokens import repository
 from app.tokens.context import TokenContext
+from app.tokens.models import OAuthClient, OAuthConnection
 
 logger = logging.getLogger("junction.tokens")
 
@@ -25,10 +24,12 @@ _LOCK_POLL_S = 0.02
 @dataclass
 class RefreshLock:
     """A held refresh lock; `row_session` is set when it includes a PostgreSQL row lock, and then
-    all reads and the write of this refresh go through that session's transaction."""
+    all reads and the write of this refresh go through that session's transaction, and `row` is
+    the locked connection with its client (None: the connection is gone)."""
 
     ctx: TokenContext
     row_session: AsyncSession | None = None
+    row: tuple[OAuthConnection, OAuthClient] | None = None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -48,10 +49,11 @@ async def refresh_lock(ctx: TokenContext, connection_id: str) -> AsyncIterator[R
     1. this process's lock on the connection id, so a process's waiters queue here and it uses
        at most one Redis lock and one pooled database connection per connection id;
     2. the Redis lock, when the cache is Redis and it answers (else the steps around it alone);
-    3. on PostgreSQL the row lock, always: a replica that cannot reach Redis relies on the row
-       lock alone, so the replicas that can must take it too, or the two groups would not
-       exclude each other. (The Redis lock first keeps waiters in Redis rather than in
-       PostgreSQL lock queues.) On SQLite, one process, steps 1 and 2 suffice.
+    3. on PostgreSQL the row lock (taken by reading the row with its client), always: a replica
+       that cannot reach Redis relies on the row lock alone, so the replicas that can must take
+       it too, or the two groups would not exclude each other. (The Redis lock first keeps
+       waiters in Redis rather than polling PostgreSQL.) On SQLite, one process, steps 1 and 2
+       suffice.
     """
     wait_s = ctx.settings.token_refresh_wait_s
     deadline = asyncio.get_running_loop().time() + wait_s
@@ -65,8 +67,7 @@ async def refresh_lock(ctx: TokenContext, connection_id: str) -> AsyncIterator[R
         if ctx.settings.is_sqlite:
             yield RefreshLock(ctx)
             return
-        row_session = await held.enter_async_context(_row_lock(ctx, connection_id, deadline))
-        yield None if row_session is None else RefreshLock(ctx, row_session)
+        yield await held.enter_async_context(_row_lock(ctx, connection_id, deadline))
 
 
 async def _hold_cache_lock(
@@ -146,25 +147,32 @@ async def _stop(stopped: asyncio.Event, task: asyncio.Task[None]) -> None:
 @contextlib.asynccontextmanager
 async def _row_lock(
     ctx: TokenContext, connection_id: str, deadline: float
-) -> AsyncIterator[AsyncSession | None]:
-    """Step 3: `SELECT ... FOR UPDATE` on the connection row, held (with its pooled connection)
-    until the refresh is written; None when another replica held it past the deadline."""
+) -> AsyncIterator[RefreshLock | None]:
+    """Step 3: the connection's row (with its client) read `FOR UPDATE SKIP LOCKED`, polled
+    while another replica holds it, and held (with its pooled connection) until the refresh is
+    written; None when that replica held it past the deadline.
+
+    SKIP LOCKED and polling rather than a waiting `FOR UPDATE`: each statement returns at once,
+    so no lock or statement timeout has to be set first, and the uncontended refresh, the
+    common one, sends one statement where it sent three (replicas that reach Redis wait on the
+    Redis lock before they get here)."""
+    loop = asyncio.get_running_loop()
     async with ctx.sessionmaker() as session:
         transaction = await session.begin()
-        wait_ms = max(int((deadline - asyncio.get_running_loop().time()) * 1000), 1)
         try:
-            # SET cannot take bind parameters; both values are ints computed here.
-            await session.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
-            timeout_ms = wait_ms + ctx.settings.db_statement_timeout_ms
-            await session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-            await repository.get_connection(session, connection_id, for_update=True)
-        except DBAPIError:
-            # lock_timeout: another replica has been refreshing it for longer than we wait.
-            await transaction.rollback()
-            yield None
-            return
-        try:
-            yield session
+            while True:
+                row = await repository.load_for_refresh(session, connection_id, lock=True)
+                if row is not None or not await repository.connection_exists(
+                    session, connection_id
+                ):
+                    break
+                if loop.time() >= deadline:
+                    # Another replica has been refreshing it for longer than we wait.
+                    await transaction.rollback()
+                    yield None
+                    return
+                await asyncio.sleep(_LOCK_POLL_S)
+            yield RefreshLock(ctx, session, row)
         except BaseException:
             if transaction.is_active:
                 await transaction.rollback()

@@ -34,6 +34,29 @@ async def get_connection(
     return await session.scalar(statement.execution_options(populate_existing=True))
 
 
+async def load_for_refresh(
+    session: AsyncSession, connection_id: str, *, lock: bool = False
+) -> tuple[OAuthConnection, OAuthClient] | None:
+    """The connection with its client, in one query. With `lock` (PostgreSQL), the connection's
+    row is locked `FOR UPDATE SKIP LOCKED` (its client's is not: many connections share it), so
+    a row another transaction holds reads as missing (`connection_exists` tells the two apart)."""
+    statement = (
+        select(OAuthConnection, OAuthClient)
+        .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+        .where(OAuthConnection.id == connection_id)
+    )
+    if lock:
+        statement = statement.with_for_update(of=OAuthConnection, skip_locked=True)
+    # populate_existing: a re-read after another worker's commit must not return the cached copy.
+    row = (await session.execute(statement.execution_options(populate_existing=True))).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def connection_exists(session: AsyncSession, connection_id: str) -> bool:
+    statement = select(OAuthConnection.id).where(OAuthConnection.id == connection_id)
+    return (await session.scalar(statement)) is not None
+
+
 async def find_connection(
     session: AsyncSession, tenant_id: str, provider: str, branch_id: str
 ) -> OAuthConnection | None:
@@ -67,6 +90,8 @@ _TOKEN_READ = (
         OAuthConnection.token_type,
         OAuthConnection.scope,
         OAuthConnection.expires_at,
+        OAuthConnection.token_lifetime_s,
+        OAuthConnection.last_refreshed_at,
         OAuthConnection.status,
         OAuthConnection.last_error,
         OAuthConnection.last_used_at,

@@ -57,6 +57,7 @@ class _CustomProviderFields(RequestModel):
     client_auth: Literal["basic", "post"] | None = None
     pkce: bool | None = None
     refresh_margin_s: int | None = Field(default=None, ge=0, le=86400)
+    min_refresh_interval_s: float | None = Field(default=None, ge=0, le=3600)
 
     @field_validator("authorization_url", "token_url", "refresh_url", "revoke_url")
     @classmethod
@@ -74,6 +75,7 @@ class _CustomProviderFields(RequestModel):
             "client_auth",
             "pkce",
             "refresh_margin_s",
+            "min_refresh_interval_s",
         )
         return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
@@ -155,6 +157,7 @@ class ProviderOut(ResponseModel):
     client_auth: str
     pkce: bool
     refresh_margin_s: int
+    min_refresh_interval_s: float | None
     tokens_expire: bool
     supports_refresh: bool
     supports_revoke: bool

@@ -1,18 +1,21 @@
 """When a token is due for refresh, and the status a connection reports from that: the one rule.
 
-`refresh_at` is the rule itself (a token is due its provider's margin before it expires);
-everything else here, and every caller elsewhere (token reads, the refresh path, the monitoring
-schedule, the platforms status), derives from it. `_refresh_at_epoch_sql` is the same rule for a
-query that must count in SQL; the two are kept side by side so that a change to the rule is made
-to both at once.
+`refresh_at` is the rule itself: a token is due its effective margin before it expires, the
+provider's margin (at least `TOKEN_REFRESH_MARGIN_FLOOR_S`) but never more than half the lifetime
+it was issued with, so a token that lives less than its provider's margin is not due the moment
+it is issued. Everything else here, and every caller elsewhere (token reads, the refresh path,
+the read cache, the monitoring schedule, the platforms status), derives from it; besides it, a
+minimum interval between two automatic refreshes of one connection (`should_refresh`).
+`_refresh_at_epoch_sql` is the same rule for a query that must count in SQL; the two are kept
+side by side so that a change to the rule is made to both at once.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import case, func, literal
+from sqlalchemy import and_, case, func, literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
@@ -49,21 +52,83 @@ CONNECTED_STATUSES = frozenset(
 # --- the rule -------------------------------------------------------------------------------
 
 
-def refresh_at(spec: ProviderSpec, expires_at: datetime) -> datetime:
-    """When a token expiring at `expires_at` is due for refresh: its provider's margin before."""
-    return expires_at - timedelta(seconds=spec.refresh_margin_s)
+class TimedToken(Protocol):
+    """What the rule reads of a token: a connection row, or a token read's plain row."""
+
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+    @property
+    def token_lifetime_s(self) -> int | None: ...
+
+    @property
+    def last_refreshed_at(self) -> datetime | None: ...
 
 
-def needs_refresh(spec: ProviderSpec, expires_at: datetime | None, now: datetime) -> bool:
-    """Whether a token read at `now` must refresh first (a token that never expires never does)."""
-    return expires_at is not None and refresh_at(spec, expires_at) <= now
+def margin_s(spec: ProviderSpec, lifetime_s: int | None, settings: Settings) -> float:
+    """The effective margin: the provider's, at least the floor, at most half the lifetime the
+    token was issued with (unknown for rows stored before it was kept: the provider's)."""
+    margin = max(float(spec.refresh_margin_s), settings.token_refresh_margin_floor_s)
+    if lifetime_s is not None:
+        margin = min(margin, lifetime_s / 2)
+    return margin
 
 
-def serve_for_s(spec: ProviderSpec, expires_at: datetime | None, now: datetime) -> float:
-    """How long a token read at `now` may be served without looking again: until it is due."""
-    if expires_at is None:
+def refresh_at(
+    spec: ProviderSpec, expires_at: datetime, lifetime_s: int | None, settings: Settings
+) -> datetime:
+    """When a token expiring at `expires_at` is due for refresh: its effective margin before."""
+    return expires_at - timedelta(seconds=margin_s(spec, lifetime_s, settings))
+
+
+def needs_refresh(spec: ProviderSpec, token: TimedToken, now: datetime, settings: Settings) -> bool:
+    """Whether the token is due at `now` (a token that never expires never is)."""
+    expires_at = token.expires_at
+    return (
+        expires_at is not None
+        and refresh_at(spec, expires_at, token.token_lifetime_s, settings) <= now
+    )
+
+
+def min_interval_s(spec: ProviderSpec, settings: Settings) -> float:
+    """The least time between two automatic refreshes of one connection."""
+    if spec.min_refresh_interval_s is not None:
+        return spec.min_refresh_interval_s
+    return settings.token_refresh_min_interval_s
+
+
+def _interval_ends_at(spec: ProviderSpec, token: TimedToken, settings: Settings) -> datetime | None:
+    if token.last_refreshed_at is None:
+        return None
+    return token.last_refreshed_at + timedelta(seconds=min_interval_s(spec, settings))
+
+
+def should_refresh(
+    spec: ProviderSpec, token: TimedToken, now: datetime, settings: Settings
+) -> bool:
+    """Whether an automatic refresh (a token read, the loop) calls the provider now: the token is
+    due and the minimum interval since its last refresh has passed. A token that has actually
+    expired is refreshed inside the interval too: refreshing it is never early, and an expired
+    token serves nobody (single flight still makes one call of a crowd of readers)."""
+    if not needs_refresh(spec, token, now, settings):
+        return False
+    assert token.expires_at is not None
+    if token.expires_at <= now:
+        return True
+    ends_at = _interval_ends_at(spec, token, settings)
+    return ends_at is None or ends_at <= now
+
+
+def serve_for_s(spec: ProviderSpec, token: TimedToken, now: datetime, settings: Settings) -> float:
+    """How long a token read at `now` may be served without looking again: until an automatic
+    refresh would act on it (`should_refresh`)."""
+    if token.expires_at is None:
         return float("inf")
-    return (refresh_at(spec, expires_at) - now).total_seconds()
+    until = refresh_at(spec, token.expires_at, token.token_lifetime_s, settings)
+    ends_at = _interval_ends_at(spec, token, settings)
+    if ends_at is not None and ends_at > until:
+        until = min(ends_at, token.expires_at)
+    return (until - now).total_seconds()
 
 
 # --- the refresh schedule -------------------------------------------------------------------
@@ -79,20 +144,31 @@ def compute_refresh_due_at(
     # Some providers revoke refresh tokens left idle; refresh at least this often.
     due = base + timedelta(seconds=settings.monitor_idle_refresh_s)
     if connection.expires_at is not None:
-        due = min(due, refresh_at(spec, connection.expires_at))
+        due = min(
+            due, refresh_at(spec, connection.expires_at, connection.token_lifetime_s, settings)
+        )
+    ends_at = _interval_ends_at(spec, connection, settings)
+    if ends_at is not None and ends_at > due:
+        due = ends_at
     if connection.next_attempt_at is not None and connection.next_attempt_at > due:
         due = connection.next_attempt_at
     return due
 
 
-def refresh_is_due(connection: OAuthConnection, spec: ProviderSpec, now: datetime) -> bool:
-    """Whether the refresh path should call the provider for this connection now."""
+def refresh_is_due(
+    connection: OAuthConnection, spec: ProviderSpec, now: datetime, settings: Settings
+) -> bool:
+    """Whether the refresh path should call the provider for this connection now (an automatic
+    refresh; a forced one does not ask)."""
     if connection.next_attempt_at is not None and connection.next_attempt_at > now:
         return False  # cooldown after a failure
-    # Within the provider's current margin is always due, whatever refresh_due_at was computed
-    # with (the client's margin may have been edited since).
-    if needs_refresh(spec, connection.expires_at, now):
-        return True
+    # Due by the current rule is decided by it, whatever refresh_due_at was computed with (the
+    # client's margin may have been edited since).
+    if needs_refresh(spec, connection, now, settings):
+        return should_refresh(spec, connection, now, settings)
+    ends_at = _interval_ends_at(spec, connection, settings)
+    if ends_at is not None and ends_at > now:
+        return False
     due = connection.refresh_due_at
     return due is None or due <= now
 
@@ -101,17 +177,17 @@ def refresh_is_due(connection: OAuthConnection, spec: ProviderSpec, now: datetim
 
 
 def connection_status(
-    stored_status: str, expires_at: datetime | None, spec: ProviderSpec, now: datetime
+    stored_status: str, token: TimedToken, spec: ProviderSpec, now: datetime, settings: Settings
 ) -> str:
     """The status a connection reports: its stored one when that is a failure, else from its
-    token's expiry."""
+    token's expiry ("expiring": due by the rule)."""
     if stored_status in (STATUS_NEEDS_REAUTH, STATUS_REFRESH_FAILED):
         return stored_status
-    if expires_at is None:
+    if token.expires_at is None:
         return STATUS_ACTIVE
-    if expires_at <= now:
+    if token.expires_at <= now:
         return STATUS_EXPIRED
-    if needs_refresh(spec, expires_at, now):
+    if needs_refresh(spec, token, now, settings):
         return STATUS_EXPIRING
     return STATUS_ACTIVE
 
@@ -138,15 +214,28 @@ def connection_status_sql(
 
 
 def _refresh_at_epoch_sql(session: AsyncSession, registry: ProviderRegistry) -> ColumnElement[Any]:
-    """`refresh_at` in SQL, in epoch seconds: the expiry less the client's refresh margin (the
-    registry's for built-in providers, its own settings' for custom ones, as `resolve` gives)."""
-    builtin = {spec.name: spec.refresh_margin_s for spec in registry.all_builtin()}
-    custom = func.coalesce(
+    """`refresh_at` in SQL, in epoch seconds: the expiry less `margin_s`, the client's refresh
+    margin (the registry's for built-in providers, its own settings' for custom ones, as
+    `resolve` gives) raised to the floor and capped at half the token's lifetime."""
+    floor_s = registry.settings.token_refresh_margin_floor_s
+    builtin = {
+        spec.name: max(float(spec.refresh_margin_s), floor_s) for spec in registry.all_builtin()
+    }
+    custom_s = func.coalesce(
         OAuthClient.provider_settings["refresh_margin_s"].as_float(),
         float(ProviderSpec.refresh_margin_s),  # the default of a spec that sets none
     )
-    margin_s = case(builtin, value=OAuthClient.provider, else_=custom)
-    return _epoch_s(session, OAuthConnection.expires_at) - margin_s
+    custom = case((custom_s < floor_s, literal(floor_s)), else_=custom_s)
+    provider_s = case(builtin, value=OAuthClient.provider, else_=custom)
+    half_lifetime_s = OAuthConnection.token_lifetime_s * 0.5
+    effective_s = case(
+        (
+            and_(OAuthConnection.token_lifetime_s.is_not(None), half_lifetime_s < provider_s),
+            half_lifetime_s,
+        ),
+        else_=provider_s,
+    )
+    return _epoch_s(session, OAuthConnection.expires_at) - effective_s
 
 
 def _epoch_s(session: AsyncSession, column: QueryableAttribute[Any]) -> ColumnElement[Any]:

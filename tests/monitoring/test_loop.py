@@ -42,10 +42,13 @@ async def connections(app: Any) -> list[OAuthConnection]:
 
 
 async def make_due(app: Any, **values: Any) -> None:
-    """What the clock does to a connection: its refresh time has come (plus any other columns)."""
+    """What the clock does to a connection: its refresh time has come, its last refresh is an
+    hour old (plus any other columns)."""
+    now = utcnow()
+    values = {"last_refreshed_at": now - timedelta(hours=1), **values}
     async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
-            update(OAuthConnection).values(refresh_due_at=utcnow() - timedelta(seconds=1), **values)
+            update(OAuthConnection).values(refresh_due_at=now - timedelta(seconds=1), **values)
         )
 
 
@@ -57,20 +60,24 @@ def monitor_of(app: Any) -> MonitorLoop:
 async def test_a_short_lived_token_is_refreshed_before_it_expires(
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    # 62 s tokens with a 60 s margin: due two seconds after issue, long before expiry.
-    oauth_server.token_lifetime_s = 62
+    # 4 s tokens with a 60 s margin: due half their lifetime after issue, long before expiry.
+    oauth_server.token_lifetime_s = 4
     settings = build_settings(database_url, monitor_enabled=True, monitor_interval_s=0.1)
     async with running_app(settings) as (app, client):
         await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
         [before] = await connections(app)
-        await eventually(lambda: oauth_server.refresh_calls >= 1)
-        await eventually(lambda: app_state(app).monitoring.loop.last_tick.refreshed >= 1)
+        await eventually(lambda: app_state(app).monitoring.loop.totals["refreshed"] >= 1)
         [after] = await connections(app)
+        await eventually(lambda: _lease_released(app))
     assert before.expires_at is not None and after.expires_at is not None
-    assert after.last_refreshed_at is not None and after.last_refreshed_at < before.expires_at
+    assert oauth_server.refreshed_at[0] < before.expires_at.timestamp()
     assert after.expires_at > before.expires_at
     assert after.status == "active"
-    assert after.lease_owner is None
+
+
+async def _lease_released(app: Any) -> bool:
+    [connection] = await connections(app)
+    return connection.lease_owner is None
 
 
 async def test_a_revoked_grant_becomes_needs_reauth_with_one_event(
@@ -96,11 +103,10 @@ async def test_a_revoked_grant_becomes_needs_reauth_with_one_event(
 async def test_an_outage_gives_refresh_failed_then_backoff_then_recovered(
     database_url: str, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
-    # 60 s tokens with a 60 s margin are due as soon as they are issued.
-    oauth_server.token_lifetime_s = 60
     settings = build_settings(database_url, token_refresh_cooldown_s=0.5)
     async with running_app(settings) as (app, client):
         await connect_branch(client, make_token(roles=["service"]), oauth_server, "branch-1")
+        await make_due(app, expires_at=utcnow() + timedelta(seconds=30))
         monitor = monitor_of(app)
         oauth_server.fail_status = 503
         failed = await monitor.run_once()

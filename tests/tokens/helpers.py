@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -49,4 +50,18 @@ async def end_cooldown(app: Any, branch_id: str = "branch-1") -> None:
             update(OAuthConnection)
             .where(OAuthConnection.branch_id == branch_id)
             .values(next_attempt_at=utcnow(), refresh_due_at=utcnow())
+        )
+
+
+async def expire_in(app: Any, seconds: float, branch_id: str = "branch-1") -> None:
+    """What the clock does to a stored token: it now expires `seconds` from now (negative: it
+    expired that long ago), as if it had been issued its lifetime before that."""
+    async with app_state(app).sessionmaker() as session, session.begin():
+        connection = await session.scalar(
+            select(OAuthConnection).where(OAuthConnection.branch_id == branch_id)
+        )
+        assert connection is not None and connection.token_lifetime_s is not None
+        connection.expires_at = utcnow() + timedelta(seconds=seconds)
+        connection.last_refreshed_at = connection.expires_at - timedelta(
+            seconds=connection.token_lifetime_s
         )

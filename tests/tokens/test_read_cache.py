@@ -20,8 +20,8 @@ from tests.conftest import (
     recorded_statements,
     running_app,
 )
-from tests.oauth_fixtures import LOCAL_REFRESH_MARGIN_S, connect_branch
-from tests.tokens.helpers import read_token
+from tests.oauth_fixtures import connect_branch
+from tests.tokens.helpers import expire_in, read_token
 
 
 def connection_queries(app: Any) -> AbstractContextManager[list[str]]:
@@ -122,15 +122,16 @@ async def test_a_new_login_replaces_the_token_a_read_answers(
 
 
 async def test_a_client_edit_applies_its_refresh_margin_to_the_next_read(
-    client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
+    app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
     connected = await connect_branch(client, token, oauth_server)
-    assert (await read_token(client, token)).status_code == 200
-    # A margin longer than the token's lifetime: the token is now due for refresh.
+    assert (await read_token(client, token)).status_code == 200  # now in the read cache
+    # The stored token (a 3600 s one) expires in 100 s: outside the 60 s margin, inside 600 s.
+    await expire_in(app, 100)
     edited = await client.patch(
         f"/token-management/clients/{connected['client_pk']}",
-        json={"refresh_margin_s": 3600 + 600},
+        json={"refresh_margin_s": 600},
         headers=bearer(token),
     )
     assert edited.status_code == 200, edited.text
@@ -142,12 +143,12 @@ async def test_a_cached_token_is_not_served_once_its_refresh_is_due(
     client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
-    oauth_server.token_lifetime_s = LOCAL_REFRESH_MARGIN_S + 1
+    # 3 s tokens: due half their lifetime after issue (the margin, 60 s, is longer than that).
+    oauth_server.token_lifetime_s = 3
     await connect_branch(client, token, oauth_server)
-    oauth_server.token_lifetime_s = 3600
     assert (await read_token(client, token)).status_code == 200
     assert oauth_server.refresh_calls == 0
-    await asyncio.sleep(1.2)  # the token enters its refresh margin
+    await asyncio.sleep(1.7)  # the token enters its refresh margin
     assert (await read_token(client, token)).status_code == 200
     assert oauth_server.refresh_calls == 1
 

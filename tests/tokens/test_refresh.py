@@ -13,7 +13,13 @@ from app.state import app_state
 from app.tokens.context import StatusChange, StatusRecorder
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
-from tests.tokens.helpers import all_connections, connection_row, end_cooldown, read_token
+from tests.tokens.helpers import (
+    all_connections,
+    connection_row,
+    end_cooldown,
+    expire_in,
+    read_token,
+)
 
 
 async def _connect_expired(client: httpx.AsyncClient, token: str, server: LocalOAuthServer) -> None:
@@ -24,12 +30,12 @@ async def _connect_expired(client: httpx.AsyncClient, token: str, server: LocalO
 
 
 async def _connect_expiring(
-    client: httpx.AsyncClient, token: str, server: LocalOAuthServer
+    app: Any, client: httpx.AsyncClient, token: str, server: LocalOAuthServer
 ) -> None:
-    """A connection whose token is valid but inside the provider's refresh margin."""
-    server.token_lifetime_s = 30  # the local provider's margin is 60 s
+    """A connection whose token is valid but inside the provider's refresh margin: a 3600 s
+    token with 30 s left (the local provider's margin is 60 s)."""
     await connect_branch(client, token, server)
-    server.token_lifetime_s = 3600
+    await expire_in(app, 30)
 
 
 def _record_changes(app: Any) -> list[StatusChange]:
@@ -241,10 +247,10 @@ async def test_backoff_grows_with_each_consecutive_failure(
 
 
 async def test_failed_refresh_of_a_still_valid_token_returns_the_old_token(
-    client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+    app: Any, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
-    await _connect_expiring(client, token, oauth_server)
+    await _connect_expiring(app, client, token, oauth_server)
     old = oauth_server.active_grants()[0].access_tokens[-1]
     oauth_server.fail_status = 500
 

@@ -115,6 +115,8 @@ async def test_refresh_connection_due_for_idle_keep_alive_refreshes(
     row = await connection_row(app)
     async with app_state(app).sessionmaker() as session, session.begin():
         stored = await session.get(OAuthConnection, row.id)
+        # A day has passed since the login.
+        stored.last_refreshed_at = utcnow() - timedelta(days=1)
         stored.refresh_due_at = utcnow()
 
     outcome = await refresh_connection(app_state(app).tokens, row.id, trigger="monitor")

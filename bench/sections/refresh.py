@@ -1,0 +1,233 @@
+"""Refresh cost: the monitoring loop's refreshes per second against the local provider, over raw
+refresh grants per second to the same provider at the same concurrency (both measured in this
+run), and the database statements the loop's refreshes send.
+
+What is counted: every statement Junction's engine sends while the loop refreshes every
+connection once (SQLAlchemy's `before_cursor_execute`, plus its `begin`, `commit` and `rollback`
+events for BEGIN, COMMIT and ROLLBACK), divided by the refreshes: the refresh itself, the loop's
+leasing passes and lease renewals, everything. With the prepared-statement cache warm each is
+one round trip. Redis commands (the refresh lock, the read cache's invalidation) are not
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from app.core import migrations
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.main import create_app
+from app.monitoring.lifecycle import build_monitor
+from app.state import app_state
+from bench.harness import BenchContext
+from bench.sections.monitoring import RemoteProvider, _provider_process
+from tests.oauth_fixtures import REDIRECT_URI, connect_branch
+
+DATABASE = "junction_bench_refresh"
+CONNECTIONS = 200
+CONCURRENCY = (4, 16)
+
+
+def _url(ctx: BenchContext, database: str) -> str:
+    return ctx.database_url.rsplit("/", 1)[0] + f"/{database}"
+
+
+async def _admin(ctx: BenchContext, statement: str) -> None:
+    engine = create_async_engine(
+        _url(ctx, "postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+# --- raw refresh grants ---------------------------------------------------------------------
+
+
+async def _grant(client: httpx.AsyncClient, provider: RemoteProvider) -> str:
+    """A refresh token from a login straight at the provider (authorization code with PKCE)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    challenge = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    authorized = await client.get(
+        f"{provider.base_url}/authorize",
+        params={
+            "client_id": provider.client_id,
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+    )
+    code = parse_qs(urlsplit(authorized.headers["location"]).query)["code"][0]
+    exchanged = await client.post(
+        provider.provider_urls()["token_url"],
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+            "client_id": provider.client_id,
+            "client_secret": provider.client_secret,
+        },
+    )
+    return str(exchanged.json()["refresh_token"])
+
+
+async def _raw_refresh_rate(provider: RemoteProvider, concurrency: int) -> float:
+    """Refresh grants per second, `concurrency` at a time, each worker rotating its own grant's
+    refresh token as Junction does: CONNECTIONS calls in all."""
+    per_worker = CONNECTIONS // concurrency
+    async with httpx.AsyncClient() as client:
+        tokens = [await _grant(client, provider) for _ in range(concurrency)]
+
+        async def worker(refresh_token: str) -> None:
+            for _ in range(per_worker):
+                answer = await client.post(
+                    provider.provider_urls()["token_url"],
+                    data={
+                        "grant_type": "refresh_token",
+                        "refresh_token": refresh_token,
+                        "client_id": provider.client_id,
+                        "client_secret": provider.client_secret,
+                    },
+                )
+                assert answer.status_code == 200, answer.text
+                refresh_token = answer.json()["refresh_token"]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(token) for token in tokens))
+        elapsed = time.perf_counter() - started
+    return per_worker * concurrency / elapsed
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+class StatementCounter:
+    """The statements an engine sends, by their first word (BEGIN and COMMIT included)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def attach(self, sync_engine: Any) -> None:
+        event.listen(sync_engine, "before_cursor_execute", self._statement)
+        for name in ("begin", "commit", "rollback"):
+            event.listen(sync_engine, name, self._transaction(name.upper()))
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.counts[statement.lstrip().split(None, 1)[0].upper()] += 1
+
+    def _transaction(self, word: str) -> Any:
+        def count(_conn: Any) -> None:
+            self.counts[word] += 1
+
+        return count
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+async def _loop_refresh_rate(
+    ctx: BenchContext, url: str, provider: RemoteProvider, concurrency: int
+) -> tuple[float, StatementCounter]:
+    """Refreshes/s one loop sustains against the provider, every connection overdue, and the
+    statements it sent meanwhile."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="dev",
+        database_url=url,
+        redis_url=ctx.redis_url,
+        monitor_enabled=False,
+        log_level="WARNING",
+        db_pool_size=20,
+        monitor_batch_size=200,
+        monitor_concurrency=concurrency,
+        monitor_per_provider_concurrency=concurrency,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            token = ctx.token(["bench-refresh-cost"], roles=["service"])
+            first = await connect_branch(client, token, provider, "branch-0")  # type: ignore[arg-type]
+            for i in range(1, CONNECTIONS):
+                await connect_branch(
+                    client,
+                    token,
+                    provider,  # type: ignore[arg-type]
+                    f"branch-{i}",
+                    client_pk=first["client_pk"],
+                )
+        state = app_state(app)
+        async with state.sessionmaker() as session, session.begin():
+            # Every connection overdue, refreshed long enough ago for its minimum interval.
+            an_hour_ago = utcnow() - timedelta(hours=1)
+            await session.execute(
+                text("UPDATE oauth_connections SET refresh_due_at = :due, last_refreshed_at = :at"),
+                {"due": utcnow() - timedelta(seconds=1), "at": an_hour_ago},
+            )
+        monitor = build_monitor(state.settings, state.sessionmaker, state.tokens)
+        counter = StatementCounter()
+        counter.attach(state.engine.sync_engine)
+        started = time.perf_counter()
+        await monitor.start()
+        while sum(monitor.totals.values()) < CONNECTIONS:
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        counted = StatementCounter()
+        counted.counts = Counter(counter.counts)  # what the refreshes sent, not the shutdown
+        await monitor.stop()
+        assert monitor.totals["refreshed"] == CONNECTIONS, dict(monitor.totals)
+        async with state.sessionmaker() as session, session.begin():
+            await session.execute(text("TRUNCATE oauth_connections, oauth_clients CASCADE"))
+    return CONNECTIONS / elapsed, counted
+
+
+async def run(ctx: BenchContext) -> None:
+    url = _url(ctx, DATABASE)
+    await _admin(ctx, f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    await _admin(ctx, f'CREATE DATABASE "{DATABASE}"')
+    try:
+        await asyncio.to_thread(migrations.upgrade, url)
+        async with _provider_process() as provider:
+            await _raw_refresh_rate(provider, 4)  # warm the provider process
+            for concurrency in CONCURRENCY:
+                raw = await _raw_refresh_rate(provider, concurrency)
+                rate, counter = await _loop_refresh_rate(ctx, url, provider, concurrency)
+                ctx.report(f"raw refresh grants/s, {concurrency} at a time", raw, "call/s")
+                ctx.report(f"loop refreshes/s, {concurrency} at a time", rate, "refresh/s")
+                ctx.report(
+                    f"loop / raw refreshes, {concurrency} at a time", rate / raw, "ratio", ">= 0.5"
+                )
+                per_refresh = counter.total / CONNECTIONS
+                ctx.report(
+                    f"database statements per refresh, {concurrency} at a time",
+                    per_refresh,
+                    "stmt",
+                    "<= 3",
+                )
+                breakdown = ", ".join(
+                    f"{word} {count / CONNECTIONS:.2f}"
+                    for word, count in counter.counts.most_common()
+                )
+                print(f"    per refresh: {breakdown}")
+    finally:
+        await _admin(ctx, f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
