@@ -25,10 +25,12 @@ class DomainError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        # Response headers the answer carries (a 503's Retry-After).
+        self.headers = headers or {}
 
 
 class BadRequest(DomainError):
@@ -137,7 +139,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = dict(exc.headers)
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
         status_code=exc.status_code,
         content=error_body(exc.code, exc.detail, **exc.extra),
