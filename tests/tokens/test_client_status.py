@@ -7,11 +7,12 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import bearer, build_settings, running_app
+from tests.conftest import REDIS_URL, bearer, build_settings, postgres_only, running_app
 from tests.monitoring.factories import list_event_rows
 from tests.monitoring.test_loop import make_due, monitor_of
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch, register_client
 from tests.oauth_server import LocalOAuthServer
+from tests.replica_server import ReplicaServer
 from tests.tokens.helpers import all_connections, read_token
 
 CROWD = 50
@@ -223,3 +224,37 @@ async def test_the_client_list_shows_each_clients_status(
         None,
         None,
     )
+
+
+@postgres_only
+async def test_refusals_over_two_replicas_raise_one_event(
+    database_url: str, make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    settings = build_settings(database_url)
+    async with running_app(settings) as (app, client):
+        token = make_token(roles=["service"])
+        branches = [f"branch-{i}" for i in range(CROWD)]
+        client_pk = await _connect(client, token, oauth_server, branches)
+        replicas = [
+            ReplicaServer(database_url, REDIS_URL, db_pool_timeout_s=str(WAIT_FOR_POOL_S))
+            for _ in range(2)
+        ]
+        try:
+            oauth_server.client_secret = "rotated-at-the-provider-0123"
+            async with httpx.AsyncClient(timeout=WAIT_FOR_POOL_S * 2) as http:
+                responses = await asyncio.gather(
+                    *(
+                        http.get(
+                            f"{replicas[i % 2].base_url}/token-management/tokens/{branch}",
+                            params={"provider": LOCAL_PROVIDER},
+                            headers=bearer(token),
+                        )
+                        for i, branch in enumerate(branches)
+                    )
+                )
+        finally:
+            for replica in replicas:
+                replica.stop()
+
+        assert {r.status_code for r in responses} == {503}
+        assert await _client_events(app) == [("client_misconfigured", client_pk, "invalid_client")]
