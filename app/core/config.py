@@ -201,6 +201,9 @@ class Settings(BaseSettings):
     # Fresh-token reads served from process memory (rows still encrypted), at most this long;
     # 0 turns the cache off.
     token_read_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # How long before a refresh token lapses (where its provider says: refresh_token_expires_in)
+    # `refresh_token_expiring` is raised, so a user can be asked to reconnect in time.
+    refresh_token_expiry_warning_s: float = Field(default=7 * 86400.0, ge=0)
 
     # --- monitoring (app/monitoring) -----------------------------------------------------
     monitor_enabled: bool = True

@@ -25,10 +25,12 @@ class DomainError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        # Response headers the answer carries (a 503's Retry-After).
+        self.headers = headers or {}
 
     def response_headers(self) -> dict[str, str]:
         """Headers the answer carries besides the body (a Retry-After, say)."""
@@ -141,8 +143,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    headers = dict(exc.headers)
     headers.update(exc.response_headers())
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
         status_code=exc.status_code,
         content=error_body(exc.code, exc.detail, **exc.extra),

@@ -7,8 +7,10 @@ user; a POST of the authorization URL with `decision=approve` is what clicking d
 endpoint for the `authorization_code` (with PKCE S256 checks) and `refresh_token`
 grants with refresh-token rotation and reuse detection (reusing a rotated refresh token revokes
 the whole grant, as strict providers do), a revoke endpoint, a configurable access-token lifetime,
-switchable failures (HTTP 500, a delay longer than the client's timeout), call counters and the
-times of its refreshes.
+switchable failures (HTTP 500, 429 with Retry-After, a delay longer than the client's timeout),
+a refresh-token lifetime it reports (`refresh_token_expires_in`), a gate that holds refresh
+answers until a test releases it, call counters and the times of its refreshes. A client secret
+rotated at the provider (`client_secret = ...`) makes every token call answer `invalid_client`.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ class LocalOAuthServer:
         self.client_auth = "any"  # "basic", "post" or "any"
         self.fail_status: int | None = None  # answer the token endpoint with this status
         self.fail_error: str | None = None  # ... and this OAuth error code in the body
+        self.fail_headers: dict[str, str] = {}  # ... and these headers (e.g. Retry-After)
+        # Reported with every refresh token issued (code and refresh grants): its lifetime.
+        self.refresh_token_expires_in: int | None = None
+        # While set, refresh_token grants wait for it (up to 30 s) before answering;
+        # `refresh_waiting` is set as one arrives.
+        self.refresh_gate: threading.Event | None = None
+        self.refresh_waiting = threading.Event()
         self.delay_s = 0.0  # sleep before answering the token endpoint
         self.revoke_delay_s = 0.0  # sleep before answering the revoke endpoint
         self.echo_secrets_in_errors = False  # a sloppy provider: echo the request in errors
@@ -187,11 +196,16 @@ class LocalOAuthServer:
             self.last_token_request = {"form": dict(form), "basic_auth": auth_header is not None}
         if self.delay_s:
             time.sleep(self.delay_s)
+        gate = self.refresh_gate
+        if gate is not None and grant_type == "refresh_token":
+            self.refresh_waiting.set()
+            gate.wait(30)
         if self.fail_status is not None:
             body: dict[str, Any] = {"error": self.fail_error or "server_error"}
             if self.echo_secrets_in_errors:
                 body["error_description"] = f"bad request: {json.dumps(form)}"
-            return _json(self.fail_status, body)
+            status, headers, payload = _json(self.fail_status, body)
+            return status, {**headers, **self.fail_headers}, payload
         if not self._client_authenticated(form, auth_header):
             body = {"error": "invalid_client"}
             if self.echo_secrets_in_errors:
@@ -264,7 +278,12 @@ class LocalOAuthServer:
             _, body = self._issue_access(grant)
             if self.issue_refresh_tokens:
                 body["refresh_token"] = grant.refresh_token
+                self._add_refresh_token_lifetime(body)
         return _json(200, body)
+
+    def _add_refresh_token_lifetime(self, body: dict[str, Any]) -> None:
+        if self.refresh_token_expires_in is not None:
+            body["refresh_token_expires_in"] = self.refresh_token_expires_in
 
     def _refresh_grant(self, form: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         presented = form.get("refresh_token", "")
@@ -286,6 +305,7 @@ class LocalOAuthServer:
                 grant.refresh_token = "rt-" + secrets.token_urlsafe(24)
                 self.refresh_index[grant.refresh_token] = grant.grant_id
                 body["refresh_token"] = grant.refresh_token
+                self._add_refresh_token_lifetime(body)
         return _json(200, body)
 
 

@@ -26,7 +26,12 @@ logger = logging.getLogger("junction.monitoring")
 
 # Counted as failures in a tick (the loop's own ERROR included: the refresher raised).
 FAILED_RESULTS = frozenset(
-    {RefreshResult.REFRESH_FAILED, RefreshResult.NEEDS_REAUTH, RefreshResult.ERROR}
+    {
+        RefreshResult.REFRESH_FAILED,
+        RefreshResult.NEEDS_REAUTH,
+        RefreshResult.CLIENT_MISCONFIGURED,
+        RefreshResult.ERROR,
+    }
 )
 
 # A provider may hold this many rounds of its concurrency limit in flight on one instance; beyond

@@ -13,6 +13,7 @@ from app.core.db import is_postgres
 from app.tokens import models as token_models
 
 Connection = token_models.OAuthConnection
+Client = token_models.OAuthClient
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,17 @@ def due_connections_query(
     """The due connections, oldest due first: a range scan of the refresh_due_at index.
 
     Rows in backoff or without a refresh token have refresh_due_at in the future or NULL (kept by
-    app/tokens), so they never match; a lease is skipped until it has expired.
+    app/tokens), so they never match; a lease is skipped until it has expired. Connections of a
+    misconfigured client wait for the client to be edited: a subquery over the few such clients
+    (no join, so PostgreSQL's SKIP LOCKED locks connection rows only).
     """
+    misconfigured = select(Client.id).where(Client.status == token_models.CLIENT_MISCONFIGURED)
     query = (
         select(Connection.id)
         .where(
             Connection.refresh_due_at <= now,
             or_(Connection.lease_expires_at.is_(None), Connection.lease_expires_at < now),
+            Connection.client_id.not_in(misconfigured),
         )
         .order_by(Connection.refresh_due_at)
         .limit(limit)

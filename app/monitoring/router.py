@@ -59,7 +59,8 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> EventPage:
-    """A tenant's alerts, newest first: refresh_failed, needs_reauth, recovered."""
+    """A tenant's events, newest first: refresh_failed, needs_reauth, recovered, connected,
+    disconnected, client_misconfigured, refresh_token_expiring (docs/monitoring.md)."""
     tenant = principal.resolve_tenant(tenant_id)
     if since is not None:
         since = _as_utc(since)

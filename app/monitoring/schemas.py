@@ -7,14 +7,18 @@ from datetime import datetime
 from pydantic import Field
 
 from app.core.schemas import RequestModel, ResponseModel
+from app.monitoring.models import EVENT_TYPES
 
 
 class EventOut(ResponseModel):
-    type: str
+    type: str = Field(description=", ".join(EVENT_TYPES))
     provider: str
+    # Empty for a client's event (client_misconfigured, or recovered with a client_id).
     branch_id: str
     occurred_at: datetime
     reason: str | None
+    # Set on a client's events: Junction's id of the client (`/token-management/clients/{id}`).
+    client_id: str | None = None
 
 
 class EventPage(ResponseModel):

@@ -12,15 +12,29 @@ from app.core.pagination import TimeIdCursor
 from app.monitoring import metrics, repository, webhooks
 from app.monitoring.loop import Refresher
 from app.monitoring.models import (
+    EVENT_CLIENT_MISCONFIGURED,
     EVENT_NEEDS_REAUTH,
     EVENT_RECOVERED,
     EVENT_REFRESH_FAILED,
+    EVENT_TYPES,
     MonitoringEvent,
 )
 from app.monitoring.repository import LeasedConnection
 from app.tokens import refresh as token_refresh
-from app.tokens.context import StatusChange, StatusRecorder, TokenContext
-from app.tokens.models import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_REFRESH_FAILED
+from app.tokens.context import (
+    ConnectionNotice,
+    StatusChange,
+    StatusRecorder,
+    TokenChange,
+    TokenContext,
+)
+from app.tokens.models import (
+    CLIENT_ACTIVE,
+    CLIENT_MISCONFIGURED,
+    STATUS_ACTIVE,
+    STATUS_NEEDS_REAUTH,
+    STATUS_REFRESH_FAILED,
+)
 from app.tokens.refresh import RefreshOutcome
 
 MAX_PAGE_SIZE = 200
@@ -42,28 +56,57 @@ def event_type_for(previous_status: str, new_status: str) -> str | None:
     return None
 
 
+def client_event_type_for(previous_status: str, new_status: str) -> str | None:
+    """The event a client's status change raises: misconfigured, or recovered from it."""
+    if previous_status == new_status:
+        return None
+    if new_status == CLIENT_MISCONFIGURED:
+        return EVENT_CLIENT_MISCONFIGURED
+    if new_status == CLIENT_ACTIVE and previous_status == CLIENT_MISCONFIGURED:
+        return EVENT_RECOVERED
+    return None
+
+
+def event_for(change: TokenChange) -> MonitoringEvent | None:
+    """The event a change of the tokens domain raises, if any (not yet added to a session)."""
+    client_id: str | None = None
+    connection_id: str | None = None
+    if isinstance(change, StatusChange):
+        event_type = event_type_for(change.previous_status, change.new_status)
+        branch_id, connection_id = change.branch_id, change.connection_id
+    elif isinstance(change, ConnectionNotice):
+        event_type = change.kind if change.kind in EVENT_TYPES else None
+        branch_id, connection_id = change.branch_id, change.connection_id
+    else:  # ClientStatusChange
+        event_type = client_event_type_for(change.previous_status, change.new_status)
+        # A client's event concerns no one branch.
+        branch_id, client_id = "", change.client_id
+    if event_type is None:
+        return None
+    return MonitoringEvent(
+        id=new_id(),
+        tenant_id=change.tenant_id,
+        type=event_type,
+        provider=change.provider,
+        branch_id=branch_id,
+        connection_id=connection_id,
+        client_id=client_id,
+        occurred_at=change.occurred_at,
+        reason=(change.reason or None) and change.reason[:255],
+    )
+
+
 async def prepare_status_recorder(session: AsyncSession, tenant_id: str) -> StatusRecorder:
-    """The status listener. Looks up whether the tenant's events go to a webhook now, before the
-    change is known (a refresh prepares it before calling the provider), and returns the recorder
-    that adds the event, and its webhook outbox row, to the session storing the change: no I/O
-    between a provider's answer and the commit that keeps the new refresh token."""
+    """The tokens domain's listener. Looks up whether the tenant's events go to a webhook now,
+    before the change is known (a refresh prepares it before calling the provider), and returns
+    the recorder that adds the event, and its webhook outbox row, to the session storing the
+    change: no I/O between a provider's answer and the commit that keeps the new refresh token."""
     receivers = await webhooks.receivers(session, tenant_id)
 
-    def record(session: AsyncSession, change: StatusChange) -> None:
-        event_type = event_type_for(change.previous_status, change.new_status)
-        if event_type is None:
-            return
-        event = MonitoringEvent(
-            id=new_id(),
-            tenant_id=change.tenant_id,
-            type=event_type,
-            provider=change.provider,
-            branch_id=change.branch_id,
-            connection_id=change.connection_id,
-            occurred_at=change.occurred_at,
-            reason=(change.reason or None) and change.reason[:255],
-        )
-        add_event(session, event, receivers)
+    def record(session: AsyncSession, change: TokenChange) -> None:
+        event = event_for(change)
+        if event is not None:
+            add_event(session, event, receivers)
 
     return record
 
@@ -76,7 +119,7 @@ def add_event(session: AsyncSession, event: MonitoringEvent, receivers: list[str
         session.add(webhooks.new_delivery(event.tenant_id, event.id, webhook_tenant_id))
 
 
-async def record_status_change(session: AsyncSession, change: StatusChange) -> None:
+async def record_status_change(session: AsyncSession, change: TokenChange) -> None:
     """Prepare and record one change at once (where nothing waits on the commit)."""
     record = await prepare_status_recorder(session, change.tenant_id)
     record(session, change)

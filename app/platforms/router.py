@@ -38,5 +38,6 @@ async def connected_platforms(
     if branch_id is None:
         summary = await service.tenant_summary(session, registry, tenant, now)
         return PlatformsSummary(tenant_id=tenant, platforms=summary)
-    platforms = await service.branch_platforms(session, registry, tenant, branch_id, now)
+    settings = app_state(request.app).settings
+    platforms = await service.branch_platforms(session, registry, settings, tenant, branch_id, now)
     return ConnectedPlatforms(tenant_id=tenant, branch_id=branch_id, platforms=platforms)

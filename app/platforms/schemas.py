@@ -14,6 +14,10 @@ class PlatformStatus(ResponseModel):
     expires_at: datetime | None
     last_refreshed_at: datetime | None
     last_error: str | None
+    # Where the provider says when the grant lapses (refresh_token_expires_in); `expiring`
+    # inside REFRESH_TOKEN_EXPIRY_WARNING_S of it: ask the user to reconnect.
+    refresh_token_expires_at: datetime | None = None
+    refresh_token_expiring: bool = False
 
 
 class ConnectedPlatforms(ResponseModel):

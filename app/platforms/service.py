@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.core.config import Settings
 from app.platforms.schemas import PlatformStatus, ProviderSummary
 from app.tokens import timing
 from app.tokens.models import OAuthClient, OAuthConnection
@@ -30,6 +31,7 @@ def _connection_of_client(*extra: ColumnElement[bool]) -> ColumnElement[bool]:
 async def branch_platforms(
     session: AsyncSession,
     registry: ProviderRegistry,
+    settings: Settings,
     tenant_id: str,
     branch_id: str,
     now: datetime,
@@ -44,6 +46,7 @@ async def branch_platforms(
             OAuthConnection.token_lifetime_s,
             OAuthConnection.last_refreshed_at,
             OAuthConnection.last_error,
+            OAuthConnection.refresh_token_expires_at,
         )
         .select_from(OAuthClient)
         .outerjoin(OAuthConnection, _connection_of_client(OAuthConnection.branch_id == branch_id))
@@ -66,6 +69,8 @@ async def branch_platforms(
             expires_at=row.expires_at,
             last_refreshed_at=row.last_refreshed_at,
             last_error=row.last_error,
+            refresh_token_expires_at=row.refresh_token_expires_at,
+            refresh_token_expiring=timing.refresh_token_expiring(row, settings, now),
         )
     return list(platforms.values())
 

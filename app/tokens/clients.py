@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import netguard
@@ -15,9 +16,15 @@ from app.core.config import Settings
 from app.core.db import after_commit, new_id, utcnow
 from app.core.errors import InvalidField, InvalidInput
 from app.tokens import repository, timing
-from app.tokens.context import TokenContext
+from app.tokens.context import ClientStatusChange, TokenContext
 from app.tokens.exceptions import ClientNotFound, UnsafeDestination
-from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
+from app.tokens.models import (
+    CLIENT_ACTIVE,
+    CLIENT_MISCONFIGURED,
+    OAuthClient,
+    OAuthConnection,
+    OAuthState,
+)
 from app.tokens.providers import CUSTOM_FIELDS, URL_FIELDS, ProviderRegistry, custom_spec
 from app.tokens.schemas import ClientCreate, ClientUpdate
 from app.tokens.sealing import seal_client_secret
@@ -171,8 +178,61 @@ async def update_client(
     elif "client_secret" in changes:
         raise InvalidInput("client_secret: may not be null")
     client.updated_at = utcnow()
+    # An edit is the fix a misconfigured client waits for: its connections are refreshed again
+    # (and should the provider still refuse it, it is marked again, with a new event).
+    await recover(session, ctx, client, "edited")
     await session.flush()
     return client
+
+
+# --- status: misconfigured and back --------------------------------------------------------
+
+
+async def mark_misconfigured(
+    session: AsyncSession, client_pk: str, reason: str, now: datetime
+) -> bool:
+    """Mark the client misconfigured unless it already is; True when this call changed it.
+
+    One conditional UPDATE: of many refreshes refused at once, exactly one wins (on PostgreSQL
+    the others wait for its row lock, then find the status changed), so one event is raised.
+    """
+    statement = (
+        update(OAuthClient)
+        .where(OAuthClient.id == client_pk, OAuthClient.status == CLIENT_ACTIVE)
+        .values(status=CLIENT_MISCONFIGURED, status_reason=reason[:255], status_changed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+
+
+async def recover(
+    session: AsyncSession, ctx: TokenContext, client: OAuthClient, reason: str
+) -> bool:
+    """Make a misconfigured client active again, in the caller's transaction: a `recovered`
+    event for it, and its connections due at once (the monitoring loop left them alone while it
+    was misconfigured). False when it was not misconfigured."""
+    if client.status != CLIENT_MISCONFIGURED:
+        return False
+    now = utcnow()
+    previous_reason = client.status_reason
+    client.status = CLIENT_ACTIVE
+    client.status_reason = None
+    client.status_changed_at = now
+    await _reschedule_connections(session, ctx, client)
+    prepared = await ctx.prepare_status_change(session, client.tenant_id)
+    prepared.emit(
+        session,
+        ClientStatusChange(
+            tenant_id=client.tenant_id,
+            provider=client.provider,
+            client_id=client.id,
+            previous_status=CLIENT_MISCONFIGURED,
+            new_status=CLIENT_ACTIVE,
+            reason=f"{reason} (was {previous_reason})" if previous_reason else reason,
+            occurred_at=now,
+        ),
+    )
+    return True
 
 
 async def _reschedule_connections(

@@ -13,9 +13,10 @@ from sqlalchemy import Row, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.crypto import DecryptionError
+from app.core.db import utcnow
 from app.core.pagination import KeyCursor
 from app.tokens import oauth, repository, timing
-from app.tokens.context import TokenContext
+from app.tokens.context import NOTICE_DISCONNECTED, ConnectionNotice, TokenContext
 from app.tokens.exceptions import ProviderError
 from app.tokens.models import OAuthClient, OAuthConnection
 from app.tokens.providers import ProviderRegistry, ProviderSpec
@@ -111,7 +112,24 @@ async def disconnect(ctx: TokenContext, tenant_id: str, provider: str, branch_id
         if connection is not None:
             revoked = await _revoke(ctx, connection, found.spec)
     async with ctx.sessionmaker() as session, session.begin():
-        await session.execute(delete(OAuthConnection).where(OAuthConnection.id == found.id))
+        deleted = await session.execute(
+            delete(OAuthConnection).where(OAuthConnection.id == found.id)
+        )
+        if deleted.rowcount:  # type: ignore[attr-defined]
+            # In the transaction of the delete; not when a concurrent disconnect deleted it.
+            prepared = await ctx.prepare_status_change(session, tenant_id)
+            prepared.emit(
+                session,
+                ConnectionNotice(
+                    kind=NOTICE_DISCONNECTED,
+                    tenant_id=found.tenant_id,
+                    provider=found.provider,
+                    branch_id=found.branch_id,
+                    connection_id=found.id,
+                    reason="revoked" if revoked else "deleted",
+                    occurred_at=utcnow(),
+                ),
+            )
     await ctx.invalidate([found.id])
     return revoked
 

@@ -22,6 +22,8 @@ from app.tokens.read_cache import TokenReadCache
 
 @dataclass
 class StatusChange:
+    """A connection's stored status changed (`active`, `refresh_failed`, `needs_reauth`)."""
+
     tenant_id: str
     provider: str
     branch_id: str
@@ -32,9 +34,44 @@ class StatusChange:
     occurred_at: datetime
 
 
+# What a `ConnectionNotice` says happened (the monitoring events of the same names).
+NOTICE_CONNECTED = "connected"  # a login stored a grant; reason "new" or "reauthorized"
+NOTICE_DISCONNECTED = "disconnected"  # the connection was deleted (disconnect)
+NOTICE_REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"  # its refresh token lapses soon
+
+
+@dataclass
+class ConnectionNotice:
+    """Something that happened to a connection other than a status change."""
+
+    kind: str
+    tenant_id: str
+    provider: str
+    branch_id: str
+    connection_id: str
+    reason: str | None
+    occurred_at: datetime
+
+
+@dataclass
+class ClientStatusChange:
+    """A client's status changed: `misconfigured` (its provider refused the app itself) or back
+    to `active` (edited, or a login proved its credentials good)."""
+
+    tenant_id: str
+    provider: str
+    client_id: str
+    previous_status: str
+    new_status: str
+    reason: str | None
+    occurred_at: datetime
+
+
+TokenChange = StatusChange | ConnectionNotice | ClientStatusChange
+
 # Records a change in the session that stores it, without I/O of its own (it adds ORM objects,
 # which the commit writes): the refresh path runs it between the provider's answer and the commit.
-StatusRecorder = Callable[[AsyncSession, StatusChange], None]
+StatusRecorder = Callable[[AsyncSession, TokenChange], None]
 # Prepares a recorder for one tenant's change (may query: it runs before the provider is called).
 StatusListener = Callable[[AsyncSession, str], Awaitable[StatusRecorder]]
 # Hears, after a commit, when a connection is next due for refresh (the monitoring loop's wake).
@@ -43,7 +80,7 @@ ScheduleListener = Callable[[datetime], None]
 
 @dataclass(frozen=True)
 class PreparedStatusChange:
-    """The listeners' recorders for one connection's tenant, ready before the change is known."""
+    """The listeners' recorders for one tenant, ready before the change is known."""
 
     recorders: tuple[StatusRecorder, ...]
 
@@ -54,19 +91,42 @@ class PreparedStatusChange:
         previous_status: str,
         reason: str | None,
     ) -> None:
-        """Hand the change to every recorder (nothing when the status stayed the same); no I/O."""
+        """Hand a connection's status change to every recorder (nothing when the status stayed
+        the same); no I/O."""
         if previous_status == connection.status:
             return
-        change = StatusChange(
-            tenant_id=connection.tenant_id,
-            provider=connection.provider,
-            branch_id=connection.branch_id,
-            connection_id=connection.id,
-            previous_status=previous_status,
-            new_status=connection.status,
-            reason=reason,
-            occurred_at=utcnow(),
+        self.emit(
+            session,
+            StatusChange(
+                tenant_id=connection.tenant_id,
+                provider=connection.provider,
+                branch_id=connection.branch_id,
+                connection_id=connection.id,
+                previous_status=previous_status,
+                new_status=connection.status,
+                reason=reason,
+                occurred_at=utcnow(),
+            ),
         )
+
+    def notify(
+        self, session: AsyncSession, kind: str, connection: OAuthConnection, reason: str | None
+    ) -> None:
+        """Hand a `ConnectionNotice` of `kind` about `connection` to every recorder; no I/O."""
+        self.emit(
+            session,
+            ConnectionNotice(
+                kind=kind,
+                tenant_id=connection.tenant_id,
+                provider=connection.provider,
+                branch_id=connection.branch_id,
+                connection_id=connection.id,
+                reason=reason,
+                occurred_at=utcnow(),
+            ),
+        )
+
+    def emit(self, session: AsyncSession, change: TokenChange) -> None:
         for recorder in self.recorders:
             recorder(session, change)
 
@@ -147,9 +207,10 @@ class TokenContext:
         )
 
     def on_status_change(self, listener: StatusListener) -> Callable[[], None]:
-        """Have `listener` record, inside every transaction that changes a connection's stored
-        status (`active`, `refresh_failed`, `needs_reauth`), a new login that recovers one
-        included, the change. Returns the function that unregisters it."""
+        """Have `listener` record, inside the transaction that stores it, every `TokenChange`:
+        a connection's stored status (`active`, `refresh_failed`, `needs_reauth`; a login that
+        recovers one included), a `ConnectionNotice` (connected, disconnected, refresh token
+        expiring) and a client's status. Returns the function that unregisters it."""
         self._status_listeners.append(listener)
         return lambda: self._status_listeners.remove(listener)
 
@@ -157,7 +218,7 @@ class TokenContext:
         self, session: AsyncSession, tenant_id: str
     ) -> PreparedStatusChange:
         """Ask every listener (the monitoring events) for its recorder, ahead of a change of one
-        of `tenant_id`'s connections: whatever they must look up is looked up here."""
+        of `tenant_id`'s connections or clients: whatever they must look up is looked up here."""
         recorders = [await listener(session, tenant_id) for listener in self._status_listeners]
         return PreparedStatusChange(tuple(recorders))
 

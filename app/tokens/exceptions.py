@@ -56,6 +56,13 @@ class RefreshUnavailable(ServiceUnavailable):
     code = "refresh_failed"
 
 
+class ClientMisconfigured(ServiceUnavailable):
+    """A read of an expired token (or a forced refresh) whose client the provider refused: no
+    provider call is made until the client is edited. The same code as any refresh failure."""
+
+    code = "refresh_failed"
+
+
 class RefreshInProgress(ServiceUnavailable):
     """Another worker holds the refresh lock for longer than a reader is willing to wait."""
 
@@ -67,13 +74,23 @@ class ProviderError(Exception):
     (e.g. "invalid_grant"), "http_503", "timeout", "network_error" or "invalid_response";
     nothing the provider echoed (tokens, secrets) is kept."""
 
-    def __init__(self, code: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, code: str, *, status_code: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(code)
         self.code = code
         self.status_code = status_code
+        # A 429's (or 503's) Retry-After, in seconds from now, already bounded.
+        self.retry_after_s = retry_after_s
 
     @property
     def revokes_grant(self) -> bool:
         # `no_refresh_token`: an expired token with nothing to refresh it is as dead as a
         # revoked grant.
         return self.code in {"invalid_grant", "no_refresh_token"}
+
+    @property
+    def rejects_client(self) -> bool:
+        """The provider refused the OAuth app itself (a rotated secret, a deleted app): every
+        connection of its client fails alike, until the client is edited."""
+        return self.code in {"invalid_client", "unauthorized_client"}

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import maintenance
 from app.core.crypto import DecryptionError
 from app.core.db import new_id, utcnow
-from app.tokens import oauth, repository
-from app.tokens.context import TokenContext
+from app.tokens import clients, oauth, repository
+from app.tokens.context import NOTICE_CONNECTED, TokenContext
 from app.tokens.exceptions import InvalidState, ProviderError, ReturnUrlNotAllowed, StateExpired
 from app.tokens.models import STATUS_ACTIVE, OAuthClient, OAuthConnection, OAuthState
 from app.tokens.providers import ProviderSpec
@@ -180,6 +180,10 @@ async def _store_login(
     branch_id: str,
     tokens: oauth.TokenSet,
 ) -> OAuthConnection:
+    """Store a login's grant: a new connection, or the branch's existing one re-authorized in
+    place (same id, so its events and history stay), whatever its status was. `connected` is
+    raised in the same transaction (reason `new` or `reauthorized`), and `recovered` as well when
+    the connection had failed (see docs/monitoring.md)."""
     for attempt in range(2):
         try:
             async with ctx.sessionmaker() as session, session.begin():
@@ -202,14 +206,32 @@ async def _store_login(
                 else:
                     previous = connection.status
                 connection.client_id = client.id
+                # A new grant: whatever was known of the old refresh token's expiry goes.
+                connection.refresh_token_expires_at = None
+                connection.refresh_token_warned_at = None
                 apply_token_set(ctx, connection, spec, tokens, now)
                 await session.flush()
+                prepared = await ctx.prepare_status_change(session, client.tenant_id)
                 if previous is not None:
-                    prepared = await ctx.prepare_status_change(session, client.tenant_id)
                     prepared.record(session, connection, previous, "reauthorized")
+                prepared.notify(
+                    session,
+                    NOTICE_CONNECTED,
+                    connection,
+                    "new" if previous is None else "reauthorized",
+                )
+                # The code exchange just succeeded with the client's credentials: a client
+                # marked misconfigured works again.
+                await _recover_client(session, ctx, client.id)
                 return connection
         except IntegrityError:
             # Two logins for the same branch raced to insert; the second updates the first's row.
             if attempt:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _recover_client(session: AsyncSession, ctx: TokenContext, client_pk: str) -> None:
+    stored = await repository.get_client(session, client_pk)
+    if stored is not None:
+        await clients.recover(session, ctx, stored, "login")

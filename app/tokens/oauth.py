@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,6 +25,10 @@ from app.tokens.providers import ProviderSpec
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 # The longest token lifetime kept (ten years).
 MAX_EXPIRES_IN_S = 10 * 365 * 86400
+# A provider's Retry-After is honoured within these bounds: at least a second, at most an hour
+# (a provider asking for a day is answered by the usual backoff past the hour).
+MIN_RETRY_AFTER_S = 1.0
+MAX_RETRY_AFTER_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class TokenSet:
     expires_in: int | None
     refresh_token: str | None
     scope: str | None
+    # Where the provider says so: how long the refresh token (this one, or the one kept) lives.
+    refresh_token_expires_in: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,10 +138,34 @@ async def _token_call(
         raise ProviderError("network_error") from None
     data = _parse_body(response)
     if response.status_code >= 400 or "error" in data:
+        retry_after_s = None
+        if response.status_code in (429, 503):
+            retry_after_s = retry_after_seconds(response.headers.get("Retry-After"))
         raise ProviderError(
-            _error_code(data, response.status_code), status_code=response.status_code
+            _error_code(data, response.status_code),
+            status_code=response.status_code,
+            retry_after_s=retry_after_s,
         )
     return data
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (RFC 9110: delay-seconds or an HTTP date) as seconds from now,
+    bounded to [MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S]; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(value) if len(value) <= 12 else MAX_RETRY_AFTER_S
+    else:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:  # RFC 850 / asctime forms carry no zone: GMT by definition
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, MIN_RETRY_AFTER_S), MAX_RETRY_AFTER_S)
 
 
 def _parse_body(response: httpx.Response) -> dict[str, Any]:
@@ -175,6 +207,7 @@ def parse_token_response(data: dict[str, Any], spec: ProviderSpec) -> TokenSet:
     refresh_token = data.get("refresh_token")
     if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
         raise ProviderError("invalid_response")
+    refresh_token_expires_in = _lifetime_s(data.get("refresh_token_expires_in"))
     scope = data.get("scope")
     if isinstance(scope, list):
         scope = spec.scope_separator.join(str(s) for s in scope)
@@ -186,7 +219,18 @@ def parse_token_response(data: dict[str, Any], spec: ProviderSpec) -> TokenSet:
         expires_in=expires_in,
         refresh_token=refresh_token,
         scope=scope,
+        refresh_token_expires_in=refresh_token_expires_in,
     )
+
+
+def _lifetime_s(value: Any) -> int | None:
+    """An optional lifetime in seconds beside the ones OAuth requires: a malformed one is
+    ignored (the token itself is fine), a huge one capped like `expires_in`."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value) if len(value) <= 12 else MAX_EXPIRES_IN_S
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return min(value, MAX_EXPIRES_IN_S)
 
 
 # `allow_private` (the settings' is_dev) lets a custom provider live on a private or loopback

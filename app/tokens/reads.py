@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -13,6 +15,7 @@ from app.core.db import utcnow
 from app.tokens import repository, timing
 from app.tokens.context import TokenContext
 from app.tokens.exceptions import (
+    ClientMisconfigured,
     ConnectionNotFound,
     NeedsReauth,
     RefreshInProgress,
@@ -25,6 +28,7 @@ from app.tokens.refresh import (
     SECRET_REASONS,
     UNDECRYPTABLE,
     UNKNOWN_ENCRYPTION_KEY,
+    RefreshOutcome,
     RefreshResult,
     refresh_connection,
 )
@@ -184,14 +188,34 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
     if connection.expires_at is not None and connection.expires_at <= utcnow():
         if outcome.error == "refresh_in_progress":
             raise RefreshInProgress("another worker is refreshing this token; retry shortly")
+        if outcome.result == RefreshResult.CLIENT_MISCONFIGURED:
+            _raise_client_misconfigured(connection, outcome)
         raise RefreshUnavailable(
             "the token has expired and the provider could not refresh it "
             f"({connection.last_error or 'unknown'}); retry after retry_at",
+            **_retry_after(connection.next_attempt_at),
             reason=connection.last_error,
-            retry_at=connection.next_attempt_at.isoformat() if connection.next_attempt_at else None,
         )
     # Still valid (maybe within the margin after a failed refresh): the old token serves.
     return await _view(ctx, connection)
+
+
+def _raise_client_misconfigured(connection: TokenRow, outcome: RefreshOutcome) -> None:
+    raise ClientMisconfigured(
+        f"the token has expired and cannot be refreshed: the {connection.provider} client is "
+        f"misconfigured (the provider refused the app: {outcome.error}); no refresh is tried "
+        "until the client is edited (PATCH /token-management/clients/{client_id})",
+        reason="client_misconfigured",
+    )
+
+
+def _retry_after(next_attempt_at: datetime | None) -> dict[str, Any]:
+    """`retry_at` for the body and, while it is ahead, a `Retry-After` header (seconds)."""
+    if next_attempt_at is None:
+        return {"retry_at": None}
+    wait_s = math.ceil((next_attempt_at - utcnow()).total_seconds())
+    headers = {"Retry-After": str(wait_s)} if wait_s > 0 else None
+    return {"retry_at": next_attempt_at.isoformat(), "headers": headers}
 
 
 async def force_refresh(
@@ -206,11 +230,13 @@ async def force_refresh(
         _raise_needs_reauth(connection)
     if outcome.result == RefreshResult.REFRESH_FAILED and outcome.error in SECRET_REASONS:
         raise RefreshUnavailable(_SECRET_DETAILS[outcome.error], reason=outcome.error)
+    if outcome.result == RefreshResult.CLIENT_MISCONFIGURED:
+        _raise_client_misconfigured(connection, outcome)
     if outcome.result == RefreshResult.REFRESH_FAILED:
         raise RefreshUnavailable(
             f"the provider did not refresh the token ({outcome.error})",
+            **_retry_after(connection.next_attempt_at),
             reason=outcome.error,
-            retry_at=connection.next_attempt_at.isoformat() if connection.next_attempt_at else None,
         )
     if outcome.result != RefreshResult.REFRESHED:
         if outcome.error == "no_refresh_token":

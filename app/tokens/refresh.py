@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import inspect, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import maintenance
 from app.core.config import Settings
 from app.core.crypto import DecryptionError
 from app.core.db import utcnow
-from app.tokens import metrics, oauth, repository, timing
-from app.tokens.context import PreparedStatusChange, TokenContext
+from app.tokens import clients, metrics, oauth, repository, timing
+from app.tokens.context import (
+    NOTICE_REFRESH_TOKEN_EXPIRING,
+    ClientStatusChange,
+    PreparedStatusChange,
+    TokenContext,
+)
 from app.tokens.exceptions import ProviderError
 from app.tokens.models import (
+    CLIENT_ACTIVE,
+    CLIENT_MISCONFIGURED,
     STATUS_ACTIVE,
     STATUS_NEEDS_REAUTH,
     STATUS_REFRESH_FAILED,
@@ -42,12 +51,14 @@ class RefreshResult(StrEnum):
     """How a refresh ended: `RefreshOutcome.result`, and the monitoring loop's count per result.
 
     ERROR and ABANDONED are the loop's own (its refresher raised; shutdown came first); the
-    refresh path never returns them.
+    refresh path never returns them. CLIENT_MISCONFIGURED: the connection's client is (or was
+    just found) refused by its provider; the connection row is left as it was.
     """
 
     REFRESHED = "refreshed"
     NEEDS_REAUTH = "needs_reauth"
     REFRESH_FAILED = "refresh_failed"
+    CLIENT_MISCONFIGURED = "client_misconfigured"
     SKIPPED = "skipped"
     NOT_FOUND = "not_found"
     ERROR = "error"
@@ -125,6 +136,18 @@ def _busy(connection_id: str) -> RefreshOutcome:
     return RefreshOutcome(connection_id, RefreshResult.SKIPPED, "unknown", "refresh_in_progress")
 
 
+@dataclass(frozen=True)
+class _ClientInfo:
+    """What the failure paths need of the client, copied while its row is loaded (a rollback
+    on the row lock's session expires the ORM object)."""
+
+    id: str
+    tenant_id: str
+    provider: str
+    status: str
+    status_reason: str | None
+
+
 async def _refresh_locked(
     ctx: TokenContext,
     connection_id: str,
@@ -147,6 +170,12 @@ async def _refresh_locked(
         spec = ctx.spec_for(client)
         if status == STATUS_NEEDS_REAUTH:
             return RefreshOutcome(connection_id, RefreshResult.NEEDS_REAUTH, status, last_error)
+        client_info = _ClientInfo(
+            client.id, client.tenant_id, client.provider, client.status, client.status_reason
+        )
+        if client_info.status == CLIENT_MISCONFIGURED:
+            # Its provider refused the app itself: no call until the client is edited.
+            return _client_refused(connection_id, status, client_info.status_reason)
         if not force and _not_due(connection, spec, now, started_at, ctx.settings):
             # Refreshed meanwhile, or not due: when it is (the loop hands its lease back).
             return RefreshOutcome(
@@ -181,7 +210,10 @@ async def _refresh_locked(
         # when a success would change the status (a success leaves it active): a failure stores
         # no new refresh token, so for one the listeners may look up after the answer.
         prepared: PreparedStatusChange | None = None
-        if previous != STATUS_ACTIVE:
+        may_warn = connection.refresh_token_warned_at is None and timing.refresh_token_expiring(
+            connection, ctx.settings, now
+        )
+        if previous != STATUS_ACTIVE or may_warn:
             prepared = await ctx.prepare_status_change(session, connection.tenant_id)
 
     tokens: oauth.TokenSet | None = None
@@ -205,6 +237,18 @@ async def _refresh_locked(
             error = exc
         answered_at = time.perf_counter()
 
+    if error is not None:
+        # A failure answer carries no new refresh token to lose: these paths may do I/O before
+        # their commit.
+        if error.rejects_client:
+            return await _client_rejected(
+                ctx, lock, connection_id, status, client_info, error, prepared
+            )
+        if error.code == "invalid_grant":
+            replaced = await _grant_replaced_meanwhile(ctx, lock, connection_id, used_refresh_enc)
+            if replaced is not None:
+                return replaced
+
     # From the provider's answer to the commit nothing is awaited but the commit: a replica
     # killed in between loses a rotated refresh token, and its next refresh would be reuse.
     done = utcnow()
@@ -215,6 +259,32 @@ async def _refresh_locked(
         assert error is not None
         result = _apply_failure(ctx, connection, spec, error, done)
         reason = error.code
+    issued = tokens is not None and tokens.refresh_token is not None
+    # A success warns only where the listeners were prepared before the call (no I/O between a
+    # rotated refresh token and its commit); a failure may prepare them now.
+    warn = (prepared is not None or tokens is None) and _mark_refresh_token_warning(
+        ctx, connection, issued_now=issued, now=done
+    )
+
+    async def record(session: AsyncSession) -> None:
+        nonlocal prepared
+        if prepared is None and (previous != connection.status or warn):
+            # Only after a failure (a success that could change the status or warn was
+            # prepared beforehand): nothing rotated.
+            prepared = await ctx.prepare_status_change(session, connection.tenant_id)
+        if prepared is None:
+            return
+        prepared.record(session, connection, previous, reason)
+        if warn:
+            expires_at = connection.refresh_token_expires_at
+            assert expires_at is not None
+            prepared.notify(
+                session,
+                NOTICE_REFRESH_TOKEN_EXPIRING,
+                connection,
+                f"refresh token expires at {expires_at.isoformat()}",
+            )
+
     lease_released = False
     if lock.row_session is not None:
         # The row has been locked since it was read: nobody changed it; the commit writes it,
@@ -223,17 +293,11 @@ async def _refresh_locked(
             connection.lease_owner = None
             connection.lease_expires_at = None
             lease_released = True
-        if prepared is None and previous != connection.status:
-            # A failure (a success prepared beforehand or changes no status): nothing rotated.
-            prepared = await ctx.prepare_status_change(lock.row_session, connection.tenant_id)
-        if prepared is not None:
-            prepared.record(lock.row_session, connection, previous, reason)
+        await record(lock.row_session)
         await lock.row_session.commit()
         stored = True
     else:
-        stored = await _store_if_unchanged(
-            ctx, connection, used_refresh_enc, prepared, previous, reason
-        )
+        stored = await _store_if_unchanged(ctx, connection, used_refresh_enc, record)
     window_s = None if answered_at is None else time.perf_counter() - answered_at
     if window_s is not None:
         metrics.REFRESH_COMMIT_WINDOW.observe(window_s)
@@ -250,13 +314,103 @@ async def _refresh_locked(
     )
 
 
+def _client_refused(connection_id: str, status: str, reason: str | None) -> RefreshOutcome:
+    return RefreshOutcome(
+        connection_id, RefreshResult.CLIENT_MISCONFIGURED, status, reason or CLIENT_MISCONFIGURED
+    )
+
+
+async def _client_rejected(
+    ctx: TokenContext,
+    lock: RefreshLock,
+    connection_id: str,
+    status: str,
+    client: _ClientInfo,
+    error: ProviderError,
+    prepared: PreparedStatusChange | None,
+) -> RefreshOutcome:
+    """The provider refused the client itself: mark the client misconfigured (one conditional
+    UPDATE, so of many connections failing at once exactly one raises its event) and leave the
+    connection as it was: one client problem, not one failure per connection."""
+    now = utcnow()
+    async with lock.transaction() as session:
+        if await clients.mark_misconfigured(session, client.id, error.code, now):
+            if prepared is None:
+                # A failure answer: nothing rotated, the listeners may look up now.
+                prepared = await ctx.prepare_status_change(session, client.tenant_id)
+            change = ClientStatusChange(
+                tenant_id=client.tenant_id,
+                provider=client.provider,
+                client_id=client.id,
+                previous_status=CLIENT_ACTIVE,
+                new_status=CLIENT_MISCONFIGURED,
+                reason=error.code,
+                occurred_at=now,
+            )
+            prepared.emit(session, change)
+            logger.warning(
+                "client %s marked misconfigured: provider=%s reason=%s",
+                client.id,
+                client.provider,
+                error.code,
+            )
+        if lock.row_session is not None:
+            await lock.row_session.commit()
+    return _client_refused(connection_id, status, error.code)
+
+
+async def _grant_replaced_meanwhile(
+    ctx: TokenContext, lock: RefreshLock, connection_id: str, used_refresh_enc: str | None
+) -> RefreshOutcome | None:
+    """After `invalid_grant`, re-read the row before declaring the grant dead: when it no longer
+    holds the refresh token this refresh used (a login stored a new grant meanwhile), the
+    provider refused a token that is already gone, and the row's new tokens stand.
+
+    On SQLite no transaction was open during the call, so a login may have written the row. On
+    PostgreSQL the row lock kept every writer out through the call: the lock's transaction
+    (which wrote nothing) is ended first, so a login that was waiting on the lock goes first,
+    and the row is read and locked again in a new transaction (refreshing the session's copy
+    of it in place), which the caller then writes.
+    Returns the outcome when the grant was replaced (or the row deleted), None otherwise.
+    """
+    if lock.row_session is not None:
+        await lock.row_session.rollback()
+        current = await repository.get_connection(lock.row_session, connection_id, for_update=True)
+    else:
+        async with ctx.sessionmaker() as session:
+            current = await repository.get_connection(session, connection_id)
+    if current is None:
+        return RefreshOutcome(connection_id, RefreshResult.NOT_FOUND, "unknown", None)
+    if current.refresh_token_enc == used_refresh_enc:
+        return None
+    logger.info(
+        "invalid_grant for a refresh token already replaced: connection=%s keeps its new grant",
+        connection_id,
+    )
+    return RefreshOutcome(connection_id, RefreshResult.SKIPPED, current.status, None)
+
+
+def _mark_refresh_token_warning(
+    ctx: TokenContext, connection: OAuthConnection, *, issued_now: bool, now: datetime
+) -> bool:
+    """Whether this change raises `refresh_token_expiring` (and marks the row warned): once per
+    refresh token, when it lapses within the warning window and this change did not just issue
+    it (a provider that rotates refresh tokens renews the grant with each refresh)."""
+    if issued_now or connection.refresh_token_warned_at is not None:
+        return False
+    if connection.status == STATUS_NEEDS_REAUTH:
+        return False  # the grant is gone already; needs_reauth says so
+    if not timing.refresh_token_expiring(connection, ctx.settings, now):
+        return False
+    connection.refresh_token_warned_at = now
+    return True
+
+
 async def _store_if_unchanged(
     ctx: TokenContext,
     connection: OAuthConnection,
     used_refresh_enc: str | None,
-    prepared: PreparedStatusChange | None,
-    previous: str,
-    reason: str,
+    record: Callable[[AsyncSession], Awaitable[None]],
 ) -> bool:
     """Without a row lock (SQLite): one compare-and-set UPDATE of what the refresh changed, where
     the stored refresh token is still the one used, and the listeners' rows, in one commit.
@@ -269,9 +423,6 @@ async def _store_if_unchanged(
     expected = used_refresh_enc
     for _attempt in range(3):
         async with ctx.sessionmaker() as session, session.begin():
-            if prepared is None and previous != connection.status:
-                # A failure (a success prepared beforehand or changes no status): nothing rotated.
-                prepared = await ctx.prepare_status_change(session, connection.tenant_id)
             statement = (
                 update(OAuthConnection)
                 .where(
@@ -282,8 +433,7 @@ async def _store_if_unchanged(
                 .execution_options(synchronize_session=False)
             )
             if (await session.execute(statement)).rowcount == 1:  # type: ignore[attr-defined]
-                if prepared is not None:
-                    prepared.record(session, connection, previous, reason)
+                await record(session)
                 return True
             current = await session.scalar(
                 select(OAuthConnection.refresh_token_enc).where(OAuthConnection.id == connection.id)
@@ -348,6 +498,7 @@ def apply_token_set(
     seal_access_token(ctx.keyring, connection, tokens.access_token)
     if tokens.refresh_token is not None:
         seal_refresh_token(ctx.keyring, connection, tokens.refresh_token)
+    _apply_refresh_token_expiry(connection, tokens, now)
     connection.token_type = tokens.token_type
     if tokens.scope is not None:
         connection.scope = tokens.scope
@@ -363,6 +514,21 @@ def apply_token_set(
     connection.next_attempt_at = None
     connection.updated_at = now
     connection.refresh_due_at = timing.compute_refresh_due_at(connection, spec, ctx.settings)
+
+
+def _apply_refresh_token_expiry(
+    connection: OAuthConnection, tokens: oauth.TokenSet, now: datetime
+) -> None:
+    """`refresh_token_expires_in`, where the provider sends it: a new refresh token without it
+    has an unknown expiry (NULL) and may be warned of anew; a response without a new refresh
+    token keeps the old expiry unless it states one."""
+    if tokens.refresh_token is not None:
+        connection.refresh_token_expires_at = None
+        connection.refresh_token_warned_at = None
+    if tokens.refresh_token_expires_in is not None:
+        connection.refresh_token_expires_at = now + timedelta(
+            seconds=tokens.refresh_token_expires_in
+        )
 
 
 def backoff_delay_s(settings: Settings, failure_count: int) -> float:
@@ -389,6 +555,9 @@ def _apply_failure(
         return RefreshResult.NEEDS_REAUTH
     connection.status = STATUS_REFRESH_FAILED
     delay = backoff_delay_s(ctx.settings, connection.failure_count)
+    if error.retry_after_s is not None:
+        # The provider said when to come back (429 or 503 with Retry-After): not before then.
+        delay = max(delay, error.retry_after_s)
     connection.next_attempt_at = now + timedelta(seconds=delay)
     connection.refresh_due_at = timing.compute_refresh_due_at(connection, spec, ctx.settings)
     return RefreshResult.REFRESH_FAILED

@@ -135,6 +135,13 @@ class ClientOut(ResponseModel):
     return_urls: list[str]
     provider_settings: dict[str, Any]
     workspace_info: dict[str, Any] | None
+    # `misconfigured` when the provider refused the app itself (status_reason: its error code,
+    # e.g. invalid_client); its connections are not refreshed until the client is edited.
+    status: str = Field(
+        description="active, or misconfigured: the provider refused the app (see status_reason)"
+    )
+    status_reason: str | None
+    status_changed_at: datetime | None
     created_at: datetime
     updated_at: datetime
 

@@ -150,9 +150,48 @@ def compute_refresh_due_at(
     ends_at = _interval_ends_at(spec, connection, settings)
     if ends_at is not None and ends_at > due:
         due = ends_at
+    warning_visit = _refresh_token_warning_visit(connection, settings)
+    if warning_visit is not None:
+        due = min(due, warning_visit)
     if connection.next_attempt_at is not None and connection.next_attempt_at > due:
         due = connection.next_attempt_at
     return due
+
+
+def _refresh_token_warning_visit(
+    connection: OAuthConnection, settings: Settings
+) -> datetime | None:
+    """When the loop must visit a connection whose refresh token lapses (where the provider
+    says when), however long its access token lives: as the warning window opens. The visit
+    refreshes it (a provider that rotates refresh tokens renews the grant) or raises
+    `refresh_token_expiring`. Once per window: not after a refresh inside it, nor once warned."""
+    if connection.refresh_token_expires_at is None or connection.refresh_token_warned_at:
+        return None
+    opens_at = connection.refresh_token_expires_at - timedelta(
+        seconds=settings.refresh_token_expiry_warning_s
+    )
+    if connection.last_refreshed_at is not None and connection.last_refreshed_at >= opens_at:
+        return None
+    return opens_at
+
+
+class HasRefreshTokenExpiry(Protocol):
+    """A connection, or a row of a status query selecting its refresh token's expiry."""
+
+    @property
+    def refresh_token_expires_at(self) -> datetime | None: ...
+
+
+def refresh_token_expiring(
+    connection: HasRefreshTokenExpiry, settings: Settings, now: datetime
+) -> bool:
+    """Whether the connection's refresh token lapses within REFRESH_TOKEN_EXPIRY_WARNING_S of
+    `now` (False when its provider gave no expiry): its user should reconnect soon. Status
+    reports call this; the refresh path raises `refresh_token_expiring` from it."""
+    expires_at = connection.refresh_token_expires_at
+    if expires_at is None:
+        return False
+    return expires_at - now <= timedelta(seconds=settings.refresh_token_expiry_warning_s)
 
 
 def refresh_is_due(

@@ -66,7 +66,14 @@ async def test_events_are_listed_newest_first(
     assert response.status_code == 200
     body = response.json()
     assert [item["type"] for item in body["items"]] == ["recovered", "refresh_failed"]
-    assert set(body["items"][0]) == {"type", "provider", "branch_id", "occurred_at", "reason"}
+    assert set(body["items"][0]) == {
+        "type",
+        "provider",
+        "branch_id",
+        "occurred_at",
+        "reason",
+        "client_id",
+    }
     assert body["next_cursor"] is None
 
 

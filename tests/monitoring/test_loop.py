@@ -96,7 +96,8 @@ async def test_a_revoked_grant_becomes_needs_reauth_with_one_event(
         await client.get("/monitoring/events", headers=bearer(make_token(roles=["service"])))
     ).json()
     assert [(e["type"], e["branch_id"], e["reason"]) for e in events["items"]] == [
-        ("needs_reauth", "branch-1", "invalid_grant")
+        ("needs_reauth", "branch-1", "invalid_grant"),
+        ("connected", "branch-1", "new"),
     ]
 
 
@@ -125,7 +126,7 @@ async def test_an_outage_gives_refresh_failed_then_backoff_then_recovered(
         assert connection.status == "active"
         assert connection.last_error is None
         events = [e.type for e in await list_event_rows(app)]
-    assert events == ["refresh_failed", "recovered"]
+    assert events == ["connected", "refresh_failed", "recovered"]
 
 
 async def _refreshed_once_due(monitor: MonitorLoop) -> bool:
@@ -148,7 +149,7 @@ async def test_failed_retries_during_an_outage_raise_only_one_event(
         [connection] = await connections(app)
         events = [e.type for e in await list_event_rows(app)]
     assert connection.failure_count == 3
-    assert events == ["refresh_failed"]
+    assert events == ["connected", "refresh_failed"]
 
 
 async def test_a_lease_left_by_a_killed_instance_is_taken_over(

@@ -48,6 +48,8 @@ async def test_a_provider_without_a_connection_is_disconnected(
         "expires_at": None,
         "last_refreshed_at": None,
         "last_error": None,
+        "refresh_token_expires_at": None,
+        "refresh_token_expiring": False,
     }
 
 

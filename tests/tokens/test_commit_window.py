@@ -83,7 +83,7 @@ async def test_after_the_providers_answer_the_refresh_only_writes_what_it_commit
     async with app_state(app).sessionmaker() as session:
         events = list(await session.scalars(select(MonitoringEvent.type)))
         deliveries = list(await session.scalars(select(MonitoringWebhookDelivery)))
-    assert sorted(events) == ["recovered", "refresh_failed"]
+    assert sorted(events) == ["connected", "recovered", "refresh_failed"]
     assert len(deliveries) == 2
     assert (await connection_row(app)).status == "active"
 

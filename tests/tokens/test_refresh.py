@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
-from app.tokens.context import StatusChange, StatusRecorder
+from app.tokens.context import StatusChange, StatusRecorder, TokenChange
 from tests.conftest import bearer, build_settings, running_app
 from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
 from tests.tokens.helpers import (
@@ -39,11 +39,13 @@ async def _connect_expiring(
 
 
 def _record_changes(app: Any) -> list[StatusChange]:
+    """The connections' status changes the listeners hear (not the other notices)."""
     changes: list[StatusChange] = []
 
-    def record(session: AsyncSession, change: StatusChange) -> None:
+    def record(session: AsyncSession, change: TokenChange) -> None:
         assert isinstance(session, AsyncSession)
-        changes.append(change)
+        if isinstance(change, StatusChange):
+            changes.append(change)
 
     async def listener(session: AsyncSession, tenant_id: str) -> StatusRecorder:
         return record
