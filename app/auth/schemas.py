@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from app.core.schemas import RequestModel, ResponseModel, UTCDatetime
 
 
 class RevokeRequest(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"jti": "3f0c9a6e-2b1d-4c55-9d0e-8a7b6c5d4e3f"}]}
+    )
+
     jti: str | None = Field(
         default=None,
         max_length=255,
@@ -27,6 +31,8 @@ class RevokeRequest(RequestModel):
 
 
 class RevokeResponse(ResponseModel):
-    jti: str
-    revoked: bool
-    expires_at: datetime
+    jti: str = Field(description="the revoked token's id")
+    revoked: bool = Field(description="it is revoked now")
+    expires_at: datetime = Field(
+        description="until when the revocation is kept (the token's expiry)"
+    )

@@ -126,6 +126,8 @@ def _declare_errors(operation: dict[str, Any], key: str, entry: permissions.Oper
         statuses.add(400)  # a token for several tenants must name one
     if has_input:
         statuses.add(422)
+    if any(parameter["name"] == "cursor" for parameter in operation.get("parameters", [])):
+        statuses.add(400)  # a cursor this listing did not return
     if "requestBody" in operation:
         statuses.update((400, 413))  # 400: a body that is not JSON at all
     if rule.public:

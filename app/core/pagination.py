@@ -11,9 +11,29 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
+
+from fastapi import Query
+from pydantic import Field
 
 from app.core.errors import BadRequest
+
+# Every listing's page: the same bounds, parameters and wording, so clients page them alike.
+MAX_PAGE_SIZE = 200
+PageLimit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"items per page, 1 to {MAX_PAGE_SIZE}")
+]
+PageCursor = Annotated[
+    str | None,
+    Query(
+        max_length=1024,
+        description="the `next_cursor` of the previous page; omitted: the first page",
+    ),
+]
+NextCursor = Annotated[
+    str | None,
+    Field(description="pass it as `cursor` to read the next page; null on the last page"),
+]
 
 
 class InvalidCursor(BadRequest):

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import openapi
 from app.core.config import Settings
 from app.core.crypto import Keyring, mask
 from app.core.deps import (
@@ -18,6 +19,7 @@ from app.core.deps import (
     TenantIdQuery,
 )
 from app.core.errors import InvalidField
+from app.core.pagination import PageCursor, PageLimit
 from app.monitoring import service, webhooks
 from app.monitoring.models import OPERATOR_WEBHOOK, MonitoringWebhook
 from app.monitoring.schemas import (
@@ -56,8 +58,8 @@ async def list_events(
     since: Annotated[
         datetime | None, Query(description="only events at or after this time (ISO 8601; UTC)")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> EventPage:
     """A tenant's events, newest first: refresh_failed, needs_reauth, recovered, connected,
     disconnected, client_misconfigured, refresh_token_expiring (docs/monitoring.md)."""
@@ -110,9 +112,10 @@ DeliveryStatusQuery = Annotated[
 EventTypeQuery = Annotated[
     str | None, Query(max_length=32, description="one event type (see /monitoring/events)")
 ]
-DeliveryIdPath = Annotated[str, Path(min_length=1, max_length=64)]
-DeliveryLimit = Annotated[int, Query(ge=1, le=webhooks.MAX_PAGE_SIZE)]
-CursorQuery = Annotated[str | None, Query(max_length=512)]
+DeliveryIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=64, description="the delivery's id (its `webhook-id` header)"),
+]
 
 
 def _webhook_out(webhook: MonitoringWebhook, secret: str, *, generated: bool) -> WebhookOut:
@@ -190,7 +193,7 @@ async def put_webhook(
     return await _put(session, settings, keyring, tenant, body)
 
 
-@router.get("/monitoring/webhook", response_model=WebhookOut)
+@router.get("/monitoring/webhook", response_model=WebhookOut, responses=openapi.errors(404))
 async def get_webhook(
     session: SessionDep,
     keyring: KeyringDep,
@@ -201,7 +204,7 @@ async def get_webhook(
     return await _get(session, keyring, principal.resolve_tenant(tenant_id))
 
 
-@router.delete("/monitoring/webhook", status_code=204)
+@router.delete("/monitoring/webhook", status_code=204, responses=openapi.errors(404))
 async def delete_webhook(
     session: SessionDep, principal: CurrentPrincipal, tenant_id: TenantIdQuery = None
 ) -> Response:
@@ -217,15 +220,19 @@ async def list_deliveries(
     tenant_id: TenantIdQuery = None,
     status: DeliveryStatusQuery = None,
     event_type: EventTypeQuery = None,
-    limit: DeliveryLimit = 50,
-    cursor: CursorQuery = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> DeliveryPage:
     """The tenant webhook's delivery log, newest first: attempts, status, last error."""
     tenant = principal.resolve_tenant(tenant_id)
     return await _log(session, tenant, status, event_type, limit, cursor)
 
 
-@router.post("/monitoring/webhook/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut)
+@router.post(
+    "/monitoring/webhook/deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryOut,
+    responses=openapi.errors(404, 409),
+)
 async def redeliver(
     delivery_id: DeliveryIdPath,
     session: SessionDep,
@@ -250,7 +257,9 @@ async def put_operator_webhook(
     return await _put(session, settings, keyring, OPERATOR_WEBHOOK, body)
 
 
-@router.get("/monitoring/operator-webhook", response_model=WebhookOut)
+@router.get(
+    "/monitoring/operator-webhook", response_model=WebhookOut, responses=openapi.errors(404)
+)
 async def get_operator_webhook(
     session: SessionDep, keyring: KeyringDep, principal: CurrentPrincipal
 ) -> WebhookOut:
@@ -258,7 +267,7 @@ async def get_operator_webhook(
     return await _get(session, keyring, OPERATOR_WEBHOOK)
 
 
-@router.delete("/monitoring/operator-webhook", status_code=204)
+@router.delete("/monitoring/operator-webhook", status_code=204, responses=openapi.errors(404))
 async def delete_operator_webhook(session: SessionDep, principal: CurrentPrincipal) -> Response:
     """Remove the operator's webhook; its events not yet delivered are no longer sent."""
     await webhooks.delete_webhook(session, OPERATOR_WEBHOOK)
@@ -271,15 +280,17 @@ async def list_operator_deliveries(
     principal: CurrentPrincipal,
     status: DeliveryStatusQuery = None,
     event_type: EventTypeQuery = None,
-    limit: DeliveryLimit = 50,
-    cursor: CursorQuery = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> DeliveryPage:
     """The operator webhook's delivery log (every tenant's events), newest first."""
     return await _log(session, OPERATOR_WEBHOOK, status, event_type, limit, cursor)
 
 
 @router.post(
-    "/monitoring/operator-webhook/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut
+    "/monitoring/operator-webhook/deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryOut,
+    responses=openapi.errors(404, 409),
 )
 async def redeliver_to_operator(
     delivery_id: DeliveryIdPath, session: SessionDep, principal: CurrentPrincipal

@@ -37,8 +37,6 @@ from app.tokens.models import (
 )
 from app.tokens.refresh import RefreshOutcome
 
-MAX_PAGE_SIZE = 200
-
 
 def event_type_for(previous_status: str, new_status: str) -> str | None:
     """The event a stored-status change raises; None when it is not worth an alert."""

@@ -44,7 +44,6 @@ DeliveryStatus = Literal["pending", "delivered", "failed"]
 STATUS_PENDING: DeliveryStatus = "pending"
 STATUS_DELIVERED: DeliveryStatus = "delivered"
 STATUS_FAILED: DeliveryStatus = "failed"
-MAX_PAGE_SIZE = 200
 
 
 # --- secrets ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from app.core.deps import (
     TenantIdPath,
     get_principal,
 )
+from app.core.pagination import PageCursor
 from app.core.routing import DirectRoute, PathParam, QueryFlag, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
 from app.provider_configs import service
@@ -57,6 +58,12 @@ def _json(body: bytes, *, private: bool = False) -> Response:
     headers = {"Cache-Control": "no-store"} if private else None
     return Response(body, media_type=JSON, headers=headers)
 
+
+ProviderTypeQuery = Annotated[ProviderType | None, Query(description="only this provider list")]
+ProviderNameQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=100, pattern=NO_NUL_PATTERN, description="only this provider"),
+]
 
 # Declared once: each reads its parameter on the hot path and documents it in OpenAPI.
 _TENANT_ID = PathParam("tenant_id", TENANT_ID_PATTERN, description="the tenant (workspace) id")
@@ -130,11 +137,17 @@ async def delete_config(
     principal: Caller,
     session: SessionDep,
     domain: DomainDep,
-    change_reason: Annotated[str, Query(min_length=1, max_length=1000, pattern=NO_NUL_PATTERN)],
-    provider_type: ProviderType | None = None,
-    provider_name: Annotated[
-        str | None, Query(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)
-    ] = None,
+    change_reason: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=1000,
+            pattern=NO_NUL_PATTERN,
+            description="why: kept on the `deleted` version rows",
+        ),
+    ],
+    provider_type: ProviderTypeQuery = None,
+    provider_name: ProviderNameQuery = None,
 ) -> Response:
     """Delete the matching configurations (all of the tenant's without filters)."""
     principal.require_tenant(tenant_id)
@@ -155,15 +168,21 @@ async def config_history(
     tenant_id: TenantIdPath,
     principal: Caller,
     session: SessionDep,
-    provider_type: ProviderType | None = None,
-    provider_name: Annotated[
-        str | None, Query(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)
-    ] = None,
+    provider_type: ProviderTypeQuery = None,
+    provider_name: ProviderNameQuery = None,
     config_id: Annotated[
-        str | None, Query(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            pattern=NO_NUL_PATTERN,
+            description="only this config's versions (its `id`)",
+        ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, description=f"capped at {MAX_HISTORY_LIMIT}")] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[
+        int, Query(ge=1, description=f"versions per page, capped at {MAX_HISTORY_LIMIT}")
+    ] = 50,
+    cursor: PageCursor = None,
 ) -> Response:
     """Version rows, newest first, with secrets masked."""
     principal.require_tenant(tenant_id)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.core.pagination import NextCursor
 from app.core.schemas import RequestModel, bounded_object
 
 ProviderType = Literal["map", "weather", "satellite", "payment", "sms", "notification"]
@@ -37,15 +38,40 @@ class ProviderIn(RequestModel):
     """One provider to upsert. Omitted fields keep their current value (or the default on create);
     `api_key: null` removes the key; the masked value a GET returned means "unchanged"."""
 
-    provider_name: str = Field(min_length=1, max_length=100)
-    priority: Priority | None = None
-    enabled: bool | None = None
+    provider_name: str = Field(
+        description=(
+            "the provider's name within its type (the key of the upsert): `google_maps`, `stripe` …"
+        ),
+        min_length=1,
+        max_length=100,
+    )
+    priority: Priority | None = Field(
+        default=None, description=("primary, secondary or fallback; default on create: primary")
+    )
+    enabled: bool | None = Field(
+        default=None, description=("whether the provider is used; default on create: true")
+    )
     config_data: (
         Annotated[dict[str, Any], bounded_object(MAX_CONFIG_DATA_DEPTH, MAX_CONFIG_DATA_ITEMS)]
         | None
-    ) = None
-    api_key: str | None = Field(default=None, min_length=1, max_length=4096)
-    api_secret: str | None = Field(default=None, min_length=1, max_length=4096)
+    ) = Field(
+        default=None, description=("the provider's own settings, a JSON object (non-secret values)")
+    )
+    api_key: str | None = Field(
+        description=(
+            "the provider's API key: stored encrypted; null removes it; the masked "
+            "value means unchanged"
+        ),
+        default=None,
+        min_length=1,
+        max_length=4096,
+    )
+    api_secret: str | None = Field(
+        description=("the provider's API secret: as api_key"),
+        default=None,
+        min_length=1,
+        max_length=4096,
+    )
     expected_version: int | None = Field(
         default=None,
         ge=0,
@@ -53,11 +79,16 @@ class ProviderIn(RequestModel):
         description="0 = create only; otherwise the version you last read",
     )
     # Read-only fields of a GET document: accepted and ignored, so a document can be posted back.
-    id: str | None = Field(default=None, max_length=64)
-    version: int | None = None
-    updated_at: str | None = Field(default=None, max_length=64)
-    updated_by: str | None = Field(default=None, max_length=1024)
-    source: str | None = Field(default=None, max_length=32)
+    id: str | None = Field(
+        description=("read-only (ignored): the config id a GET shows"), default=None, max_length=64
+    )
+    version: int | None = Field(
+        default=None,
+        description=("read-only (ignored): the version a GET shows; use expected_version"),
+    )
+    updated_at: str | None = Field(description="read-only (ignored)", default=None, max_length=64)
+    updated_by: str | None = Field(description="read-only (ignored)", default=None, max_length=1024)
+    source: str | None = Field(description="read-only (ignored)", default=None, max_length=32)
 
 
 ProviderList = Annotated[list[ProviderIn], Field(max_length=MAX_PROVIDERS_PER_TYPE)]
@@ -66,15 +97,59 @@ ProviderList = Annotated[list[ProviderIn], Field(max_length=MAX_PROVIDERS_PER_TY
 class ConfigWrite(RequestModel):
     """Body of POST /config/{tenant_id}: any of the six provider lists, each upserted by name."""
 
-    tenant_id: str | None = Field(default=None, max_length=128)
-    map_providers: ProviderList | None = None
-    weather_providers: ProviderList | None = None
-    satellite_providers: ProviderList | None = None
-    payment_providers: ProviderList | None = None
-    sms_providers: ProviderList | None = None
-    notification_providers: ProviderList | None = None
-    change_reason: str | None = Field(default=None, max_length=1000)
-    source: str | None = Field(default=None, max_length=32)  # read-only in a GET document
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "map_providers": [
+                        {
+                            "provider_name": "google_maps",
+                            "priority": "primary",
+                            "enabled": True,
+                            "config_data": {"region": "eu", "language": "en"},
+                            "api_key": "AIzaSy-example-key",
+                            "expected_version": 0,
+                        }
+                    ],
+                    "change_reason": "add the map provider",
+                }
+            ]
+        }
+    )
+
+    tenant_id: str | None = Field(
+        description=("read-only (ignored): the tenant is the path's"), default=None, max_length=128
+    )
+    map_providers: ProviderList | None = Field(
+        default=None, description=("map providers to upsert by provider_name (others untouched)")
+    )
+    weather_providers: ProviderList | None = Field(
+        default=None,
+        description=("weather providers to upsert by provider_name (others untouched)"),
+    )
+    satellite_providers: ProviderList | None = Field(
+        default=None,
+        description=("satellite providers to upsert by provider_name (others untouched)"),
+    )
+    payment_providers: ProviderList | None = Field(
+        default=None,
+        description=("payment providers to upsert by provider_name (others untouched)"),
+    )
+    sms_providers: ProviderList | None = Field(
+        default=None, description=("sms providers to upsert by provider_name (others untouched)")
+    )
+    notification_providers: ProviderList | None = Field(
+        default=None,
+        description=("notification providers to upsert by provider_name (others untouched)"),
+    )
+    change_reason: str | None = Field(
+        description=("why: kept on every version row this write makes"),
+        default=None,
+        max_length=1000,
+    )
+    source: str | None = Field(
+        description=("read-only (ignored)"), default=None, max_length=32
+    )  # read-only in a GET document
 
     def providers(self) -> list[tuple[str, ProviderIn]]:
         listed: list[tuple[str, ProviderIn]] = []
@@ -85,10 +160,41 @@ class ConfigWrite(RequestModel):
 
 
 class RollbackRequest(RequestModel):
-    config_id: str = Field(min_length=1, max_length=64)
-    version: int = Field(ge=1, le=MAX_VERSION)
-    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
-    reason: str | None = Field(default=None, min_length=1, max_length=1000)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "config_id": "5f1d0c1e-7a7b-4a4e-9b8e-2f0c3d4e5a6b",
+                    "version": 2,
+                    "expected_version": 3,
+                    "reason": "version 3 broke the map tiles",
+                }
+            ]
+        }
+    )
+
+    config_id: str = Field(
+        description=("the config to roll back (the `id` a GET or the history shows)"),
+        min_length=1,
+        max_length=64,
+    )
+    version: int = Field(
+        description=("the version whose content becomes the new current version"),
+        ge=1,
+        le=MAX_VERSION,
+    )
+    expected_version: int | None = Field(
+        description=("the current version you last read: 409 when it moved on"),
+        default=None,
+        ge=0,
+        le=MAX_VERSION,
+    )
+    reason: str | None = Field(
+        description=("why: kept on the new version row (required, or change_reason)"),
+        default=None,
+        min_length=1,
+        max_length=1000,
+    )
     change_reason: str | None = Field(
         default=None, min_length=1, max_length=1000, description="alias of `reason`"
     )
@@ -108,57 +214,91 @@ class RollbackRequest(RequestModel):
 
 
 class ConfiguredProviderOut(BaseModel):
-    id: str | None
-    provider_name: str
-    priority: Priority
-    enabled: bool
-    config_data: dict[str, Any]
+    id: str | None = Field(
+        description=("the config's id (for history and rollback); null for a default")
+    )
+    provider_name: str = Field(description="the provider's name within its type")
+    priority: Priority = Field(description="primary, secondary or fallback")
+    enabled: bool = Field(description="whether it is used")
+    config_data: dict[str, Any] = Field(description="the provider's own settings")
     api_key: str | None = Field(description="masked ('****' + last four) unless include_secrets")
-    api_secret: str | None
+    api_secret: str | None = Field(description="masked as api_key")
     version: int = Field(description="0 for a default that was never stored")
-    updated_at: datetime | None
-    updated_by: str | None
-    source: Literal["tenant", "default"]
+    updated_at: datetime | None = Field(description="when it last changed")
+    updated_by: str | None = Field(description="who changed it last (the token's subject)")
+    source: Literal["tenant", "default"] = Field(
+        description=("`tenant` when stored, `default` when from the configured defaults")
+    )
 
 
 class ConfigDocument(BaseModel):
-    tenant_id: str
+    tenant_id: str = Field(description="the tenant")
     source: Literal["tenant", "default"] = Field(
         description="'default' when the tenant has stored no configuration at all"
     )
-    map_providers: list[ConfiguredProviderOut] | None = None
-    weather_providers: list[ConfiguredProviderOut] | None = None
-    satellite_providers: list[ConfiguredProviderOut] | None = None
-    payment_providers: list[ConfiguredProviderOut] | None = None
-    sms_providers: list[ConfiguredProviderOut] | None = None
-    notification_providers: list[ConfiguredProviderOut] | None = None
+    map_providers: list[ConfiguredProviderOut] | None = Field(
+        default=None,
+        description=("the map providers, primary first; absent when filtered out by provider_type"),
+    )
+    weather_providers: list[ConfiguredProviderOut] | None = Field(
+        default=None,
+        description=(
+            "the weather providers, primary first; absent when filtered out by provider_type"
+        ),
+    )
+    satellite_providers: list[ConfiguredProviderOut] | None = Field(
+        default=None,
+        description=(
+            "the satellite providers, primary first; absent when filtered out by provider_type"
+        ),
+    )
+    payment_providers: list[ConfiguredProviderOut] | None = Field(
+        default=None,
+        description=(
+            "the payment providers, primary first; absent when filtered out by provider_type"
+        ),
+    )
+    sms_providers: list[ConfiguredProviderOut] | None = Field(
+        default=None,
+        description=("the sms providers, primary first; absent when filtered out by provider_type"),
+    )
+    notification_providers: list[ConfiguredProviderOut] | None = Field(
+        default=None,
+        description=(
+            "the notification providers, primary first; absent when filtered out by provider_type"
+        ),
+    )
 
 
 class SnapshotOut(BaseModel):
-    provider_type: ProviderType
-    provider_name: str
-    priority: Priority
-    enabled: bool
-    config_data: dict[str, Any]
-    api_key: str | None
-    api_secret: str | None
-    deleted: bool
+    provider_type: ProviderType = Field(description="the provider's type")
+    provider_name: str = Field(description="its name")
+    priority: Priority = Field(description="its priority then")
+    enabled: bool = Field(description="whether it was enabled")
+    config_data: dict[str, Any] = Field(description="its settings then")
+    api_key: str | None = Field(description="masked")
+    api_secret: str | None = Field(description="masked")
+    deleted: bool = Field(description="this version deleted the config")
 
 
 class HistoryItem(BaseModel):
-    config_id: str
-    version: int
-    change_type: ChangeType
-    changed_at: datetime
-    changed_by: str
-    change_reason: str | None
-    source_version: int | None
-    snapshot: SnapshotOut
+    config_id: str = Field(description="the config")
+    version: int = Field(description="its version number (gapless per config, from 1)")
+    change_type: ChangeType = Field(
+        description=("created, updated, enabled, disabled, deleted or rolled_back")
+    )
+    changed_at: datetime = Field(description="when")
+    changed_by: str = Field(description="who (the token's subject)")
+    change_reason: str | None = Field(description="why, as the writer said")
+    source_version: int | None = Field(description="for a rollback: the version it restored")
+    snapshot: SnapshotOut = Field(
+        description=("the config's content at this version, secrets masked")
+    )
 
 
 class HistoryPage(BaseModel):
-    items: list[HistoryItem]
-    next_cursor: str | None = None
+    items: list[HistoryItem] = Field(description="this page's versions, newest first")
+    next_cursor: NextCursor = None
 
 
 # --- defaults from settings ------------------------------------------------------------------

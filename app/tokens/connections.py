@@ -25,8 +25,6 @@ from app.tokens.sealing import open_access_token, open_client_secret, open_refre
 
 logger = logging.getLogger("junction.tokens")
 
-MAX_PAGE_SIZE = 200
-
 
 @dataclass(frozen=True)
 class ConnectionFilter:

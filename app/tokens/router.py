@@ -17,6 +17,7 @@ from app.core.deps import (
     get_principal,
 )
 from app.core.errors import error_body
+from app.core.pagination import PageCursor, PageLimit
 from app.core.routing import DirectRoute, PathParam, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
 from app.state import app_state
@@ -54,8 +55,15 @@ TenantQuery = Annotated[
     str | None,
     Query(pattern=TENANT_ID_PATTERN, description="the tenant; default: the token's only tenant"),
 ]
-ProviderQuery = Annotated[str, Query(pattern=PROVIDER_PATTERN)]
-BranchPath = Annotated[str, Path(pattern=BRANCH_ID_PATTERN)]
+_PROVIDER_DESCRIPTION = "the provider's slug, as in /token-management/providers: `google`, `wix` …"
+_BRANCH_DESCRIPTION = (
+    "the caller's own key for whom the connection is made: a user, a branch, a site"
+)
+ProviderQuery = Annotated[str, Query(pattern=PROVIDER_PATTERN, description=_PROVIDER_DESCRIPTION)]
+OptionalProviderQuery = Annotated[
+    str | None, Query(pattern=PROVIDER_PATTERN, description="only this provider's")
+]
+BranchPath = Annotated[str, Path(pattern=BRANCH_ID_PATTERN, description=_BRANCH_DESCRIPTION)]
 ClientPath = Annotated[
     str,
     Path(
@@ -88,8 +96,10 @@ def _token_out(view: reads.TokenView) -> Response:
 
 
 # Declared once: each reads its parameter on the hot path and documents it in OpenAPI.
-_BRANCH_ID = PathParam("branch_id", BRANCH_ID_PATTERN)
-_PROVIDER = QueryParam("provider", PROVIDER_PATTERN, required=True)
+_BRANCH_ID = PathParam("branch_id", BRANCH_ID_PATTERN, description=_BRANCH_DESCRIPTION)
+_PROVIDER = QueryParam(
+    "provider", PROVIDER_PATTERN, required=True, description=_PROVIDER_DESCRIPTION
+)
 _TENANT_ID = QueryParam(
     "tenant_id", TENANT_ID_PATTERN, description="the tenant; default: the token's only tenant"
 )
@@ -155,7 +165,7 @@ async def list_clients(
     principal: CurrentPrincipal,
     session: SessionDep,
     tenant_id: TenantQuery = None,
-    provider: Annotated[str | None, Query(pattern=PROVIDER_PATTERN)] = None,
+    provider: OptionalProviderQuery = None,
 ) -> Any:
     """The tenant's registered clients, optionally of one provider."""
     tenant = principal.resolve_tenant(tenant_id)
@@ -163,7 +173,7 @@ async def list_clients(
     return ClientList(items=[ClientOut.model_validate(client) for client in found])
 
 
-@router.get("/clients/{client_id}", response_model=ClientOut)
+@router.get("/clients/{client_id}", response_model=ClientOut, responses=openapi.errors(404))
 async def read_client(
     client_id: ClientPath,
     principal: CurrentPrincipal,
@@ -174,7 +184,7 @@ async def read_client(
     return await clients.get_client(session, principal, client_id, tenant_id)
 
 
-@router.patch("/clients/{client_id}", response_model=ClientOut)
+@router.patch("/clients/{client_id}", response_model=ClientOut, responses=openapi.errors(404))
 async def update_client(
     client_id: ClientPath,
     body: ClientUpdate,
@@ -188,7 +198,7 @@ async def update_client(
     return await clients.update_client(session, ctx, client, body)
 
 
-@router.delete("/clients/{client_id}", status_code=204)
+@router.delete("/clients/{client_id}", status_code=204, responses=openapi.errors(404))
 async def delete_client(
     client_id: ClientPath,
     principal: CurrentPrincipal,
@@ -202,15 +212,24 @@ async def delete_client(
     return Response(status_code=204)
 
 
-@router.get("/oauth/login/{client_id}", response_model=LoginOut)
+@router.get("/oauth/login/{client_id}", response_model=LoginOut, responses=openapi.errors(404))
 async def start_login(
     client_id: ClientPath,
     principal: CurrentPrincipal,
     session: SessionDep,
     ctx: TokenContextDep,
-    branch_id: Annotated[str, Query(pattern=BRANCH_ID_PATTERN)],
-    return_url: Annotated[str | None, Query(max_length=2048)] = None,
-    redirect: bool = False,
+    branch_id: Annotated[str, Query(pattern=BRANCH_ID_PATTERN, description=_BRANCH_DESCRIPTION)],
+    return_url: Annotated[
+        str | None,
+        Query(
+            max_length=2048,
+            description="where the browser goes after the callback; one of the client's "
+            "return_urls (default: the first)",
+        ),
+    ] = None,
+    redirect: Annotated[
+        bool, Query(description="answer a 307 to the provider instead of the URL as JSON")
+    ] = False,
     tenant_id: TenantQuery = None,
 ) -> Any:
     """Start an OAuth login for a branch: the provider's authorization URL to send the
@@ -291,7 +310,7 @@ async def auth_callback(
 
 
 StatusQuery = Annotated[
-    Literal[timing.CONNECTION_STATUSES],  # type: ignore[valid-type]
+    Literal[timing.CONNECTION_STATUSES] | None,  # type: ignore[valid-type]
     Query(description="only connections in this status"),
 ]
 
@@ -302,11 +321,13 @@ async def list_connections(
     session: SessionDep,
     ctx: TokenContextDep,
     tenant_id: TenantQuery = None,
-    provider: Annotated[str | None, Query(pattern=PROVIDER_PATTERN)] = None,
-    status: StatusQuery | None = None,
-    branch_id: Annotated[str | None, Query(pattern=BRANCH_ID_PATTERN)] = None,
-    limit: Annotated[int, Query(ge=1, le=connections.MAX_PAGE_SIZE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    provider: OptionalProviderQuery = None,
+    status: StatusQuery = None,
+    branch_id: Annotated[
+        str | None, Query(pattern=BRANCH_ID_PATTERN, description="only this branch's")
+    ] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> ConnectionPage:
     """The tenant's connections in (provider, branch_id) order, with status, expiry, last
     refresh and last error, and the counts per status of all that match provider and branch_id.
@@ -343,7 +364,7 @@ async def list_connections(
     )
 
 
-@router.post("/tokens/refresh", response_model=TokenOut)
+@router.post("/tokens/refresh", response_model=TokenOut, responses=openapi.errors(404, 409))
 async def refresh_token(
     body: RefreshRequest, principal: CurrentPrincipal, ctx: TokenContextDep
 ) -> Response:
@@ -352,7 +373,7 @@ async def refresh_token(
     return _token_out(await reads.force_refresh(ctx, tenant, body.provider, body.branch_id))
 
 
-@router.delete("/tokens/{branch_id}", response_model=DisconnectOut)
+@router.delete("/tokens/{branch_id}", response_model=DisconnectOut, responses=openapi.errors(404))
 async def disconnect(
     branch_id: BranchPath,
     provider: ProviderQuery,

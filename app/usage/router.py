@@ -20,6 +20,7 @@ from app.state import app_state
 from app.usage import service
 from app.usage.prices import PriceTable
 from app.usage.schemas import (
+    EVENT_EXAMPLE,
     MAX_BATCH,
     GroupBy,
     QuotaRead,
@@ -34,6 +35,16 @@ router = APIRouter(tags=["usage"])
 _ONE_EVENT = TypeAdapter(UsageEventIn)
 _EVENT_LIST = TypeAdapter(Annotated[list[UsageEventIn], Field(min_length=1, max_length=MAX_BATCH)])
 _EVENT_SCHEMA = openapi.schema_ref(UsageEventIn)
+_BODY_EXAMPLES = {
+    "one": {"summary": "one AI call", "value": EVENT_EXAMPLE},
+    "batch": {
+        "summary": "a batch of calls",
+        "value": [
+            EVENT_EXAMPLE,
+            {**EVENT_EXAMPLE, "request_id": "chatcmpl-0a1b2c3d", "prompt_tokens": 80},
+        ],
+    },
+}
 _BODY_SCHEMA = {
     "oneOf": [
         _EVENT_SCHEMA,
@@ -74,7 +85,10 @@ def get_prices(request: Request) -> PriceTable:
     response_model=UsageEventRead | UsageBatchRead,
     status_code=201,
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _BODY_SCHEMA, "examples": _BODY_EXAMPLES}},
+        }
     },
     responses={200: {"description": "every event was a repeat of a known request_id"}},
 )

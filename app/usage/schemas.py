@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, JsonValue
 
 from app.core.deps import TENANT_ID_PATTERN
 from app.core.schemas import RequestModel, ResponseModel
@@ -17,14 +18,49 @@ MAX_TOKENS_PER_CALL = 1_000_000_000
 _NO_NUL = r"^[^\x00]*$"
 
 
+def _json_integer(value: Any) -> Any:
+    # JSON has one kind of number, so 12.0 is the integer 12 (as JSON Schema's "integer" says);
+    # 12.5, "12" and true are refused rather than coerced.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A count of tokens in one call: a whole JSON number, checked strictly after that one conversion.
+TokenCount = Annotated[
+    int, Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True), BeforeValidator(_json_integer)
+]
+
+EVENT_EXAMPLE: dict[str, JsonValue] = {
+    "tenant_id": "acme",
+    "model": "gpt-4o-mini",
+    "prompt_tokens": 1200,
+    "completion_tokens": 310,
+    "source": "ai_reply",
+    "request_id": "chatcmpl-9f8e7d6c",
+}
+
+
 class UsageEventIn(RequestModel):
     """One AI call, as reported by the backend that made it."""
 
-    tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
-    model: str = Field(min_length=1, max_length=128, pattern=_NO_NUL)
-    # strict: 12.5, "12" or true are refused rather than silently coerced.
-    prompt_tokens: int = Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True)
-    completion_tokens: int = Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True)
+    model_config = ConfigDict(json_schema_extra={"examples": [EVENT_EXAMPLE]})
+
+    tenant_id: str = Field(
+        description=("the workspace the call is billed to"), pattern=TENANT_ID_PATTERN
+    )
+    model: str = Field(
+        description=("the model, as the provider names it: `gpt-4o-mini`"),
+        min_length=1,
+        max_length=128,
+        pattern=_NO_NUL,
+    )
+    prompt_tokens: TokenCount = Field(
+        description="prompt (input) tokens, as the provider reported (`usage.prompt_tokens`)"
+    )
+    completion_tokens: TokenCount = Field(
+        description="completion (output) tokens (`usage.completion_tokens`)"
+    )
     source: str = Field(
         min_length=1,
         max_length=64,
@@ -44,28 +80,30 @@ class UsageEventIn(RequestModel):
 
 
 class UsageEventRead(ResponseModel):
-    id: str
-    tenant_id: str
-    request_id: str | None
-    model: str
-    source: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    id: str = Field(description="the event's id")
+    tenant_id: str = Field(description="the workspace")
+    request_id: str | None = Field(description="the idempotency key it was recorded with")
+    model: str = Field(description="the model")
+    source: str = Field(description="the feature that made the call")
+    prompt_tokens: int = Field(description="prompt tokens")
+    completion_tokens: int = Field(description="completion tokens")
+    total_tokens: int = Field(description="prompt plus completion tokens")
     estimated_cost_usd: Decimal | None = Field(
         description="USD as an exact decimal string; null when the model has no price"
     )
-    occurred_at: datetime
-    recorded_at: datetime
+    occurred_at: datetime = Field(description="when the call happened")
+    recorded_at: datetime = Field(description="when Junction recorded it")
     duplicate: bool = Field(
         description="true when request_id was seen before: this is the first event, unchanged"
     )
 
 
 class UsageBatchRead(ResponseModel):
-    items: list[UsageEventRead]
-    created: int
-    duplicates: int
+    items: list[UsageEventRead] = Field(description="one entry per event sent, in order")
+    created: int = Field(description="events recorded now")
+    duplicates: int = Field(
+        description=("events whose request_id was seen before (not counted again)")
+    )
 
 
 class GroupBy(StrEnum):
@@ -75,10 +113,10 @@ class GroupBy(StrEnum):
 
 
 class UsageFigures(ResponseModel):
-    calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    calls: int = Field(description="AI calls")
+    prompt_tokens: int = Field(description="prompt (input) tokens")
+    completion_tokens: int = Field(description="completion (output) tokens")
+    total_tokens: int = Field(description="prompt plus completion tokens")
     estimated_cost_usd: Decimal = Field(description="sum over priced calls, exact decimal string")
     unpriced_calls: int = Field(description="calls whose model has no price (not in the cost)")
 
@@ -88,29 +126,33 @@ class UsageBucket(UsageFigures):
 
 
 class LimitFigures(ResponseModel):
-    tokens: int | None
-    calls: int | None
+    tokens: int | None = Field(description="tokens (prompt plus completion)")
+    calls: int | None = Field(description="calls")
 
 
 class PeriodQuota(ResponseModel):
     period: str = Field(description="the current month, YYYY-MM (UTC)")
-    tier: str
+    tier: str = Field(description="the workspace's tier")
     limits: LimitFigures = Field(description="null: no limit for this tier")
-    used: LimitFigures
-    remaining: LimitFigures
-    exceeded: bool
-    resets_at: datetime
+    used: LimitFigures = Field(description="used so far this period")
+    remaining: LimitFigures = Field(description="left this period (null: no limit)")
+    exceeded: bool = Field(description="a limit is reached")
+    resets_at: datetime = Field(
+        description=("when the period ends and the counters start again (UTC)")
+    )
 
 
 class QuotaRead(PeriodQuota):
-    tenant_id: str
+    tenant_id: str = Field(description="the workspace")
 
 
 class UsageSummary(ResponseModel):
-    tenant_id: str
-    from_: datetime = Field(serialization_alias="from")
-    to: datetime
-    group_by: GroupBy
-    totals: UsageFigures
-    breakdown: list[UsageBucket]
-    current_period: PeriodQuota
+    tenant_id: str = Field(description="the workspace")
+    from_: datetime = Field(description="the range's start (inclusive)", serialization_alias="from")
+    to: datetime = Field(description="the range's end (exclusive)")
+    group_by: GroupBy = Field(description="how the breakdown is grouped")
+    totals: UsageFigures = Field(description="the whole range")
+    breakdown: list[UsageBucket] = Field(description="one bucket per model, source or day")
+    current_period: PeriodQuota = Field(
+        description=("the workspace's counters against its tier's limits this period")
+    )

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from app.core import openapi
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, TenantIdPath, TenantIdQuery
+from app.core.pagination import PageCursor, PageLimit
 from app.state import app_state
 from app.workspaces import offboarding, service
 from app.workspaces.models import Workspace, WorkspaceDeletion
@@ -20,9 +22,6 @@ from app.workspaces.schemas import (
 )
 
 router = APIRouter(prefix="/api/admin", tags=["workspaces"])
-
-PageLimit = Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)]
-PageCursor = Annotated[str | None, Query(max_length=512)]
 
 
 def _read(workspace: Workspace) -> WorkspaceRead:
@@ -53,7 +52,9 @@ async def list_workspaces(
     principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
-    tier: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    tier: Annotated[
+        str | None, Query(min_length=1, max_length=32, description="only workspaces of this tier")
+    ] = None,
     limit: PageLimit = 50,
     cursor: PageCursor = None,
 ) -> WorkspacePage:
@@ -65,7 +66,9 @@ async def list_workspaces(
     return WorkspacePage(items=[_read(row) for row in rows], next_cursor=next_cursor)
 
 
-@router.get("/workspace-deletions", response_model=WorkspaceDeletionPage)
+@router.get(
+    "/workspace-deletions", response_model=WorkspaceDeletionPage, responses=openapi.errors(400)
+)
 async def list_workspace_deletions(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -80,7 +83,7 @@ async def list_workspace_deletions(
     return WorkspaceDeletionPage(items=[_deletion(row) for row in rows], next_cursor=next_cursor)
 
 
-@router.get("/workspaces/{tenant_id}", response_model=WorkspaceRead)
+@router.get("/workspaces/{tenant_id}", response_model=WorkspaceRead, responses=openapi.errors(404))
 async def read_workspace(
     tenant_id: TenantIdPath, principal: CurrentPrincipal, session: SessionDep
 ) -> WorkspaceRead:
@@ -105,7 +108,9 @@ async def update_workspace(
     return _read(workspace)
 
 
-@router.delete("/workspaces/{tenant_id}", response_model=WorkspaceDeletionRead)
+@router.delete(
+    "/workspaces/{tenant_id}", response_model=WorkspaceDeletionRead, responses=openapi.errors(404)
+)
 async def offboard_workspace(
     request: Request, tenant_id: TenantIdPath, principal: CurrentPrincipal, session: SessionDep
 ) -> WorkspaceDeletionRead:

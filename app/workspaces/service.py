@@ -12,8 +12,6 @@ from app.core.pagination import TimeIdCursor
 from app.workspaces.exceptions import WorkspaceNotFound
 from app.workspaces.models import DEFAULT_TIER, Workspace, WorkspaceDeletion
 
-MAX_PAGE_SIZE = 200
-
 # Monthly limits per tier; `USAGE_TIER_LIMITS` merges over these (and may add tiers).
 DEFAULT_TIER_LIMITS: dict[str, dict[str, int]] = {
     "free": {"tokens": 100_000, "calls": 1_000},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jsonschema
+
 from app.core import permissions
 from tests.contract.conftest import openapi_document
 
@@ -86,3 +88,52 @@ def test_every_operation_has_a_summary_and_a_description() -> None:
     for path, method, operation in OPERATIONS:
         assert operation.get("summary"), (path, method)
         assert operation.get("description"), (path, method)
+
+
+def test_every_parameter_has_a_description() -> None:
+    undescribed = [
+        (method, path, parameter["name"])
+        for path, method, operation in OPERATIONS
+        for parameter in operation.get("parameters", [])
+        if not parameter.get("description")
+    ]
+    assert undescribed == []
+
+
+def test_every_field_of_every_schema_has_a_description() -> None:
+    undescribed = [
+        f"{name}.{field}"
+        for name, schema in DOCUMENT["components"]["schemas"].items()
+        for field, spec in schema.get("properties", {}).items()
+        if not spec.get("description")
+    ]
+    assert undescribed == []
+
+
+def _body_examples(media: dict[str, Any]) -> list[Any]:
+    """The examples a request body offers: its own, or those of the models it names."""
+    if "examples" in media:
+        return [example["value"] for example in media["examples"].values()]
+    schema = media["schema"]
+    members = schema.get("anyOf") or schema.get("oneOf") or [schema]
+    examples: list[Any] = []
+    for member in members:
+        if "$ref" in member:
+            named = DOCUMENT["components"]["schemas"][member["$ref"].rsplit("/", 1)[-1]]
+            examples.extend(named.get("examples", []))
+    return examples
+
+
+def test_every_request_body_has_an_example_its_schema_accepts() -> None:
+    for path, method, operation in OPERATIONS:
+        if "requestBody" not in operation:
+            continue
+        for media in operation["requestBody"]["content"].values():
+            examples = _body_examples(media)
+            assert examples, (method, path)
+            validator = jsonschema.Draft202012Validator(
+                {**media["schema"], "components": DOCUMENT["components"]}
+            )
+            for example in examples:
+                errors = [error.message for error in validator.iter_errors(example)]
+                assert errors == [], (method, path, errors)

@@ -157,9 +157,17 @@ async def test_negative_tokens_are_refused_naming_the_field(post_usage: Post) ->
     assert response.json()["fields"][0]["field"] == "completion_tokens"
 
 
-async def test_fractional_or_string_tokens_are_refused(post_usage: Post) -> None:
+async def test_fractional_string_or_boolean_tokens_are_refused(post_usage: Post) -> None:
     assert (await post_usage(event_body(prompt_tokens=1.5))).status_code == 422
     assert (await post_usage(event_body(prompt_tokens="12"))).status_code == 422
+    assert (await post_usage(event_body(completion_tokens=True))).status_code == 422
+
+
+async def test_a_whole_number_written_with_a_fraction_is_that_integer(post_usage: Post) -> None:
+    response = await post_usage(event_body(prompt_tokens=12.0, completion_tokens=3))
+    assert response.status_code == 201
+    assert response.json()["prompt_tokens"] == 12
+    assert response.json()["total_tokens"] == 15
 
 
 async def test_missing_field_is_refused_naming_it(post_usage: Post) -> None:
