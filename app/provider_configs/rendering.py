@@ -9,7 +9,7 @@ answer against them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ from sqlalchemy import Row
 
 from app.core.crypto import mask
 from app.core.secret_fields import MaskedSecretField, SnapshotSecret
+from app.provider_configs.diff import FieldChange, changes_json, diff_json, diff_snapshots
 from app.provider_configs.models import ProviderConfig, ProviderConfigVersion
 from app.provider_configs.schemas import (
     PRIORITY_RANK,
@@ -157,7 +158,7 @@ def render_document(
     return "".join(parts).encode()
 
 
-def _history_item_json(row: ProviderConfigVersion) -> str:
+def _history_item_json(row: ProviderConfigVersion, previous: dict[str, Any] | None) -> str:
     snapshot = row.snapshot
     head = f'"provider_type":{_quote(snapshot["provider_type"])},'
     provider = _provider_json(
@@ -174,13 +175,38 @@ def _history_item_json(row: ProviderConfigVersion) -> str:
         f'"change_type":{_quote(row.change_type)},"changed_at":{_nullable(_iso(row.changed_at))},'
         f'"changed_by":{_quote(row.changed_by)},"change_reason":{_nullable(row.change_reason)},'
         f'"source_version":{_nullable_int(row.source_version)},"snapshot":{provider},'
-        f'"deleted":{"true" if snapshot.get("deleted") else "false"}}}}}'
+        f'"deleted":{"true" if snapshot.get("deleted") else "false"}}},'
+        f'"diff":{version_diff_json(row, previous)}}}'
     )
 
 
-def render_history(rows: Sequence[ProviderConfigVersion], next_cursor: str | None) -> bytes:
-    items = ",".join(_history_item_json(r) for r in rows)
+def version_diff_json(row: ProviderConfigVersion, previous: dict[str, Any] | None) -> str:
+    """What `row` changed against the version before it (`previous`; None for the first)."""
+    from_version = row.version - 1 if row.version > 1 else None
+    return diff_json(from_version, row.version, diff_snapshots(previous, row.snapshot))
+
+
+def render_history(
+    rows: Sequence[ProviderConfigVersion],
+    previous: Mapping[tuple[str, int], dict[str, Any]],
+    next_cursor: str | None,
+) -> bytes:
+    """A history page; `previous` holds the snapshot before each row's (by config id, version)."""
+    items = ",".join(
+        _history_item_json(r, previous.get((r.config_id, r.version - 1))) for r in rows
+    )
     return f'{{"items":[{items}],"next_cursor":{_nullable(next_cursor)}}}'.encode()
+
+
+def render_diff(
+    config: ProviderConfig, from_version: int, to_version: int, changes: Sequence[FieldChange]
+) -> bytes:
+    """The answer of GET /config/{tenant_id}/diff."""
+    return (
+        f'{{"config_id":{_quote(config.id)},"provider_type":{_quote(config.provider_type)},'
+        f'"provider_name":{_quote(config.provider_name)},"from_version":{int(from_version)},'
+        f'"to_version":{int(to_version)},"changes":{changes_json(changes)}}}'
+    ).encode()
 
 
 # --- defaults ----------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, Text, TextualSelect, column, select, text
+from sqlalchemy import Row, Select, Text, TextualSelect, and_, column, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import dialect_insert, new_id, utcnow
@@ -177,3 +177,40 @@ async def history_page(
         statement = statement.where(ProviderConfigVersion.id < before_id)
     statement = statement.order_by(ProviderConfigVersion.id.desc()).limit(limit)
     return (await session.execute(statement)).scalars().all()
+
+
+async def version_snapshots(
+    session: AsyncSession, wanted: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The snapshots of the (config id, version) pairs asked for that exist, in one select."""
+    pairs = sorted({(config_id, version) for config_id, version in wanted if version >= 1})
+    if not pairs:
+        return {}
+    statement = select(
+        ProviderConfigVersion.config_id,
+        ProviderConfigVersion.version,
+        ProviderConfigVersion.snapshot,
+    ).where(
+        or_(
+            *(
+                and_(
+                    ProviderConfigVersion.config_id == config_id,
+                    ProviderConfigVersion.version == version,
+                )
+                for config_id, version in pairs
+            )
+        )
+    )
+    rows = (await session.execute(statement)).all()
+    return {(row.config_id, row.version): row.snapshot for row in rows}
+
+
+async def find_config(
+    session: AsyncSession, tenant_id: str, config_id: str
+) -> ProviderConfig | None:
+    """The tenant's configuration row (deleted or not), read without a lock."""
+    statement = select(ProviderConfig).where(
+        ProviderConfig.id == config_id, ProviderConfig.tenant_id == tenant_id
+    )
+    config: ProviderConfig | None = (await session.execute(statement)).scalar_one_or_none()
+    return config

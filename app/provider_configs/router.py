@@ -19,8 +19,10 @@ from app.core.schemas import ErrorResponse
 from app.provider_configs import service
 from app.provider_configs.schemas import (
     MAX_HISTORY_LIMIT,
+    MAX_VERSION,
     NO_NUL_PATTERN,
     PROVIDER_TYPES,
+    ConfigDiff,
     ConfigDocument,
     ConfigWrite,
     HistoryPage,
@@ -177,6 +179,55 @@ async def config_history(
         cursor=cursor,
     )
     return _json(page)
+
+
+@router.get(
+    "/config/{tenant_id}/diff",
+    response_model=ConfigDiff,
+    responses=_ERRORS,
+)
+async def config_diff(
+    tenant_id: TenantIdPath,
+    principal: Caller,
+    session: SessionDep,
+    config_id: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=64,
+            pattern=NO_NUL_PATTERN,
+            description="the configuration (its `id` in a document or history entry)",
+        ),
+    ],
+    from_version: Annotated[
+        int | None,
+        Query(
+            alias="from",
+            ge=0,
+            le=MAX_VERSION,
+            description="the version to compare from (0: before the configuration existed); "
+            "defaults to the one before `to`",
+        ),
+    ] = None,
+    to_version: Annotated[
+        int | None,
+        Query(
+            alias="to",
+            ge=0,
+            le=MAX_VERSION,
+            description="the version to compare to; defaults to the current one",
+        ),
+    ] = None,
+) -> Response:
+    """What changed between two versions of one configuration, field by field.
+
+    Secrets (`api_key`, `api_secret`) are shown only as changed, never with their values.
+    """
+    principal.require_tenant(tenant_id)
+    diff = await service.diff_versions(
+        session, tenant_id, config_id, from_version=from_version, to_version=to_version
+    )
+    return _json(diff)
 
 
 @router.post("/config/{tenant_id}/rollback", response_model=None, responses=_DOCUMENT)

@@ -17,6 +17,7 @@ from app.core.pagination import RowIdCursor
 from app.core.secret_fields import MaskedSecretField
 from app.provider_configs import repository
 from app.provider_configs.cache import ConfigCache
+from app.provider_configs.diff import diff_snapshots
 from app.provider_configs.exceptions import (
     ConfigNotFound,
     NotRestorable,
@@ -31,6 +32,7 @@ from app.provider_configs.rendering import (
     SECRET_FIELDS,
     Defaults,
     Reveal,
+    render_diff,
     render_document,
     render_history,
 )
@@ -448,4 +450,34 @@ async def history(
     )
     page = rows[:limit]
     next_cursor = RowIdCursor(page[-1].id).encode() if len(rows) > limit else None
-    return render_history(page, next_cursor)
+    previous = await repository.version_snapshots(
+        session, ((row.config_id, row.version - 1) for row in page)
+    )
+    return render_history(page, previous, next_cursor)
+
+
+async def diff_versions(
+    session: AsyncSession,
+    tenant_id: str,
+    config_id: str,
+    *,
+    from_version: int | None,
+    to_version: int | None,
+) -> bytes:
+    """What changed from one version of a configuration to another (either order; version 0 is
+    the state before it existed). `to` defaults to the current version, `from` to the one
+    before `to`."""
+    config = await repository.find_config(session, tenant_id, config_id)
+    if config is None or config.version == 0:
+        raise ConfigNotFound(f"configuration '{config_id}' not found")
+    to = config.version if to_version is None else to_version
+    start = max(to - 1, 0) if from_version is None else from_version
+    for number in (start, to):
+        if number > config.version:
+            raise VersionNotFound(
+                f"configuration '{config_id}' has no version {number}",
+                current_version=config.version,
+            )
+    snapshots = await repository.version_snapshots(session, [(config_id, start), (config_id, to)])
+    changes = diff_snapshots(snapshots.get((config_id, start)), snapshots.get((config_id, to)))
+    return render_diff(config, start, to, changes)

@@ -121,3 +121,14 @@ async def test_every_answer_matches_its_published_model(
     assert cursor is not None
     rest = await client.get(f"/config/{TENANT}/history", params={"cursor": cursor}, headers=editor)
     assert_published(app, "get", path, rest)
+
+    # Diffs: the latest change, and two chosen versions.
+    diff_path = "/config/{tenant_id}/diff"
+    latest = await client.get(f"/config/{TENANT}/diff?config_id={config_id}", headers=editor)
+    assert_published(app, "get", diff_path, latest)
+    chosen = await client.get(
+        f"/config/{TENANT}/diff",
+        params={"config_id": config_id, "from": 0, "to": 3},
+        headers=editor,
+    )
+    assert_published(app, "get", diff_path, chosen)
