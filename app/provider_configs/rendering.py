@@ -209,6 +209,19 @@ def render_diff(
     ).encode()
 
 
+def render_rollback_preview(
+    config: ProviderConfig, source_version: int, changes: Sequence[FieldChange]
+) -> bytes:
+    """The answer of a rollback with `dry_run=true`."""
+    return (
+        f'{{"dry_run":true,"config_id":{_quote(config.id)},'
+        f'"provider_type":{_quote(config.provider_type)},'
+        f'"provider_name":{_quote(config.provider_name)},"current_version":{int(config.version)},'
+        f'"source_version":{int(source_version)},"new_version":{int(config.version) + 1},'
+        f'"changes":{changes_json(changes)}}}'
+    ).encode()
+
+
 # --- defaults ----------------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from app.provider_configs.schemas import (
     ConfigWrite,
     HistoryPage,
     ProviderType,
+    RollbackPreview,
     RollbackRequest,
 )
 from app.state import app_state
@@ -230,15 +231,32 @@ async def config_diff(
     return _json(diff)
 
 
-@router.post("/config/{tenant_id}/rollback", response_model=None, responses=_DOCUMENT)
+@router.post(
+    "/config/{tenant_id}/rollback",
+    response_model=None,
+    responses={200: {"model": ConfigDocument | RollbackPreview}, **_ERRORS},
+)
 async def rollback_config(
     tenant_id: TenantIdPath,
     body: RollbackRequest,
     principal: Caller,
     session: SessionDep,
     domain: DomainDep,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="answer the changes the rollback would make (a `RollbackPreview`) and "
+            "write nothing"
+        ),
+    ] = False,
 ) -> Response:
-    """Write an old version's content as a new version (`rolled_back`)."""
+    """Write an old version's content as a new version (`rolled_back`).
+
+    With `dry_run=true`, answer what it would change instead, with the same checks, and write
+    nothing.
+    """
     principal.require_tenant(tenant_id)
+    if dry_run:
+        return _json(await service.preview_rollback(session, tenant_id, body))
     document = await service.rollback(session, domain, tenant_id, body, changed_by=principal.sub)
     return _json(document)

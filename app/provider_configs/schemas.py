@@ -202,6 +202,24 @@ class ConfigDiff(BaseModel):
     )
 
 
+class RollbackPreview(BaseModel):
+    """Answer of POST /config/{tenant_id}/rollback?dry_run=true: what the rollback would change."""
+
+    dry_run: Literal[True] = Field(description="always true: nothing was written")
+    config_id: str = Field(description="the configuration", examples=["c0ffee"])
+    provider_type: ProviderType = Field(description="its provider type", examples=["map"])
+    provider_name: str = Field(description="its provider name", examples=["google"])
+    current_version: int = Field(description="its version now", examples=[5])
+    source_version: int = Field(description="the version whose content it restores", examples=[2])
+    new_version: int = Field(
+        description="the version the rollback would write (if nothing else writes first)",
+        examples=[6],
+    )
+    changes: list[FieldChangeOut] = Field(
+        description="the fields that would change, from the current version to the restored one"
+    )
+
+
 class HistoryItem(BaseModel):
     config_id: str
     version: int

@@ -35,6 +35,7 @@ from app.provider_configs.rendering import (
     render_diff,
     render_document,
     render_history,
+    render_rollback_preview,
 )
 from app.provider_configs.schemas import (
     MAX_CONFIG_DATA_BYTES,
@@ -378,17 +379,10 @@ async def delete_configs(
     return await read_document(session, domain.defaults, tenant_id, None)
 
 
-async def rollback(
-    session: AsyncSession,
-    domain: Domain,
-    tenant_id: str,
-    request: RollbackRequest,
-    *,
-    changed_by: str,
-) -> bytes:
-    """Write an old version's content as a new version; brings a deleted configuration back."""
-    await _start_write(session, tenant_id)
-    config = await repository.lock_config_by_id(session, tenant_id, request.config_id)
+async def _rollback_source(
+    session: AsyncSession, config: ProviderConfig | None, request: RollbackRequest
+) -> tuple[ProviderConfig, dict[str, Any]]:
+    """The configuration and the snapshot a rollback would restore, once checked."""
     if config is None or config.version == 0:
         raise ConfigNotFound(f"configuration '{request.config_id}' not found")
     _check_expected(config, request.expected_version, f"configuration '{config.id}'")
@@ -403,12 +397,32 @@ async def rollback(
         raise NotRestorable(
             "version", f"version {request.version} records a deletion; choose one with content"
         )
+    return config, snapshot
+
+
+def _restore(config: ProviderConfig, snapshot: dict[str, Any]) -> None:
     config.priority = snapshot["priority"]
     config.enabled = snapshot["enabled"]
     config.config_data = snapshot["config_data"]
     for field in SECRET_FIELDS:
         field.store(config, snapshot.get(field.encrypted), snapshot.get(field.mask))
     config.deleted = False
+
+
+async def rollback(
+    session: AsyncSession,
+    domain: Domain,
+    tenant_id: str,
+    request: RollbackRequest,
+    *,
+    changed_by: str,
+) -> bytes:
+    """Write an old version's content as a new version; brings a deleted configuration back."""
+    await _start_write(session, tenant_id)
+    config, snapshot = await _rollback_source(
+        session, await repository.lock_config_by_id(session, tenant_id, request.config_id), request
+    )
+    _restore(config, snapshot)
     _record_version(
         session,
         config,
@@ -420,6 +434,19 @@ async def rollback(
     await session.flush()
     _invalidate_after_commit(session, domain, tenant_id, {config.provider_type})
     return await read_document(session, domain.defaults, tenant_id, None)
+
+
+async def preview_rollback(
+    session: AsyncSession, tenant_id: str, request: RollbackRequest
+) -> bytes:
+    """What `rollback` would change, with the same checks; reads only (no lock, no version, no
+    invalidation)."""
+    config, snapshot = await _rollback_source(
+        session, await repository.find_config(session, tenant_id, request.config_id), request
+    )
+    restored = {**snapshot, "deleted": False}
+    changes = diff_snapshots(snapshot_of(config), restored)
+    return render_rollback_preview(config, request.version, changes)
 
 
 # --- history -----------------------------------------------------------------------------------
