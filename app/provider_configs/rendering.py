@@ -8,8 +8,9 @@ answer against them.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,9 @@ from app.provider_configs.schemas import (
     DefaultsDocument,
     list_field,
 )
+
+# The scope of a whole document's entity tag (a one-type document's is its type).
+ALL_SCOPE = "all"
 
 # The secret columns; a version snapshot keys their values by the same column names.
 API_KEY = MaskedSecretField(
@@ -125,13 +129,65 @@ def _sorted_by_type(rows: Sequence[Row[Any]], types: Sequence[str]) -> dict[str,
     return stored
 
 
+# Part of every entity tag: changed whenever a document's bytes could change for the same versions
+# (a new field, another order), so a tag never names two different bodies.
+_ETAG_FORMAT = "1"
+
+
+def document_etag(
+    tenant_id: str,
+    provider_type: str | None,
+    versions: Iterable[tuple[str, int]],
+    defaults: Defaults,
+) -> str:
+    """The strong entity tag of a masked document: derived from the (config id, version) of each
+    configuration it shows, its scope (one type or all) and the defaults it falls back to.
+
+    A version fixes every field of its entry, and versions only grow, so the same tag always
+    names the same bytes; the scope leads the tag (`"map.…"`), so a write's `If-Match` knows
+    which document it was read from.
+    """
+    scope = provider_type or ALL_SCOPE
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{_ETAG_FORMAT}\0{tenant_id}\0{scope}\0{defaults.tag}".encode())
+    for config_id, version in sorted(versions):
+        digest.update(f"\0{config_id}:{int(version)}".encode())
+    return f'"{scope}.{digest.hexdigest()}"'
+
+
+def etag_scope(etag: str) -> str | None:
+    """The scope a tag of `document_etag` names (`all` or a provider type); None for another tag."""
+    scope, dot, _ = etag.strip('"').partition(".")
+    return scope if dot and (scope == ALL_SCOPE or scope in PROVIDER_TYPES) else None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedDocument:
+    """A serialized document and its entity tag (None for a revealed one: it is never cached and
+    must not share the masked document's tag)."""
+
+    body: bytes
+    etag: str | None
+
+    def to_bytes(self) -> bytes:
+        """The form kept in the shared cache: the tag, a newline, the body."""
+        return f"{self.etag or ''}\n".encode() + self.body
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> RenderedDocument:
+        if raw[:1] == b"{":  # an entry stored before entries carried their tags
+            return cls(raw, None)
+        etag, _, body = raw.partition(b"\n")
+        return cls(body, etag.decode() or None)
+
+
 def render_document(
     tenant_id: str,
     rows: Sequence[Row[Any]],
     defaults: Defaults,
     provider_type: str | None,
     reveal: Reveal | None = None,
-) -> bytes:
+) -> RenderedDocument:
     """The older service's document, serialized: secrets masked, or in clear through `reveal`.
 
     A type the tenant stored nothing for shows the defaults.
@@ -155,7 +211,12 @@ def render_document(
             parts.append(",".join(_entry_json(r, reveal(r)) for r in own))
         parts.append("]")
     parts.append("}")
-    return "".join(parts).encode()
+    body = "".join(parts).encode()
+    if reveal is not None:
+        return RenderedDocument(body, None)
+    return RenderedDocument(
+        body, document_etag(tenant_id, provider_type, ((r.id, r.version) for r in rows), defaults)
+    )
 
 
 def _history_item_json(row: ProviderConfigVersion, previous: dict[str, Any] | None) -> str:
@@ -232,6 +293,8 @@ class Defaults:
 
     masked_json: dict[str, str]
     revealed_json: dict[str, str]
+    # Part of every document's entity tag: other defaults, other tags.
+    tag: str
 
     @classmethod
     def from_settings_document(cls, raw: dict[str, Any]) -> Defaults:
@@ -256,4 +319,7 @@ class Defaults:
                 revealed_entries.append(_entry_json(row, clear, source="default"))
             masked[provider_type] = ",".join(masked_entries)
             revealed[provider_type] = ",".join(revealed_entries)
-        return cls(masked, revealed)
+        tag = hashlib.blake2b(
+            json.dumps(masked, sort_keys=True).encode(), digest_size=8
+        ).hexdigest()
+        return cls(masked, revealed, tag)

@@ -214,3 +214,24 @@ async def find_config(
     )
     config: ProviderConfig | None = (await session.execute(statement)).scalar_one_or_none()
     return config
+
+
+async def lock_tenant_configs(session: AsyncSession, tenant_id: str) -> None:
+    """PostgreSQL: the tenant's configuration writers' turn, held until the transaction ends."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"provider_configs:{tenant_id}"},
+    )
+
+
+async def live_versions(
+    session: AsyncSession, tenant_id: str, provider_type: str | None
+) -> list[tuple[str, int]]:
+    """(id, version) of each live configuration of the tenant (of one type): what a document's
+    entity tag is derived from."""
+    statement = select(ProviderConfig.id, ProviderConfig.version).where(
+        ProviderConfig.tenant_id == tenant_id, ProviderConfig.deleted.is_(False)
+    )
+    if provider_type is not None:
+        statement = statement.where(ProviderConfig.provider_type == provider_type)
+    return [(row.id, row.version) for row in (await session.execute(statement)).all()]
