@@ -53,8 +53,14 @@ class ConfigCache:
         enabled: bool = True,
         ack_timeout_s: float = 0.5,
         max_local_entries: int = 10_000,
+        on_change: Callable[[str], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         self.enabled = enabled
+        # Told of every tenant whose entries this replica drops (its own writes and those it
+        # hears of), and of every reset: the change stream's wake-up.
+        self._on_change = on_change
+        self._on_reset = on_reset
         self.ttl_s = ttl_s
         self.database_loads = 0
         # Its shared-tier reads: only this reader knows which of the keys it reads is an entry.
@@ -151,16 +157,22 @@ class ConfigCache:
         """Drop every local entry (the bus reconnected: invalidations may have been missed)."""
         self._local.clear()
         self._inflight.clear()
+        if self._on_reset is not None:
+            self._on_reset()
 
     def _drop_local(self, tenant_id: str, provider_types: Iterable[str]) -> None:
         keys = [(tenant_id, None), *((tenant_id, t) for t in provider_types)]
         self._local.drop(keys)
         for key in keys:
             self._inflight.pop(key, None)
+        if self._on_change is not None:
+            self._on_change(tenant_id)
 
     async def invalidate(self, tenant_id: str, provider_types: Iterable[str]) -> None:
         """After a commit: no replica serves the tenant's old document once this returns."""
         if not self.enabled:
+            if self._on_change is not None:
+                self._on_change(tenant_id)  # no entries to drop, but this replica's streams
             return
         types = sorted(set(provider_types))
         if not self._cache.shared:

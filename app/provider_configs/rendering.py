@@ -241,6 +241,11 @@ def _history_item_json(row: ProviderConfigVersion, previous: dict[str, Any] | No
     )
 
 
+def render_change(row: ProviderConfigVersion, previous: dict[str, Any] | None) -> str:
+    """One event of the change stream: the version's history entry, with its diff."""
+    return _history_item_json(row, previous)
+
+
 def version_diff_json(row: ProviderConfigVersion, previous: dict[str, Any] | None) -> str:
     """What `row` changed against the version before it (`previous`; None for the first)."""
     from_version = row.version - 1 if row.version > 1 else None

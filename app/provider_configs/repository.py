@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, Text, TextualSelect, and_, column, or_, select, text
+from sqlalchemy import Row, Select, Text, TextualSelect, and_, column, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import dialect_insert, new_id, utcnow
@@ -235,3 +235,25 @@ async def live_versions(
     if provider_type is not None:
         statement = statement.where(ProviderConfig.provider_type == provider_type)
     return [(row.id, row.version) for row in (await session.execute(statement)).all()]
+
+
+async def latest_change_id(session: AsyncSession, tenant_id: str) -> int:
+    """The position of the tenant's latest change (0 before its first)."""
+    statement = select(func.max(ProviderConfigVersion.id)).where(
+        ProviderConfigVersion.tenant_id == tenant_id
+    )
+    latest = (await session.execute(statement)).scalar()
+    return int(latest or 0)
+
+
+async def changes_after(
+    session: AsyncSession, tenant_id: str, after_id: int, limit: int
+) -> Sequence[ProviderConfigVersion]:
+    """The tenant's version rows after a position, oldest first."""
+    statement = (
+        select(ProviderConfigVersion)
+        .where(ProviderConfigVersion.tenant_id == tenant_id, ProviderConfigVersion.id > after_id)
+        .order_by(ProviderConfigVersion.id)
+        .limit(limit)
+    )
+    return (await session.execute(statement)).scalars().all()

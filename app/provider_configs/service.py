@@ -50,6 +50,7 @@ from app.provider_configs.schemas import (
     RollbackRequest,
     list_field,
 )
+from app.provider_configs.stream import ChangeFeed
 from app.workspaces import service as workspace_service
 
 _MAX_CHANGED_BY = 255
@@ -123,6 +124,7 @@ class Domain:
     defaults: Defaults
     cache: ConfigCache
     sessionmaker: async_sessionmaker[AsyncSession]
+    changes: ChangeFeed
 
 
 def _check_expected(config: ProviderConfig, expected: int | None, label: str) -> None:
