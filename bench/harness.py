@@ -134,6 +134,33 @@ class BenchContext:
         ours_result, bare_result = pairs[len(pairs) // 2]
         return ours_result, bare_result, ours_result.requests_per_s / bare_result.requests_per_s
 
+    async def paired_across(
+        self,
+        ours: tuple[str, str, dict[str, str]],
+        floor: tuple[str, str],
+        *,
+        rounds: int = 5,
+        round_s: float = 3.0,
+    ) -> tuple[LoadResult, LoadResult, float]:
+        """As `paired`, with each side on its own server: `ours` is (base URL, path, headers),
+        `floor` (base URL, path) is asked with no headers."""
+        pairs: list[tuple[LoadResult, LoadResult]] = []
+        for round_number in range(rounds):
+            order = ("ours", "floor") if round_number % 2 == 0 else ("floor", "ours")
+            results: dict[str, LoadResult] = {}
+            for which in order:
+                if which == "ours":
+                    base_url, path, sent = ours
+                else:
+                    (base_url, path), sent = floor, {}
+                results[which] = await self.load(
+                    "GET", path, headers=sent, duration_s=round_s, base_url=base_url
+                )
+            pairs.append((results["ours"], results["floor"]))
+        pairs.sort(key=lambda pair: pair[0].requests_per_s / pair[1].requests_per_s)
+        ours_result, floor_result = pairs[len(pairs) // 2]
+        return ours_result, floor_result, ours_result.requests_per_s / floor_result.requests_per_s
+
     @asynccontextmanager
     async def server(self, env: dict[str, str]) -> AsyncIterator[str]:
         """Another service process on the same database and Redis, with extra settings."""
@@ -245,14 +272,21 @@ async def _python_load(load: _Load) -> LoadResult:
 
 
 @asynccontextmanager
-async def run_server(env: dict[str, str]) -> AsyncIterator[str]:
+async def run_raw_asgi() -> AsyncIterator[str]:
+    """The raw ASGI app of bench/raw_asgi.py, served as the service is (one uvicorn worker)."""
+    async with run_server({}, target="bench.raw_asgi:app") as base_url:
+        yield base_url
+
+
+@asynccontextmanager
+async def run_server(env: dict[str, str], target: str = "bench.server:app") -> AsyncIterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "bench.server:app",
+            target,
             "--host",
             "127.0.0.1",
             "--port",

@@ -220,6 +220,12 @@ class Settings(BaseSettings):
     provider_config_defaults: str | None = None  # a JSON document or a path to one
     provider_config_cache_ttl_s: int = Field(default=300, ge=1)
     provider_config_cache_enabled: bool = True
+    # The change stream (GET /config/{tenant_id}/stream): streams one tenant may hold open on
+    # one replica, the heartbeat comment's interval, and how often a stream reads the version
+    # rows even when no wake-up came (a missed one costs latency, never an event).
+    provider_config_streams_per_tenant: int = Field(default=16, ge=1, le=10_000)
+    provider_config_stream_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    provider_config_stream_poll_s: float = Field(default=15.0, gt=0, le=3600)
 
     # --- usage (app/usage) ---------------------------------------------------------------
     # {"gpt-4o": {"prompt": 2.5, "completion": 10.0}}: USD per million tokens, merged over defaults

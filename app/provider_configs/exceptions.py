@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.errors import Conflict, InvalidField, NotFound
+from app.core.errors import Conflict, DomainError, InvalidField, NotFound
 
 
 class ConfigNotFound(NotFound):
@@ -30,3 +30,10 @@ class SecretUndecryptable(Conflict):
     """A stored secret does not decrypt (its key was removed, or the row was tampered with)."""
 
     code = "secret_undecryptable"
+
+
+class TooManyStreams(DomainError):
+    """The tenant holds as many change streams on this replica as it may."""
+
+    status_code = 429
+    code = "too_many_streams"

@@ -14,6 +14,7 @@ from app.core.crypto import Keyring
 from app.provider_configs.cache import ConfigCache
 from app.provider_configs.rendering import Defaults
 from app.provider_configs.service import Domain, document_loader
+from app.provider_configs.stream import ChangeFeed, ChangeSignals, StreamSlots
 
 
 def load_defaults(settings: Settings) -> Defaults:
@@ -32,16 +33,30 @@ async def lifespan(
     keyring: Keyring,
 ) -> AsyncIterator[Domain]:
     defaults = load_defaults(settings)
+    signals = ChangeSignals()
     config_cache = ConfigCache(
         cache,
         document_loader(engine, defaults),
         ttl_s=settings.provider_config_cache_ttl_s,
         enabled=settings.provider_config_cache_enabled,
+        on_change=signals.notify,
+        on_reset=signals.notify_all,
     )
     config_cache.subscribe()
+    changes = ChangeFeed(
+        sessionmaker,
+        signals,
+        StreamSlots(settings.provider_config_streams_per_tenant),
+        poll_s=settings.provider_config_stream_poll_s,
+        heartbeat_s=settings.provider_config_stream_heartbeat_s,
+    )
     try:
         yield Domain(
-            keyring=keyring, defaults=defaults, cache=config_cache, sessionmaker=sessionmaker
+            keyring=keyring,
+            defaults=defaults,
+            cache=config_cache,
+            sessionmaker=sessionmaker,
+            changes=changes,
         )
     finally:
         await config_cache.close()

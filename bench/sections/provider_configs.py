@@ -1,7 +1,9 @@
-"""Provider configurations: cached and uncached GET against bare endpoints, POST latency."""
+"""Provider configurations: cached and uncached GET against bare endpoints and a raw ASGI app,
+the conditional GET's 304, POST latency, and a change's way to a stream on another replica."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from typing import Any
@@ -13,10 +15,11 @@ from sqlalchemy import text
 
 from app.core.routing import DirectRoute
 from app.state import app_state
-from bench.harness import BenchContext
+from bench.harness import BenchContext, run_raw_asgi
 
 TENANT = "bench-provider-configs"
 ROUNDS = 5
+STREAM_WRITES = 200
 _BODY: dict[str, bytes] = {"document": b"{}"}
 _AUTOCOMMIT: dict[str, Any] = {}
 _ONE_ROW = text(
@@ -113,6 +116,95 @@ async def _post_latency(
     return statistics.median(latencies), p99, errors
 
 
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+async def _stream_latency(
+    writer_url: str, reader_url: str, writer: dict[str, str], reader: dict[str, str], count: int
+) -> tuple[list[float], list[float], int]:
+    """Sequential writes through one replica, each one event on a stream held on the other:
+    for each, ms from the write's response (and from its request) to the event's arrival."""
+    arrivals: asyncio.Queue[float] = asyncio.Queue()
+    from_response: list[float] = []
+    from_request: list[float] = []
+    lost = 0
+    async with (
+        httpx.AsyncClient(base_url=reader_url, headers=reader, timeout=None) as streams,
+        streams.stream("GET", f"/config/{TENANT}/stream") as stream,
+        httpx.AsyncClient(base_url=writer_url, headers=writer, timeout=10) as writes,
+    ):
+
+        async def listen() -> None:
+            async for line in stream.aiter_lines():
+                if line.startswith("id:"):
+                    arrivals.put_nowait(time.perf_counter())
+
+        listener = asyncio.create_task(listen())
+        try:
+            for n in range(count):
+                body = {"map_providers": [{"provider_name": "map-1", "config_data": {"s": n}}]}
+                requested = time.perf_counter()
+                response = await writes.post(f"/config/{TENANT}", json=body)
+                answered = time.perf_counter()
+                response.raise_for_status()
+                try:
+                    arrived = await asyncio.wait_for(arrivals.get(), 10)
+                except TimeoutError:
+                    lost += 1
+                    continue
+                from_response.append((arrived - answered) * 1000)
+                from_request.append((arrived - requested) * 1000)
+        finally:
+            listener.cancel()
+    return from_response, from_request, lost
+
+
+async def _against_raw_asgi(
+    ctx: BenchContext, headers: dict[str, str], document: httpx.Response
+) -> None:
+    """The cached GET and its 304 against a raw ASGI app answering the same bytes and headers."""
+    etag = document.headers["etag"]
+    async with run_raw_asgi() as raw_url, httpx.AsyncClient(base_url=raw_url) as raw:
+        await raw.put("/document", content=document.content, headers={"ETag": etag})
+        cached, floor, ratio = await ctx.paired_across(
+            (ctx.base_url, f"/config/{TENANT}", headers), (raw_url, "/document"), rounds=ROUNDS
+        )
+        ctx.report("raw ASGI app, same JSON bytes (req/s)", floor.requests_per_s, "req/s")
+        ctx.report(
+            "cached GET /config/{tenant_id}, same run (req/s)", cached.requests_per_s, "req/s"
+        )
+        ctx.report(
+            f"cached GET / raw ASGI app (median of {ROUNDS} paired rounds)",
+            ratio,
+            "ratio",
+            target=">= 0.5",
+        )
+        conditional = {**headers, "If-None-Match": etag}
+        not_modified, floor_304, ratio_304 = await ctx.paired_across(
+            (ctx.base_url, f"/config/{TENANT}", conditional),
+            (raw_url, "/document/not-modified"),
+            rounds=ROUNDS,
+        )
+        ctx.report("raw ASGI app answering 304 (req/s)", floor_304.requests_per_s, "req/s")
+        ctx.report("conditional GET answering 304 (req/s)", not_modified.requests_per_s, "req/s")
+        ctx.report(
+            "conditional GET 304 p50 / p99",
+            not_modified.p50_ms,
+            f"ms / {not_modified.p99_ms:.2f} ms",
+        )
+        ctx.report(
+            f"conditional GET 304 / raw ASGI 304 (median of {ROUNDS} paired rounds)",
+            ratio_304,
+            "ratio",
+            target=">= 0.5",
+        )
+        errors = cached.errors + floor.errors + not_modified.errors + floor_304.errors
+        if errors:
+            ctx.report("errors during the raw ASGI comparisons", errors)
+
+
 async def run(ctx: BenchContext) -> None:
     headers = {"Authorization": f"Bearer {ctx.token([TENANT])}"}
     # Writing a configuration needs the service role; the measured reads need none.
@@ -146,6 +238,7 @@ async def run(ctx: BenchContext) -> None:
     ctx.report("cached GET / bare DirectRoute endpoint (median of 3)", ratio_direct, "ratio")
     if cached.errors or bare.errors:
         ctx.report("errors during cached GET / bare runs", cached.errors + bare.errors)
+    await _against_raw_asgi(ctx, headers, document)
 
     async with ctx.server({"PROVIDER_CONFIG_CACHE_ENABLED": "false"}) as uncached_url:
         uncached, one_row, ratio = await ctx.paired(
@@ -191,3 +284,22 @@ async def run(ctx: BenchContext) -> None:
     ctx.report("POST /config/{tenant_id} changing one provider, p99", p99, "ms")
     if errors:
         ctx.report("errors during POST run", errors)
+
+    # The change stream: written through this replica, held on another (same database, Redis).
+    async with ctx.server({}) as other_url:
+        from_response, from_request, lost = await _stream_latency(
+            ctx.base_url, other_url, writer, headers, count=STREAM_WRITES
+        )
+    if from_response:
+        p50, p99 = _percentiles(from_response)
+        ctx.report(
+            f"stream on the other replica: write response -> event, p50 ({STREAM_WRITES} writes)",
+            p50,
+            "ms (negative: the event came first)",
+        )
+        ctx.report("stream on the other replica: write response -> event, p99", p99, "ms")
+        p50, p99 = _percentiles(from_request)
+        ctx.report("stream on the other replica: write request -> event, p50", p50, "ms")
+        ctx.report("stream on the other replica: write request -> event, p99", p99, "ms")
+    if lost:
+        ctx.report("writes whose event did not arrive within 10 s", lost)

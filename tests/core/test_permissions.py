@@ -81,7 +81,13 @@ _QUERY_VALUES = {
     "branch_id": "branch-1",
     "change_reason": "matrix",
     "state": "an-unknown-state",
+    "config_id": "c" * 32,
 }
+
+
+# Query values an operation needs to answer at all: a change stream stays open until the token
+# expires, and an in-process client waits for the whole answer, so it is read in its finite form.
+_FINITE_ANSWER = {"GET /config/{tenant_id}/stream": {"follow": "false"}}
 
 
 def _expected(rule: Rule, caller: str) -> str:
@@ -117,6 +123,7 @@ def _request(
             url = url.replace(f"{{{name}}}", objects.get(name, _QUERY_VALUES.get(name, "x")))
         elif parameter["in"] == "query" and (parameter.get("required") or name == "tenant_id"):
             query[name] = _QUERY_VALUES[name]
+    query.update(_FINITE_ANSWER.get(key, {}))
     request: dict[str, Any] = {"method": method, "url": url, "params": query}
     if "requestBody" in operation:
         assert key in _BODIES, f"add a valid example body for {key} to _BODIES"
