@@ -1,11 +1,11 @@
-"""Tables of the usage domain: one row per AI call, and monthly counters per tenant."""
+"""Tables of the usage domain: one row per AI call, monthly counters and daily rollups."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Index, Numeric, SmallInteger, String, UniqueConstraint
+from sqlalchemy import BigInteger, Date, Index, Numeric, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
@@ -55,6 +55,30 @@ class UsageCounter(Base):
 
     tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated_cost_usd: Mapped[Decimal] = mapped_column(CostType, default=Decimal(0))
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageDailyRollup(Base):
+    """A tenant's usage per UTC day, model and source, changed only by an adding upsert.
+
+    Written in the same transaction as the events it adds up, so a summary of whole days can
+    read these rows instead of the events. Sharded like the counters (the request's shard): with
+    one row per key, every writer of a busy tenant's model and source would wait on one lock.
+    """
+
+    __tablename__ = "usage_daily_rollups"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
