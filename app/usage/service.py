@@ -114,6 +114,23 @@ def _event_row(
         raise InvalidUsageInput(f"{field}occurred_at", "is out of range") from None
     if occurred_at > now + FUTURE_TOLERANCE:
         raise InvalidUsageInput(f"{field}occurred_at", "is in the future")
+    cached, reasoning = event.cached_tokens, event.reasoning_tokens
+    if cached > event.prompt_tokens:
+        raise InvalidUsageInput(
+            f"{field}prompt_tokens_details.cached_tokens", "cannot exceed prompt_tokens"
+        )
+    if reasoning > event.completion_tokens:
+        raise InvalidUsageInput(
+            f"{field}completion_tokens_details.reasoning_tokens", "cannot exceed completion_tokens"
+        )
+    quote = prices.quote(
+        event.model,
+        event.prompt_tokens,
+        event.completion_tokens,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        at=occurred_at,
+    )
     return {
         "id": new_id(),
         "tenant_id": event.tenant_id,
@@ -123,9 +140,10 @@ def _event_row(
         "prompt_tokens": event.prompt_tokens,
         "completion_tokens": event.completion_tokens,
         "total_tokens": event.prompt_tokens + event.completion_tokens,
-        "estimated_cost_usd": prices.cost_of(
-            event.model, event.prompt_tokens, event.completion_tokens
-        ),
+        "cached_tokens": cached,
+        "reasoning_tokens": reasoning,
+        "estimated_cost_usd": None if quote is None else quote.cost,
+        "price_version": None if quote is None else quote.version,
         "occurred_at": occurred_at,
         "period": period_of(occurred_at),
         "recorded_at": now,
@@ -165,6 +183,8 @@ FIGURES = (
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
     "estimated_cost_usd",
     "unpriced_calls",
 )
@@ -191,12 +211,7 @@ def _build_statements(session: AsyncSession) -> _Statements:
             ev.tenant_id,
             ev.period,
             bindparam("shard", type_=SmallInteger()),
-            func.count(),
-            func.sum(ev.prompt_tokens),
-            func.sum(ev.completion_tokens),
-            func.sum(ev.total_tokens),
-            func.coalesce(func.sum(ev.estimated_cost_usd), 0),
-            func.count() - func.count(ev.estimated_cost_usd),
+            *event_aggregates().values(),
             bindparam("now", type_=UTCDateTime()),
         )
         .where(ev.id.in_(bindparam("event_ids", expanding=True)))
@@ -253,6 +268,8 @@ def event_aggregates() -> dict[str, ColumnElement[Any]]:
         "prompt_tokens": func.sum(ev.prompt_tokens),
         "completion_tokens": func.sum(ev.completion_tokens),
         "total_tokens": func.sum(ev.total_tokens),
+        "cached_tokens": func.sum(ev.cached_tokens),
+        "reasoning_tokens": func.sum(ev.reasoning_tokens),
         "estimated_cost_usd": func.coalesce(func.sum(ev.estimated_cost_usd), 0),
         "unpriced_calls": func.count() - func.count(ev.estimated_cost_usd),
     }

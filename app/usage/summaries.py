@@ -35,8 +35,15 @@ class SummaryRange:
     end: datetime
 
 
-def parse_range(raw_from: str | None, raw_to: str | None, *, now: datetime) -> SummaryRange:
-    """[from, to) in UTC. A date-only `to` includes that whole day; defaults: the last 30 days."""
+def parse_range(
+    raw_from: str | None,
+    raw_to: str | None,
+    *,
+    now: datetime,
+    limit: timedelta | None = MAX_RANGE,
+) -> SummaryRange:
+    """[from, to) in UTC. A date-only `to` includes that whole day; defaults: the last 30 days;
+    at most `limit` long (None: no limit)."""
     end = _parse_instant(raw_to, "query.to", end_of_day=True) if raw_to else now
     if raw_from:
         start = _parse_instant(raw_from, "query.from", end_of_day=False)
@@ -47,7 +54,7 @@ def parse_range(raw_from: str | None, raw_to: str | None, *, now: datetime) -> S
             raise InvalidUsageInput("query.to", "is out of range") from None
     if end <= start:
         raise InvalidUsageInput("query.to", "must be after 'from'")
-    if end - start > MAX_RANGE:
+    if limit is not None and end - start > limit:
         raise InvalidUsageInput("query.to", "the range may span at most a year (366 days)")
     return SummaryRange(start=start, end=end)
 
