@@ -52,10 +52,19 @@ def upgrade() -> None:
             "tenant_id", "day", "model", "source", "shard", name=op.f("pk_usage_daily_rollups")
         ),
     )
+    # The folding of closed days (app/usage/folding.py) finds the rows left to fold here.
+    op.create_index(
+        "ix_usage_daily_rollups_unfolded",
+        "usage_daily_rollups",
+        ["day"],
+        postgresql_where=sa.text("shard <> 0"),
+        sqlite_where=sa.text("shard <> 0"),
+    )
     # Every event recorded before this migration, added up once (shard 0); later events are
     # added by the same transaction that inserts them.
     op.execute(_BACKFILL.format(day=_DAY[op.get_bind().dialect.name]))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_daily_rollups_unfolded", table_name="usage_daily_rollups")
     op.drop_table("usage_daily_rollups")

@@ -228,6 +228,8 @@ class Settings(BaseSettings):
     usage_model_prices: dict[str, dict[str, float | str] | list[dict[str, float | str]]] = Field(
         default_factory=dict
     )
+    # How often each replica folds closed days' rollup shards into one row (0: never).
+    usage_rollup_fold_interval_s: float = Field(default=600.0, ge=0)
     # {"free": {"tokens": 100000, "calls": 1000}}: monthly limits, merged over defaults
     usage_tier_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
 

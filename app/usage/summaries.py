@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, cast, func, select, type_coerce
+from sqlalchemy import BigInteger, ColumnElement, Date, cast, func, literal, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -166,15 +166,26 @@ def _raw_part(
     dimensions: Sequence[Dimension],
 ) -> Any:
     ev = events_table.c
-    columns = {DAY: utc_day(session, ev.occurred_at), MODEL: ev.model, SOURCE: ev.source}
-    keys = [columns[name] for name in dimensions]
+    columns: dict[Dimension, ColumnElement[Any]] = {MODEL: ev.model, SOURCE: ev.source}
+    grouped = [name for name in dimensions if name != DAY]
+    if DAY in dimensions:
+        one_day = _midnight(start) == _midnight(end - timedelta(microseconds=1))
+        if one_day:
+            # An edge of the range lies within one UTC day: its day is a constant, and grouping
+            # by it would only make PostgreSQL sort every row for a single group.
+            columns[DAY] = literal(start.astimezone(UTC).date(), Date())
+        else:
+            columns[DAY] = utc_day(session, ev.occurred_at)
+            grouped.append(DAY)
     return (
         select(
             *[columns[name].label(name) for name in dimensions],
             *[expr.label(name) for name, expr in event_aggregates().items()],
         )
         .where(ev.tenant_id == tenant_id, ev.occurred_at >= start, ev.occurred_at < end)
-        .group_by(*keys)
+        .group_by(*[columns[name] for name in grouped])
+        # Without a grouped column the aggregate answers one row even for no events at all.
+        .having(func.count() > 0)
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.usage import summaries
+from app.usage import folding, summaries
 from app.usage.schemas import GroupBy
 from bench.harness import BenchContext
 
@@ -165,7 +165,29 @@ async def run(ctx: BenchContext) -> None:
 
     seconds = await _seed_summary_tenant(ctx)
     ctx.report("seed 10,000,000 events of one tenant and their rollups (SQL)", seconds, "s")
+    now = datetime.now(UTC)
+    window = summaries.SummaryRange(start=now - timedelta(days=365), end=now)
+    unfolded = await _in_process_p50_ms(ctx, window, GroupBy.model, rollups=True, runs=ROLLUP_RUNS)
+    ctx.report("summary, 365 days, group_by=model, 8 shards a day (unfolded): p50", unfolded, "ms")
+    ctx.report(
+        "fold the closed days' shards (what each replica does every 10 min)", await _fold(ctx), "s"
+    )
     await _summaries(ctx)
+
+
+async def _fold(ctx: BenchContext) -> float:
+    engine = create_async_engine(ctx.database_url, poolclass=NullPool)
+    try:
+        started = time.perf_counter()
+        async with AsyncSession(engine) as session, session.begin():
+            now = datetime.now(UTC)
+            await folding.fold_closed_days(session, today=now.date(), now=now)
+        seconds = time.perf_counter() - started
+        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            await conn.execute(text("VACUUM ANALYZE usage_daily_rollups"))
+        return seconds
+    finally:
+        await engine.dispose()
 
 
 async def _summaries(ctx: BenchContext) -> None:

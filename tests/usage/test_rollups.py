@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from app.core import migrations
 from app.state import app_state
-from app.usage import service, summaries
+from app.usage import folding, service, summaries
 from app.usage.prices import COST_QUANTUM, PriceTable
 from app.usage.schemas import UsageEventIn
 from tests.conftest import IS_POSTGRES, PG_ADMIN_URL, _pg_admin
@@ -272,3 +272,53 @@ def test_the_migration_backfills_rollups_from_existing_events(scratch_database_u
         (date(2026, 11, 3).isoformat(), 2, 30, Decimal("0.3"), 0),
         (date(2026, 11, 4).isoformat(), 1, 40, Decimal("0"), 1),
     ]
+
+
+async def _rollup_rows(app: Any) -> list[tuple[str, int, int, int]]:
+    async with app_state(app).sessionmaker() as session:
+        rows = await session.execute(
+            text(
+                "SELECT day, shard, calls, total_tokens FROM usage_daily_rollups"
+                " ORDER BY day, shard"
+            )
+        )
+        return [(str(day), shard, calls, tokens) for day, shard, calls, tokens in rows]
+
+
+async def test_folding_moves_closed_days_shards_into_one_row_and_keeps_the_sums(
+    app: Any, summary: Summary
+) -> None:
+    closed, today = SPAN_START.date(), datetime.now(UTC).date()
+    async with app_state(app).sessionmaker() as session, session.begin():
+        for day, shard in ((closed, 0), (closed, 3), (closed, 5), (today, 2)):
+            await session.execute(
+                service.rollups_table.insert().values(
+                    tenant_id="tenant-a",
+                    day=day,
+                    model="gpt-4o",
+                    source="ai_reply",
+                    shard=shard,
+                    calls=shard + 1,
+                    prompt_tokens=10 * (shard + 1),
+                    completion_tokens=0,
+                    total_tokens=10 * (shard + 1),
+                    estimated_cost_usd=Decimal("0.5"),
+                    unpriced_calls=0,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+    midnight = datetime(closed.year, closed.month, closed.day, tzinfo=UTC)
+    whole_day = {"from": midnight.isoformat(), "to": (midnight + timedelta(days=1)).isoformat()}
+    before = (await summary(**whole_day))["totals"]
+
+    now = datetime.now(UTC)
+    for _ in range(2):  # a second fold finds nothing left to move
+        async with app_state(app).sessionmaker() as session, session.begin():
+            await folding.fold_closed_days(session, today=today, now=now)
+
+    assert await _rollup_rows(app) == [
+        (closed.isoformat(), 0, 1 + 4 + 6, 110),
+        (today.isoformat(), 2, 3, 30),  # today's shards stay: writers are still busy on them
+    ]
+    assert (await summary(**whole_day))["totals"] == before
+    assert Decimal(before["estimated_cost_usd"]) == Decimal("1.5")
