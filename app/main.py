@@ -36,6 +36,7 @@ from app.provider_configs import router as provider_configs_router
 from app.state import AppState, keep_state
 from app.tokens import router as tokens_router
 from app.tokens.context import TokenContext
+from app.usage import folding as usage_folding
 from app.usage import router as usage_router
 from app.usage.prices import PriceTable
 from app.workspaces import router as workspaces_router
@@ -87,6 +88,9 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
         tokens = TokenContext.build(settings, engine, sessionmaker, cache, keyring, http)
         # Settings plus defaults, built once rather than per event.
         usage_prices = PriceTable.from_settings(settings)
+        await stack.enter_async_context(
+            usage_folding.folding_loop(sessionmaker, settings.usage_rollup_fold_interval_s)
+        )
         monitoring = await stack.enter_async_context(
             monitoring_lifecycle.lifespan(settings, sessionmaker, keyring, http, tokens)
         )

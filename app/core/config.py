@@ -228,8 +228,14 @@ class Settings(BaseSettings):
     provider_config_stream_poll_s: float = Field(default=15.0, gt=0, le=3600)
 
     # --- usage (app/usage) ---------------------------------------------------------------
-    # {"gpt-4o": {"prompt": 2.5, "completion": 10.0}}: USD per million tokens, merged over defaults
-    usage_model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # {"gpt-4o": {"prompt": 2.5, "completion": 10.0}}: USD per million tokens, merged over defaults;
+    # also "cached_prompt", "reasoning", and "effective_from" (a date; a list of entries per model
+    # gives its price history). See docs/usage.md.
+    usage_model_prices: dict[str, dict[str, float | str] | list[dict[str, float | str]]] = Field(
+        default_factory=dict
+    )
+    # How often each replica folds closed days' rollup shards into one row (0: never).
+    usage_rollup_fold_interval_s: float = Field(default=600.0, ge=0)
     # {"free": {"tokens": 100000, "calls": 1000}}: monthly limits, merged over defaults
     usage_tier_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -59,6 +59,7 @@ def _decimal_text(value: Decimal) -> str:
 
 _NORMALISE: dict[values.Kind, Callable[[Any], Any] | None] = {
     "datetime": _microseconds,
+    "date": date.isoformat,
     "json": _json_text,
     "boolean": int,
     "numeric": _decimal_text,
