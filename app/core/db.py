@@ -143,7 +143,7 @@ def _set_statement_timeout_per_transaction(engine: AsyncEngine, timeout_ms: int)
 
 
 def single_statement_reader(engine: AsyncEngine) -> AsyncEngine:
-    """An engine for reads of one statement each, which is atomic on its own.
+    """An engine for reads (or a lone write) of one statement each, which is atomic on its own.
 
     Autocommit where it can be: no BEGIN and ROLLBACK round trips around the statement. Where the
     statement timeout is set per transaction (PgBouncer), a transaction: in autocommit the

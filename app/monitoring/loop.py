@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,7 +21,7 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.monitoring import metrics, repository
 from app.monitoring.repository import LeasedConnection
-from app.tokens.refresh import RefreshOutcome, RefreshResult
+from app.tokens.refresh import LoadedRow, RefreshOutcome, RefreshResult
 
 logger = logging.getLogger("junction.monitoring")
 
@@ -36,16 +37,31 @@ FAILED_RESULTS = frozenset(
 
 # A provider may hold this many rounds of its concurrency limit in flight on one instance; beyond
 # that the loop leases other providers' connections, so a slow provider cannot fill the batch.
+# The loop as a whole holds at most this many rounds of its own concurrency: what it leases
+# beyond that would only wait (its lease renewed meanwhile) or be handed back.
 PROVIDER_QUEUE_ROUNDS = 4
-# When a pass filled its batch, wait this long after a slot frees so refills come in small batches
-# rather than one leasing query per finished refresh.
-REFILL_DELAY_S = 0.05
 # The shortest pause between two passes, however soon the next connection is due: a token due
 # at once (or a clock step) costs a pass every this often, not a busy loop.
 MIN_PAUSE_S = 0.1
 
-# Refreshes a leased connection for the lease's owner (the loop's id).
-Refresher = Callable[[LeasedConnection, str], Awaitable[RefreshOutcome]]
+
+class Refresher(Protocol):
+    """How the loop refreshes a leased connection (app/monitoring/service.py binds it to the
+    tokens domain)."""
+
+    async def load(self, connection_ids: list[str]) -> dict[str, LoadedRow]:
+        """What the refreshes of a batch just leased read before their provider calls, in one
+        query (those it leaves out read their own)."""
+
+    async def refresh(
+        self, connection: LeasedConnection, owner: str, loaded: LoadedRow | None
+    ) -> RefreshOutcome:
+        """Refresh it for the lease's owner (the loop's id), from the row `load` read if any;
+        committed when it returns."""
+
+    async def announce(self, outcome: RefreshOutcome) -> None:
+        """After `refresh`: tell whoever must hear of the outcome (the replicas' read caches).
+        The loop calls it with its slots free: it waits on acknowledgements, not the provider."""
 
 
 def instance_owner() -> str:
@@ -182,11 +198,10 @@ class MonitorLoop:
 
     async def _pause(self, more_due: bool) -> None:
         """Wait until the next connection is due (at least MIN_PAUSE_S, at most the interval);
-        with more due than the last pass took, only until a slot frees."""
+        with more due than the last pass took, only until room frees (half the queue: refills
+        come in batches of half of it, not one leasing query per finished refresh)."""
         if more_due:
             await self._wait_for(self._slot_freed, self.settings.monitor_interval_s)
-            if not self._stopping.is_set():
-                await asyncio.sleep(REFILL_DELAY_S)
             return
         clock = asyncio.get_running_loop()
         deadline = clock.time() + self.settings.monitor_interval_s
@@ -211,16 +226,23 @@ class MonitorLoop:
 
     async def run_once(self) -> TickStats:
         """One pass, waiting for its refreshes to finish (tests and benchmarks drive this)."""
-        tick, _ = await self._lease(self.settings.monitor_batch_size - self.in_flight)
+        tick, _ = await self._lease(self._queue_limit - self.in_flight)
         await asyncio.gather(*self._all_tasks(), return_exceptions=True)
         return tick
 
     async def _lease_and_dispatch(self) -> bool:
-        capacity = self.settings.monitor_batch_size - self.in_flight
+        capacity = self._queue_limit - self.in_flight
         if capacity <= 0:
             return True
         _, more_due = await self._lease(capacity)
         return more_due
+
+    @property
+    def _queue_limit(self) -> int:
+        """What one instance holds leased at most: a batch, and no more than its concurrency
+        can start within PROVIDER_QUEUE_ROUNDS rounds."""
+        rounds = self.settings.monitor_concurrency * PROVIDER_QUEUE_ROUNDS
+        return min(self.settings.monitor_batch_size, rounds)
 
     @property
     def _provider_share(self) -> int:
@@ -257,6 +279,7 @@ class MonitorLoop:
                     if next_due_at is not None:
                         self.wake_by(next_due_at)
             leased = await self._keep_provider_share(claimed)
+            loaded = await self._load([connection.id for connection in leased])
             # It took all it could, handed some back, or left a busy provider's rows out.
             more_due = len(claimed) >= capacity or len(leased) < len(claimed) or bool(excluded)
         tick.due = tick.pending = len(leased)
@@ -264,7 +287,7 @@ class MonitorLoop:
             self._in_flight_by_provider[connection.provider] += 1
             self._leased_until[connection.id] = lease_until
             self._queued[connection.id] = asyncio.create_task(
-                self._refresh_leased(connection, tick),
+                self._refresh_leased(connection, loaded.get(connection.id), tick),
                 name=f"monitor-refresh:{connection.id}",
             )
         if leased:
@@ -300,10 +323,23 @@ class MonitorLoop:
             self._provider_slots[provider] = slot
         return slot
 
-    async def _refresh_leased(self, connection: LeasedConnection, tick: TickStats) -> None:
+    async def _load(self, connection_ids: list[str]) -> dict[str, LoadedRow]:
+        if not connection_ids:
+            return {}
+        try:
+            return await self._refresher.load(connection_ids)
+        except Exception:
+            # Each refresh then reads its own row.
+            logger.warning("could not read the leased connections", exc_info=True)
+            return {}
+
+    async def _refresh_leased(
+        self, connection: LeasedConnection, loaded: LoadedRow | None, tick: TickStats
+    ) -> None:
         result = RefreshResult.ABANDONED
         released = False  # by the refresh's own write
         hand_back = False
+        outcome: RefreshOutcome | None = None
         try:
             # The provider's slot first: a task waiting on a slow provider holds no global slot.
             async with self._provider_slot(connection.provider), self._global_slots:
@@ -312,12 +348,16 @@ class MonitorLoop:
                     return
                 self._running[connection.id] = self._queued.pop(connection.id)
                 try:
-                    outcome = await self._refresher(connection, self.owner)
+                    outcome = await self._refresher.refresh(connection, self.owner, loaded)
                     result, released = outcome.result, outcome.lease_released
                     hand_back = _not_due_again(outcome)
                 except Exception:
                     logger.exception("monitoring refresh of connection %s failed", connection.id)
                     result = RefreshResult.ERROR
+            if outcome is not None:
+                # With the slots free again: the next provider call need not wait for the
+                # replicas to acknowledge this one.
+                await self._announce(outcome)
         finally:
             self._queued.pop(connection.id, None)
             self._running.pop(connection.id, None)
@@ -333,21 +373,29 @@ class MonitorLoop:
             # keeping the lease could only delay its next refresh.
             if (result != RefreshResult.SKIPPED or hand_back) and not released:
                 await self._release(connection.id)
-            if hand_back and outcome.refresh_due_at is not None:
+            if hand_back and outcome is not None and outcome.refresh_due_at is not None:
                 self.wake_by(outcome.refresh_due_at)
             metrics.count_refresh(connection.provider, result)
             self.totals[result] += 1
             tick.record(result)
             tick.pending -= 1
-            # Lease again once there is room worth a query: half the batch, or half a provider's
-            # share (leasing for every finished refresh would mostly hand rows back).
+            # Lease again once there is room worth a query: half the queue, or a provider's
+            # share just down to half (leasing for every finished refresh would mostly hand
+            # rows back).
             if (
-                self.in_flight <= self.settings.monitor_batch_size // 2
-                or self._in_flight_by_provider[connection.provider] <= self._provider_share // 2
+                self.in_flight <= self._queue_limit // 2
+                or self._in_flight_by_provider[connection.provider] == self._provider_share // 2
             ):
                 self._slot_freed.set()
             if tick.pending == 0:
                 await self._complete(tick)
+
+    async def _announce(self, outcome: RefreshOutcome) -> None:
+        try:
+            await self._refresher.announce(outcome)
+        except Exception:
+            # The refresh is stored; a replica not told serves its entry until it expires.
+            logger.warning("could not announce the refresh of connection %s", outcome.connection_id)
 
     # --- lease renewal ----------------------------------------------------------------------
 
@@ -360,7 +408,8 @@ class MonitorLoop:
 
     async def _renew_leases(self) -> None:
         """Extend the leases of every queued and running connection (on PostgreSQL, bar those a
-        refresh holds row-locked, which no claim can take either) every third of
+        read's refresh holds row-locked at that moment, which no claim can take either) every
+        third of
         MONITOR_LEASE_S, until none is left: the lease stays short, so a killed instance's
         connections are taken over soon, yet never lapses under a live loop working on it."""
         period = self.settings.monitor_lease_s / 3

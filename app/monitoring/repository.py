@@ -6,11 +6,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import is_postgres
 from app.tokens import models as token_models
+from app.tokens import repository as token_repository
 
 Connection = token_models.OAuthConnection
 Client = token_models.OAuthClient
@@ -37,7 +38,7 @@ def due_connections_query(
         select(Connection.id)
         .where(
             Connection.refresh_due_at <= now,
-            or_(Connection.lease_expires_at.is_(None), Connection.lease_expires_at < now),
+            token_repository.lease_is_free(now),
             Connection.client_id.not_in(misconfigured),
         )
         .order_by(Connection.refresh_due_at)
@@ -88,13 +89,7 @@ async def release_leases(session: AsyncSession, connection_ids: Sequence[str], o
     """Clear our leases; fenced by owner, so a lease another instance took over stays theirs."""
     if not connection_ids:
         return 0
-    statement = (
-        update(Connection)
-        .where(Connection.id.in_(list(connection_ids)), Connection.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    result = await session.execute(statement)
+    result = await session.execute(token_repository.release_lease(connection_ids, owner))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -103,7 +98,7 @@ async def extend_leases(
 ) -> set[str]:
     """Extend our leases to `lease_until`; the ids extended (fenced by owner, like a release).
 
-    On PostgreSQL a row locked by a refresh in progress is skipped rather than waited for: the
+    On PostgreSQL a row locked by a read's refresh is skipped rather than waited for: that
     refresh holds it through its provider call, and a lease claim skips locked rows anyway.
     """
     if not connection_ids:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, tuple_
@@ -167,12 +168,29 @@ async def connection_status_counts(session: AsyncSession) -> dict[str, dict[str,
 
 
 def monitor_refresher(ctx: TokenContext) -> Refresher:
-    """Refresh a leased connection through the tokens domain's single-flight path, which clears
-    the lease in the write that stores the outcome where it can (`lease_released`)."""
+    """Refresh a leased connection through the tokens domain's single-flight path, under the
+    lease (its write releases it: `lease_released`), and announce the outcome apart."""
+    return _TokenRefresher(ctx)
 
-    async def refresh(connection: LeasedConnection, owner: str) -> RefreshOutcome:
+
+@dataclass(frozen=True)
+class _TokenRefresher:
+    ctx: TokenContext
+
+    async def load(self, connection_ids: list[str]) -> dict[str, token_refresh.LoadedRow]:
+        return await token_refresh.load_leased(self.ctx, connection_ids)
+
+    async def refresh(
+        self, connection: LeasedConnection, owner: str, loaded: token_refresh.LoadedRow | None
+    ) -> RefreshOutcome:
         return await token_refresh.refresh_connection(
-            ctx, connection.id, trigger="monitor", lease_owner=owner
+            self.ctx,
+            connection.id,
+            trigger="monitor",
+            lease_owner=owner,
+            announce=False,
+            preloaded=loaded,
         )
 
-    return refresh
+    async def announce(self, outcome: RefreshOutcome) -> None:
+        await token_refresh.announce_outcome(self.ctx, outcome)

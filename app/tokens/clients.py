@@ -189,16 +189,24 @@ async def update_client(
 
 
 async def mark_misconfigured(
-    session: AsyncSession, client_pk: str, reason: str, now: datetime
+    session: AsyncSession,
+    client_pk: str,
+    reason: str,
+    now: datetime,
+    *,
+    read_at_version: datetime | None = None,
 ) -> bool:
     """Mark the client misconfigured unless it already is; True when this call changed it.
 
     One conditional UPDATE: of many refreshes refused at once, exactly one wins (on PostgreSQL
     the others wait for its row lock, then find the status changed), so one event is raised.
+    `read_at_version`: the `updated_at` of the client the refused call was made with; an edit
+    since (perhaps the fix) is not overruled by a refusal of the credentials it replaced.
     """
+    unchanged = () if read_at_version is None else (OAuthClient.updated_at == read_at_version,)
     statement = (
         update(OAuthClient)
-        .where(OAuthClient.id == client_pk, OAuthClient.status == CLIENT_ACTIVE)
+        .where(OAuthClient.id == client_pk, OAuthClient.status == CLIENT_ACTIVE, *unchanged)
         .values(status=CLIENT_MISCONFIGURED, status_reason=reason[:255], status_changed_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -241,9 +249,10 @@ async def _reschedule_connections(
     """The client's provider options changed (its refresh margin may have): move the monitoring
     loop's next refresh of each of its connections accordingly."""
     spec = ctx.spec_for(client)
-    # SKIP LOCKED: a connection being refreshed right now (its row lock held through the provider
-    # call) is rescheduled by that refresh's own write; waiting for it could take HTTP_TIMEOUT_S,
-    # and writing over it would lose the refresh's new due time.
+    # SKIP LOCKED: a connection a read is refreshing right now (its row lock held through the
+    # provider call) is rescheduled by that refresh's own write; waiting for it could take
+    # HTTP_TIMEOUT_S. (One the loop refreshes under its lease alone is rescheduled here, and
+    # then by that refresh's write, as a locked one would be.)
     connections = await session.scalars(
         select(OAuthConnection)
         .where(OAuthConnection.client_id == client.id)

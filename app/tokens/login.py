@@ -19,7 +19,7 @@ from app.tokens.context import NOTICE_CONNECTED, TokenContext
 from app.tokens.exceptions import InvalidState, ProviderError, ReturnUrlNotAllowed, StateExpired
 from app.tokens.models import STATUS_ACTIVE, OAuthClient, OAuthConnection, OAuthState
 from app.tokens.providers import ProviderSpec
-from app.tokens.refresh import apply_token_set
+from app.tokens.refresh_writes import apply_token_set
 from app.tokens.sealing import open_client_secret, open_code_verifier, seal_code_verifier
 
 logger = logging.getLogger("junction.tokens")

@@ -15,6 +15,8 @@ bound, expiry, epoch and that gate are a `LocalTier`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +25,8 @@ from typing import Any
 from app.core.cache import Cache
 from app.core.invalidation import InvalidationBus
 from app.core.local_tier import LocalTier
+
+logger = logging.getLogger("junction.tokens")
 
 Key = tuple[str, str, str]  # tenant_id, provider, branch_id
 
@@ -54,6 +58,10 @@ class TokenReadCache:
         )
         # The fresh-token read's hot path: the tier's own lookup, with no call in between.
         self.get = self._tier.get
+        # Invalidated ids waiting for the next message, the future it resolves, who sends it.
+        self._pending_ids: set[str] = set()
+        self._next_message: asyncio.Future[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
 
     def subscribe(self) -> None:
         if self.enabled:
@@ -90,7 +98,45 @@ class TokenReadCache:
         ids = sorted(set(connection_ids))
         payload: dict[str, Any] = {"ids": ids, "tenant_id": tenant_id}
         self._drop(payload)
-        await self._bus.broadcast(payload)
+        if tenant_id is not None:
+            await self._bus.broadcast(payload)
+            return
+        await self._broadcast_with_others(ids)
+
+    async def _broadcast_with_others(self, ids: list[str]) -> None:
+        """Broadcast `ids` in the next message that starts, with every other connection
+        invalidated meanwhile (the monitoring loop finishes many refreshes at once), and return
+        once it is acknowledged: one message and one round of acknowledgements for all of them.
+        A message already in flight was published before these commits were known to it, so
+        these ids wait for the next one."""
+        self._pending_ids.update(ids)
+        sent = self._next_message
+        if sent is None:
+            sent = self._next_message = asyncio.get_running_loop().create_future()
+            if self._sender is None or self._sender.done():
+                self._sender = asyncio.create_task(self._send_pending(), name="token-invalidation")
+        # Shielded: a caller cancelled meanwhile leaves the message to the others.
+        await asyncio.shield(sent)
+
+    async def _send_pending(self) -> None:
+        try:
+            while self._pending_ids:
+                ids = sorted(self._pending_ids)
+                self._pending_ids.clear()
+                sent, self._next_message = self._next_message, None
+                try:
+                    await self._bus.broadcast({"ids": ids, "tenant_id": None})
+                except Exception:
+                    logger.warning("token invalidation could not be broadcast", exc_info=True)
+                finally:
+                    if sent is not None and not sent.done():
+                        sent.set_result(None)
+        finally:
+            # Ended early (cancelled at shutdown): nobody may wait for a message no task sends;
+            # what is pending goes with the next caller's message.
+            waiting, self._next_message = self._next_message, None
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
 
     def _on_invalidation(self, payload: dict[str, Any]) -> None:
         ids = payload["ids"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import inspect, select, update
@@ -30,57 +30,37 @@ from app.tokens.models import (
     CLIENT_MISCONFIGURED,
     STATUS_ACTIVE,
     STATUS_NEEDS_REAUTH,
-    STATUS_REFRESH_FAILED,
     OAuthClient,
     OAuthConnection,
 )
 from app.tokens.providers import ProviderSpec
-from app.tokens.refresh_lock import RefreshLock, refresh_lock
-from app.tokens.sealing import (
-    open_client_secret,
-    open_refresh_token,
-    open_stored_refresh_token,
-    seal_access_token,
-    seal_refresh_token,
-)
+from app.tokens.refresh_lock import RefreshLock, refresh_lock, single_statement_session
+from app.tokens.refresh_outcome import RefreshOutcome, RefreshResult
+from app.tokens.refresh_writes import apply_failure, apply_token_set, mark_refresh_token_warning
+from app.tokens.sealing import open_client_secret, open_refresh_token, open_stored_refresh_token
+
+# Importers of the refresh path find its outcome here too.
+__all__ = [
+    "SECRET_REASONS",
+    "LoadedRow",
+    "RefreshOutcome",
+    "RefreshResult",
+    "announce_outcome",
+    "load_leased",
+    "refresh_connection",
+    "undecryptable_reason",
+]
 
 logger = logging.getLogger("junction.tokens")
 
-
-class RefreshResult(StrEnum):
-    """How a refresh ended: `RefreshOutcome.result`, and the monitoring loop's count per result.
-
-    ERROR and ABANDONED are the loop's own (its refresher raised; shutdown came first); the
-    refresh path never returns them. CLIENT_MISCONFIGURED: the connection's client is (or was
-    just found) refused by its provider; the connection row is left as it was.
-    """
-
-    REFRESHED = "refreshed"
-    NEEDS_REAUTH = "needs_reauth"
-    REFRESH_FAILED = "refresh_failed"
-    CLIENT_MISCONFIGURED = "client_misconfigured"
-    SKIPPED = "skipped"
-    NOT_FOUND = "not_found"
-    ERROR = "error"
-    ABANDONED = "abandoned"
+# A connection with its client, as read for its refresh.
+LoadedRow = tuple[OAuthConnection, OAuthClient]
 
 
 # Results that wrote the row (and so change what a token read answers).
 _WRITTEN = frozenset(
     {RefreshResult.REFRESHED, RefreshResult.REFRESH_FAILED, RefreshResult.NEEDS_REAUTH}
 )
-
-
-@dataclass
-class RefreshOutcome:
-    connection_id: str
-    result: RefreshResult
-    status: str
-    error: str | None
-    # When the connection is next due, as written, or as found by a refresh that skipped.
-    refresh_due_at: datetime | None = None
-    # The monitoring lease of `lease_owner` was cleared in the write that stored the outcome.
-    lease_released: bool = False
 
 
 async def refresh_connection(
@@ -90,29 +70,53 @@ async def refresh_connection(
     force: bool = False,
     trigger: str = "read",
     lease_owner: str | None = None,
+    announce: bool = True,
+    preloaded: LoadedRow | None = None,
 ) -> RefreshOutcome:
     """Refresh one connection, at most once at a time across every replica.
 
     Waiters that get the lock after someone else refreshed find the fresh token and skip, so many
     concurrent callers cause one provider call. `force` ignores freshness, the failure cooldown
-    and the minimum interval. `lease_owner` (the monitoring loop) has its lease on the row
-    cleared by the write that stores the outcome, where that write holds the row lock.
+    and the minimum interval. `lease_owner` (the monitoring loop, which leased the row): the
+    lease is the lock on PostgreSQL (see `refresh_lock`), and the write that stores the outcome
+    is fenced by it and releases it (`lease_released`). `announce=False`: the caller makes the
+    announcement itself (`announce_outcome`), once it holds nothing the next refresh needs.
+    `preloaded`: the row as the loop's batch read found it right after leasing it
+    (`load_leased`), read again by nothing before the provider call.
     """
     # Before the provider is called: a refresh token it rotates could not be stored.
     maintenance.refuse_writes(ctx.settings)
     started_at = utcnow()
-    async with refresh_lock(ctx, connection_id) as lock:
+    async with refresh_lock(
+        ctx, connection_id, lease_owner=lease_owner, preloaded=preloaded
+    ) as lock:
         if lock is None:
             return _busy(connection_id)
-        outcome = await _refresh_locked(
-            ctx, connection_id, lock, force, started_at, trigger, lease_owner
-        )
+        outcome = await _refresh_locked(ctx, connection_id, lock, force, started_at, trigger)
     # Committed by now (the row lock's transaction ends with its block), and no lock held while
     # the replicas acknowledge.
+    if announce:
+        await announce_outcome(ctx, outcome)
+    return outcome
+
+
+async def load_leased(ctx: TokenContext, connection_ids: list[str]) -> dict[str, LoadedRow]:
+    """The rows of a batch the monitoring loop has just leased, with their clients, in one
+    statement, so that each refresh under the lease reads nothing before its provider call.
+    Empty on SQLite, where the loop's refresh re-reads its row under the in-process lock (a
+    read's refresh there does not wait for the lease)."""
+    if ctx.settings.is_sqlite or not connection_ids:
+        return {}
+    async with single_statement_session(ctx) as session:
+        return await repository.load_many_for_refresh(session, connection_ids)
+
+
+async def announce_outcome(ctx: TokenContext, outcome: RefreshOutcome) -> None:
+    """After the commit of a refresh: when it wrote the row, tell this process's loop when the
+    connection is next due, and every replica's read cache to drop it (acknowledged)."""
     if outcome.result in _WRITTEN:
         ctx.refresh_scheduled(outcome.refresh_due_at)
-        await ctx.invalidate([connection_id])
-    return outcome
+        await ctx.invalidate([outcome.connection_id])
 
 
 # The reasons a refresh gives when the stored secrets do not decrypt (the provider is not called).
@@ -146,6 +150,48 @@ class _ClientInfo:
     provider: str
     status: str
     status_reason: str | None
+    # The client as read: it is marked misconfigured only if not edited since.
+    updated_at: datetime
+
+
+@dataclass
+class _Attempt:
+    """A refresh about to call the provider: the row as read, and what the call and the write
+    that follows need of it."""
+
+    connection: OAuthConnection
+    client: _ClientInfo
+    spec: ProviderSpec
+    # None: expired and nothing to refresh it with (only a new login helps).
+    refresh_token: str | None
+    credentials: oauth.ClientCredentials
+    # The ciphertext the write is fenced on (the refresh token this call presents).
+    used_refresh_enc: str | None
+    previous_status: str
+    # The listeners, looked up before the call when a success could record something.
+    prepared: PreparedStatusChange | None
+
+
+@dataclass
+class _Answer:
+    tokens: oauth.TokenSet | None
+    error: ProviderError | None
+    # perf_counter() when the provider answered (None: it was not called).
+    answered_at: float | None
+
+
+@dataclass
+class _Applied:
+    """The answer written on the row in memory, not yet stored."""
+
+    result: RefreshResult
+    reason: str
+    # This change raises `refresh_token_expiring`.
+    warn: bool
+
+    def records(self, attempt: _Attempt) -> bool:
+        """Whether the listeners record anything (a status change or the warning)."""
+        return self.warn or attempt.previous_status != attempt.connection.status
 
 
 async def _refresh_locked(
@@ -155,42 +201,59 @@ async def _refresh_locked(
     force: bool,
     started_at: datetime,
     trigger: str,
-    lease_owner: str | None,
 ) -> RefreshOutcome:
+    """Read, call, write: the steps of one refresh under its lock."""
+    attempt_or_outcome = await _prepare_attempt(ctx, connection_id, lock, force, started_at)
+    if isinstance(attempt_or_outcome, RefreshOutcome):
+        return attempt_or_outcome
+    attempt = attempt_or_outcome
+    answer = await _call_provider(ctx, attempt)
+    if answer.error is not None:
+        # A failure answer carries no new refresh token to lose: these paths may do I/O before
+        # their commit.
+        settled = await _settle_refusal(ctx, lock, connection_id, attempt, answer.error)
+        if settled is not None:
+            return settled
+    # From the provider's answer to the commit nothing is awaited but the commit: a replica
+    # killed in between loses a rotated refresh token, and its next refresh would be reuse.
+    applied = _apply_answer(ctx, attempt, answer)
+    stored, lease_released = await _store(ctx, lock, attempt, applied)
+    window_s = None if answer.answered_at is None else time.perf_counter() - answer.answered_at
+    if window_s is not None:
+        metrics.REFRESH_COMMIT_WINDOW.observe(window_s)
+    if not stored:
+        return await _lost_race(ctx, connection_id)
+    connection = attempt.connection
+    _log_outcome(connection, applied.result, applied.reason, trigger, window_s)
+    return RefreshOutcome(
+        connection_id,
+        applied.result,
+        connection.status,
+        None if answer.tokens is not None else connection.last_error,
+        refresh_due_at=connection.refresh_due_at,
+        lease_released=lease_released,
+    )
+
+
+async def _prepare_attempt(
+    ctx: TokenContext, connection_id: str, lock: RefreshLock, force: bool, started_at: datetime
+) -> _Attempt | RefreshOutcome:
+    """Read the row and its client and decide: an outcome when the provider is not to be called
+    (gone, needs_reauth, client refused, not due, nothing to refresh with, secrets that do not
+    decrypt), else the attempt, with the listeners prepared where a success could need them."""
     now = utcnow()
-    async with lock.transaction() as session:
-        if lock.row_session is not None:
-            loaded = lock.row  # read with the row lock
+    async with lock.reading() as session:
+        if lock.row_read:
+            loaded = lock.row  # read with the row lock, or by the loop's batch read
         else:
             loaded = await repository.load_for_refresh(session, connection_id)
         if loaded is None:
             return RefreshOutcome(connection_id, RefreshResult.NOT_FOUND, "unknown", None)
         connection, client = loaded
-        status, last_error = connection.status, connection.last_error
         spec = ctx.spec_for(client)
-        if status == STATUS_NEEDS_REAUTH:
-            return RefreshOutcome(connection_id, RefreshResult.NEEDS_REAUTH, status, last_error)
-        client_info = _ClientInfo(
-            client.id, client.tenant_id, client.provider, client.status, client.status_reason
-        )
-        if client_info.status == CLIENT_MISCONFIGURED:
-            # Its provider refused the app itself: no call until the client is edited.
-            return _client_refused(connection_id, status, client_info.status_reason)
-        if not force and _not_due(connection, spec, now, started_at, ctx.settings):
-            # Refreshed meanwhile, or not due: when it is (the loop hands its lease back).
-            return RefreshOutcome(
-                connection_id,
-                RefreshResult.SKIPPED,
-                status,
-                last_error,
-                refresh_due_at=connection.refresh_due_at,
-            )
-        if connection.refresh_token_enc is None:
-            expired = connection.expires_at is not None and connection.expires_at <= now
-            if not expired:
-                return RefreshOutcome(
-                    connection_id, RefreshResult.SKIPPED, status, "no_refresh_token"
-                )
+        skipped = _skip_reason(lock, connection, client, spec, force, now, started_at, ctx)
+        if skipped is not None:
+            return skipped
         try:
             refresh_token = open_refresh_token(ctx.keyring, connection)
             credentials = oauth.ClientCredentials(
@@ -203,115 +266,168 @@ async def _refresh_locked(
             logger.error(
                 "stored secrets of connection %s do not decrypt (%s)", connection_id, reason
             )
-            return RefreshOutcome(connection_id, RefreshResult.REFRESH_FAILED, status, reason)
-        used_refresh_enc = connection.refresh_token_enc
-        previous = status
+            return RefreshOutcome(
+                connection_id, RefreshResult.REFRESH_FAILED, connection.status, reason
+            )
         # Whatever the listeners must look up is looked up now, before the provider is called,
-        # when a success would change the status (a success leaves it active): a failure stores
-        # no new refresh token, so for one the listeners may look up after the answer.
+        # when a success would change the status (a success leaves it active) or warn: a
+        # failure stores no new refresh token, so for one the listeners may look up after the
+        # answer.
         prepared: PreparedStatusChange | None = None
         may_warn = connection.refresh_token_warned_at is None and timing.refresh_token_expiring(
             connection, ctx.settings, now
         )
-        if previous != STATUS_ACTIVE or may_warn:
+        if connection.status != STATUS_ACTIVE or may_warn:
             prepared = await ctx.prepare_status_change(session, connection.tenant_id)
+        return _Attempt(
+            connection=connection,
+            client=_ClientInfo(
+                client.id,
+                client.tenant_id,
+                client.provider,
+                client.status,
+                client.status_reason,
+                client.updated_at,
+            ),
+            spec=spec,
+            refresh_token=refresh_token,
+            credentials=credentials,
+            used_refresh_enc=connection.refresh_token_enc,
+            previous_status=connection.status,
+            prepared=prepared,
+        )
 
-    tokens: oauth.TokenSet | None = None
-    error: ProviderError | None = None
-    answered_at: float | None = None
-    if refresh_token is None:
+
+def _skip_reason(
+    lock: RefreshLock,
+    connection: OAuthConnection,
+    client: OAuthClient,
+    spec: ProviderSpec,
+    force: bool,
+    now: datetime,
+    started_at: datetime,
+    ctx: TokenContext,
+) -> RefreshOutcome | None:
+    """The outcome of a refresh that does not call the provider, read off the row; None: call."""
+    connection_id, status, last_error = connection.id, connection.status, connection.last_error
+    if status == STATUS_NEEDS_REAUTH:
+        return RefreshOutcome(connection_id, RefreshResult.NEEDS_REAUTH, status, last_error)
+    if client.status == CLIENT_MISCONFIGURED:
+        # Its provider refused the app itself: no call until the client is edited.
+        return _client_refused(connection_id, status, client.status_reason)
+    if lock.lease_only and connection.lease_owner != lock.lease_owner:
+        # The lease lapsed and was taken over before this refresh began: the new owner's.
+        return RefreshOutcome(connection_id, RefreshResult.SKIPPED, status, "lease_lost")
+    if not force and _not_due(connection, spec, now, started_at, ctx.settings):
+        # Refreshed meanwhile, or not due: when it is (the loop hands its lease back).
+        return RefreshOutcome(
+            connection_id,
+            RefreshResult.SKIPPED,
+            status,
+            last_error,
+            refresh_due_at=connection.refresh_due_at,
+        )
+    if connection.refresh_token_enc is None:
+        expired = connection.expires_at is not None and connection.expires_at <= now
+        if not expired:
+            return RefreshOutcome(connection_id, RefreshResult.SKIPPED, status, "no_refresh_token")
+    return None
+
+
+async def _call_provider(ctx: TokenContext, attempt: _Attempt) -> _Answer:
+    """The refresh grant. On SQLite and under the loop's lease no transaction is open during
+    the call; on PostgreSQL otherwise only the row lock's, which has read and will write nothing
+    else."""
+    if attempt.refresh_token is None:
         # Expired and nothing to refresh it with: only a new login helps.
-        error = ProviderError("no_refresh_token")
-    else:
-        # On SQLite no transaction is open during the provider call; on PostgreSQL only the row
-        # lock's, which has read and will write nothing else.
-        try:
-            tokens = await oauth.refresh_grant(
-                ctx.http,
-                spec,
-                credentials,
-                refresh_token=refresh_token,
-                allow_private=ctx.settings.is_dev,
-            )
-        except ProviderError as exc:
-            error = exc
-        answered_at = time.perf_counter()
+        return _Answer(None, ProviderError("no_refresh_token"), None)
+    try:
+        tokens = await oauth.refresh_grant(
+            ctx.http,
+            attempt.spec,
+            attempt.credentials,
+            refresh_token=attempt.refresh_token,
+            allow_private=ctx.settings.is_dev,
+        )
+    except ProviderError as exc:
+        return _Answer(None, exc, time.perf_counter())
+    return _Answer(tokens, None, time.perf_counter())
 
-    if error is not None:
-        # A failure answer carries no new refresh token to lose: these paths may do I/O before
-        # their commit.
-        if error.rejects_client:
-            return await _client_rejected(
-                ctx, lock, connection_id, status, client_info, error, prepared
-            )
-        if error.code == "invalid_grant":
-            replaced = await _grant_replaced_meanwhile(ctx, lock, connection_id, used_refresh_enc)
-            if replaced is not None:
-                return replaced
 
-    # From the provider's answer to the commit nothing is awaited but the commit: a replica
-    # killed in between loses a rotated refresh token, and its next refresh would be reuse.
-    done = utcnow()
-    if tokens is not None:
-        apply_token_set(ctx, connection, spec, tokens, done)
+async def _settle_refusal(
+    ctx: TokenContext,
+    lock: RefreshLock,
+    connection_id: str,
+    attempt: _Attempt,
+    error: ProviderError,
+) -> RefreshOutcome | None:
+    """The failures that do not end as a failure of this connection: the client refused (a
+    client problem), or `invalid_grant` for a refresh token already replaced. None: neither."""
+    if error.rejects_client:
+        return await _client_rejected(ctx, lock, connection_id, attempt, error)
+    if error.code == "invalid_grant":
+        return await _grant_replaced_meanwhile(ctx, lock, connection_id, attempt.used_refresh_enc)
+    return None
+
+
+def _apply_answer(ctx: TokenContext, attempt: _Attempt, answer: _Answer) -> _Applied:
+    """Write the provider's answer on the row in memory (no I/O)."""
+    connection, done = attempt.connection, utcnow()
+    if answer.tokens is not None:
+        apply_token_set(ctx, connection, attempt.spec, answer.tokens, done)
         result, reason = RefreshResult.REFRESHED, "refreshed"
     else:
-        assert error is not None
-        result = _apply_failure(ctx, connection, spec, error, done)
-        reason = error.code
-    issued = tokens is not None and tokens.refresh_token is not None
+        assert answer.error is not None
+        result = apply_failure(ctx, connection, attempt.spec, answer.error, done)
+        reason = answer.error.code
+    issued = answer.tokens is not None and answer.tokens.refresh_token is not None
     # A success warns only where the listeners were prepared before the call (no I/O between a
     # rotated refresh token and its commit); a failure may prepare them now.
-    warn = (prepared is not None or tokens is None) and _mark_refresh_token_warning(
+    warn = (attempt.prepared is not None or answer.tokens is None) and mark_refresh_token_warning(
         ctx, connection, issued_now=issued, now=done
     )
+    return _Applied(result, reason, warn)
+
+
+async def _record(
+    ctx: TokenContext, session: AsyncSession, attempt: _Attempt, applied: _Applied
+) -> None:
+    """Hand the change to the listeners in the session that stores it."""
+    connection, prepared = attempt.connection, attempt.prepared
+    if prepared is None:
+        # Only after a failure (a success that could change the status or warn was prepared
+        # beforehand): nothing rotated.
+        prepared = await ctx.prepare_status_change(session, connection.tenant_id)
+    prepared.record(session, connection, attempt.previous_status, applied.reason)
+    if applied.warn:
+        expires_at = connection.refresh_token_expires_at
+        assert expires_at is not None
+        prepared.notify(
+            session,
+            NOTICE_REFRESH_TOKEN_EXPIRING,
+            connection,
+            f"refresh token expires at {expires_at.isoformat()}",
+        )
+
+
+async def _store(
+    ctx: TokenContext, lock: RefreshLock, attempt: _Attempt, applied: _Applied
+) -> tuple[bool, bool]:
+    """Store the row and what the listeners record in one commit: whether it was stored, and
+    whether that write released the loop's lease."""
 
     async def record(session: AsyncSession) -> None:
-        nonlocal prepared
-        if prepared is None and (previous != connection.status or warn):
-            # Only after a failure (a success that could change the status or warn was
-            # prepared beforehand): nothing rotated.
-            prepared = await ctx.prepare_status_change(session, connection.tenant_id)
-        if prepared is None:
-            return
-        prepared.record(session, connection, previous, reason)
-        if warn:
-            expires_at = connection.refresh_token_expires_at
-            assert expires_at is not None
-            prepared.notify(
-                session,
-                NOTICE_REFRESH_TOKEN_EXPIRING,
-                connection,
-                f"refresh token expires at {expires_at.isoformat()}",
-            )
+        await _record(ctx, session, attempt, applied)
 
-    lease_released = False
+    recorder = record if applied.records(attempt) else None
     if lock.row_session is not None:
-        # The row has been locked since it was read: nobody changed it; the commit writes it,
-        # with the loop's lease cleared (no release of its own to follow).
-        if lease_owner is not None and connection.lease_owner == lease_owner:
-            connection.lease_owner = None
-            connection.lease_expires_at = None
-            lease_released = True
-        await record(lock.row_session)
+        # The row has been locked since it was read: nobody changed it; the commit writes it.
+        if recorder is not None:
+            await recorder(lock.row_session)
         await lock.row_session.commit()
-        stored = True
-    else:
-        stored = await _store_if_unchanged(ctx, connection, used_refresh_enc, record)
-    window_s = None if answered_at is None else time.perf_counter() - answered_at
-    if window_s is not None:
-        metrics.REFRESH_COMMIT_WINDOW.observe(window_s)
-    if not stored:
-        return await _lost_race(ctx, connection_id)
-    _log_outcome(connection, result, reason, trigger, window_s)
-    return RefreshOutcome(
-        connection_id,
-        result,
-        connection.status,
-        None if tokens is not None else connection.last_error,
-        refresh_due_at=connection.refresh_due_at,
-        lease_released=lease_released,
-    )
+        return True, False
+    stored = await _store_if_unchanged(ctx, lock, attempt, recorder)
+    return stored, stored and lock.lease_owner is not None
 
 
 def _client_refused(connection_id: str, status: str, reason: str | None) -> RefreshOutcome:
@@ -324,17 +440,19 @@ async def _client_rejected(
     ctx: TokenContext,
     lock: RefreshLock,
     connection_id: str,
-    status: str,
-    client: _ClientInfo,
+    attempt: _Attempt,
     error: ProviderError,
-    prepared: PreparedStatusChange | None,
 ) -> RefreshOutcome:
     """The provider refused the client itself: mark the client misconfigured (one conditional
     UPDATE, so of many connections failing at once exactly one raises its event) and leave the
     connection as it was: one client problem, not one failure per connection."""
+    client, prepared, status = attempt.client, attempt.prepared, attempt.previous_status
     now = utcnow()
     async with lock.transaction() as session:
-        if await clients.mark_misconfigured(session, client.id, error.code, now):
+        refused = await clients.mark_misconfigured(
+            session, client.id, error.code, now, read_at_version=client.updated_at
+        )
+        if refused:
             if prepared is None:
                 # A failure answer: nothing rotated, the listeners may look up now.
                 prepared = await ctx.prepare_status_change(session, client.tenant_id)
@@ -366,8 +484,9 @@ async def _grant_replaced_meanwhile(
     holds the refresh token this refresh used (a login stored a new grant meanwhile), the
     provider refused a token that is already gone, and the row's new tokens stand.
 
-    On SQLite no transaction was open during the call, so a login may have written the row. On
-    PostgreSQL the row lock kept every writer out through the call: the lock's transaction
+    On SQLite and under the loop's lease alone no transaction was open during the call, so a
+    login may have written the row. Otherwise, on PostgreSQL, the row lock kept every writer
+    out through the call: the lock's transaction
     (which wrote nothing) is ended first, so a login that was waiting on the lock goes first,
     and the row is read and locked again in a new transaction (refreshing the session's copy
     of it in place), which the caller then writes.
@@ -390,58 +509,63 @@ async def _grant_replaced_meanwhile(
     return RefreshOutcome(connection_id, RefreshResult.SKIPPED, current.status, None)
 
 
-def _mark_refresh_token_warning(
-    ctx: TokenContext, connection: OAuthConnection, *, issued_now: bool, now: datetime
-) -> bool:
-    """Whether this change raises `refresh_token_expiring` (and marks the row warned): once per
-    refresh token, when it lapses within the warning window and this change did not just issue
-    it (a provider that rotates refresh tokens renews the grant with each refresh)."""
-    if issued_now or connection.refresh_token_warned_at is not None:
-        return False
-    if connection.status == STATUS_NEEDS_REAUTH:
-        return False  # the grant is gone already; needs_reauth says so
-    if not timing.refresh_token_expiring(connection, ctx.settings, now):
-        return False
-    connection.refresh_token_warned_at = now
-    return True
-
-
 async def _store_if_unchanged(
     ctx: TokenContext,
-    connection: OAuthConnection,
-    used_refresh_enc: str | None,
-    record: Callable[[AsyncSession], Awaitable[None]],
+    lock: RefreshLock,
+    attempt: _Attempt,
+    record: Callable[[AsyncSession], Awaitable[None]] | None,
 ) -> bool:
-    """Without a row lock (SQLite): one compare-and-set UPDATE of what the refresh changed, where
-    the stored refresh token is still the one used, and the listeners' rows, in one commit.
+    """Without a row lock (SQLite, or the loop's lease): one compare-and-set UPDATE of what the
+    refresh changed, where the stored refresh token is still the one used, and the listeners'
+    rows (`record`), in one commit. Under the loop's lease the UPDATE is also fenced by the
+    lease and releases it (`repository.release_lease`); with nothing to record it is sent on
+    its own in autocommit on PostgreSQL: one round trip for the whole write.
 
     A stored refresh token that changed only its ciphertext (`junction keys rewrap` re-encrypted
     the same token meanwhile) is still the one used: the update is tried again against it, or
     the provider's answer, perhaps a rotated refresh token, would be lost.
     """
+    connection, owner = attempt.connection, lock.lease_owner
     changed = _changed_columns(connection)
-    expected = used_refresh_enc
+    expected = attempt.used_refresh_enc
     for _attempt in range(3):
-        async with ctx.sessionmaker() as session, session.begin():
-            statement = (
-                update(OAuthConnection)
-                .where(
-                    OAuthConnection.id == connection.id,
-                    OAuthConnection.refresh_token_enc.is_not_distinct_from(expected),
-                )
-                .values(changed)
-                .execution_options(synchronize_session=False)
-            )
+        async with _write_session(ctx, transactional=record is not None) as session:
+            fence = OAuthConnection.refresh_token_enc.is_not_distinct_from(expected)
+            if owner is not None:
+                statement = repository.release_lease([connection.id], owner)
+            else:
+                statement = update(OAuthConnection).where(OAuthConnection.id == connection.id)
+            statement = statement.where(fence).values(changed)
+            statement = statement.execution_options(synchronize_session=False)
             if (await session.execute(statement)).rowcount == 1:  # type: ignore[attr-defined]
-                await record(session)
+                if record is not None:
+                    await record(session)
                 return True
-            current = await session.scalar(
-                select(OAuthConnection.refresh_token_enc).where(OAuthConnection.id == connection.id)
-            )
-        if not _same_refresh_token(ctx, connection, expected, current):
+            current = (
+                await session.execute(
+                    select(OAuthConnection.refresh_token_enc, OAuthConnection.lease_owner).where(
+                        OAuthConnection.id == connection.id
+                    )
+                )
+            ).first()
+        if current is None or (owner is not None and current.lease_owner != owner):
+            return False  # deleted, or the lease lapsed and was taken over
+        if not _same_refresh_token(ctx, connection, expected, current.refresh_token_enc):
             return False
-        expected = current
+        expected = current.refresh_token_enc
     return False
+
+
+@contextlib.asynccontextmanager
+async def _write_session(ctx: TokenContext, *, transactional: bool) -> AsyncIterator[AsyncSession]:
+    """A transaction for a write of several statements; for a lone UPDATE on PostgreSQL a
+    `single_statement_session` (it is atomic by itself: no BEGIN or COMMIT to send)."""
+    if transactional or ctx.settings.is_sqlite:
+        async with ctx.sessionmaker() as session, session.begin():
+            yield session
+        return
+    async with single_statement_session(ctx) as session:
+        yield session
 
 
 def _same_refresh_token(
@@ -472,7 +596,14 @@ async def _lost_race(ctx: TokenContext, connection_id: str) -> RefreshOutcome:
         current = await repository.get_connection(session, connection_id)
     if current is None:
         return RefreshOutcome(connection_id, RefreshResult.NOT_FOUND, "unknown", None)
-    return RefreshOutcome(connection_id, RefreshResult.SKIPPED, current.status, None)
+    # When it is due (a login's new grant is not yet): the loop hands its lease back then.
+    return RefreshOutcome(
+        connection_id,
+        RefreshResult.SKIPPED,
+        current.status,
+        None,
+        refresh_due_at=current.refresh_due_at,
+    )
 
 
 def _not_due(
@@ -485,82 +616,6 @@ def _not_due(
     if connection.last_refreshed_at is not None and connection.last_refreshed_at >= started_at:
         return True  # another worker refreshed it while this one waited for the lock
     return not timing.refresh_is_due(connection, spec, now, settings)
-
-
-def apply_token_set(
-    ctx: TokenContext,
-    connection: OAuthConnection,
-    spec: ProviderSpec,
-    tokens: oauth.TokenSet,
-    now: datetime,
-) -> None:
-    """Store a new token set on the row; a response without a refresh token keeps the old one."""
-    seal_access_token(ctx.keyring, connection, tokens.access_token)
-    if tokens.refresh_token is not None:
-        seal_refresh_token(ctx.keyring, connection, tokens.refresh_token)
-    _apply_refresh_token_expiry(connection, tokens, now)
-    connection.token_type = tokens.token_type
-    if tokens.scope is not None:
-        connection.scope = tokens.scope
-    connection.expires_at = (
-        now + timedelta(seconds=tokens.expires_in) if tokens.expires_in is not None else None
-    )
-    # The lifetime bounds the token's refresh margin (app/tokens/timing.py).
-    connection.token_lifetime_s = tokens.expires_in
-    connection.status = STATUS_ACTIVE
-    connection.last_refreshed_at = now
-    connection.last_error = None
-    connection.failure_count = 0
-    connection.next_attempt_at = None
-    connection.updated_at = now
-    connection.refresh_due_at = timing.compute_refresh_due_at(connection, spec, ctx.settings)
-
-
-def _apply_refresh_token_expiry(
-    connection: OAuthConnection, tokens: oauth.TokenSet, now: datetime
-) -> None:
-    """`refresh_token_expires_in`, where the provider sends it: a new refresh token without it
-    has an unknown expiry (NULL) and may be warned of anew; a response without a new refresh
-    token keeps the old expiry unless it states one."""
-    if tokens.refresh_token is not None:
-        connection.refresh_token_expires_at = None
-        connection.refresh_token_warned_at = None
-    if tokens.refresh_token_expires_in is not None:
-        connection.refresh_token_expires_at = now + timedelta(
-            seconds=tokens.refresh_token_expires_in
-        )
-
-
-def backoff_delay_s(settings: Settings, failure_count: int) -> float:
-    """Cooldown after the n-th consecutive failure: cooldown, 2x, 4x ... capped."""
-    exponent = max(failure_count - 1, 0)
-    delay = settings.token_refresh_cooldown_s * (2 ** min(exponent, 30))
-    return float(min(delay, settings.token_refresh_backoff_max_s))
-
-
-def _apply_failure(
-    ctx: TokenContext,
-    connection: OAuthConnection,
-    spec: ProviderSpec,
-    error: ProviderError,
-    now: datetime,
-) -> RefreshResult:
-    connection.failure_count = (connection.failure_count or 0) + 1
-    connection.last_error = error.code[:255]
-    connection.updated_at = now
-    if error.revokes_grant:
-        connection.status = STATUS_NEEDS_REAUTH
-        connection.next_attempt_at = None
-        connection.refresh_due_at = None
-        return RefreshResult.NEEDS_REAUTH
-    connection.status = STATUS_REFRESH_FAILED
-    delay = backoff_delay_s(ctx.settings, connection.failure_count)
-    if error.retry_after_s is not None:
-        # The provider said when to come back (429 or 503 with Retry-After): not before then.
-        delay = max(delay, error.retry_after_s)
-    connection.next_attempt_at = now + timedelta(seconds=delay)
-    connection.refresh_due_at = timing.compute_refresh_due_at(connection, spec, ctx.settings)
-    return RefreshResult.REFRESH_FAILED
 
 
 def _log_outcome(

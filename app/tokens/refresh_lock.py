@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import CacheUnavailable
-from app.core.db import new_id
+from app.core.db import new_id, single_statement_reader, utcnow
 from app.tokens import repository
 from app.tokens.context import TokenContext
 from app.tokens.models import OAuthClient, OAuthConnection
@@ -25,11 +25,25 @@ _LOCK_POLL_S = 0.02
 class RefreshLock:
     """A held refresh lock; `row_session` is set when it includes a PostgreSQL row lock, and then
     all reads and the write of this refresh go through that session's transaction, and `row` is
-    the locked connection with its client (None: the connection is gone)."""
+    the locked connection with its client (None: the connection is gone). `lease_owner` is set
+    when the monitoring loop's lease is (part of) the lock: the refresh's write is fenced by it
+    and releases it."""
 
     ctx: TokenContext
     row_session: AsyncSession | None = None
     row: tuple[OAuthConnection, OAuthClient] | None = None
+    lease_owner: str | None = None
+
+    @property
+    def row_read(self) -> bool:
+        """The row was read with the lock (`row`): under the row lock, or by the loop's batch
+        read right after it leased the row."""
+        return self.row_session is not None or self.row is not None
+
+    @property
+    def lease_only(self) -> bool:
+        """The lease alone is the lock (PostgreSQL, the loop): nothing else is held."""
+        return self.lease_owner is not None and not self.ctx.settings.is_sqlite
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -40,10 +54,45 @@ class RefreshLock:
         async with self.ctx.sessionmaker() as session, session.begin():
             yield session
 
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """Where the refresh reads before the provider call: the row lock's transaction, or
+        under the lease alone a `single_statement_session` (nothing it reads is locked, and
+        each read is one statement: no transaction is needed)."""
+        if self.lease_only:
+            async with single_statement_session(self.ctx) as session:
+                yield session
+            return
+        async with self.transaction() as session:
+            yield session
+
 
 @contextlib.asynccontextmanager
-async def refresh_lock(ctx: TokenContext, connection_id: str) -> AsyncIterator[RefreshLock | None]:
+async def single_statement_session(ctx: TokenContext) -> AsyncIterator[AsyncSession]:
+    """A session for statements each atomic on its own (a read of the row, a lone UPDATE):
+    autocommit where it can be (`single_statement_reader`), so each is one round trip, with no
+    BEGIN and COMMIT around it."""
+    async with ctx.sessionmaker(bind=single_statement_reader(ctx.engine)) as session:
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def refresh_lock(
+    ctx: TokenContext,
+    connection_id: str,
+    *,
+    lease_owner: str | None = None,
+    preloaded: tuple[OAuthConnection, OAuthClient] | None = None,
+) -> AsyncIterator[RefreshLock | None]:
     """The lock one connection's refresh holds; None when a step could not be had in time.
+
+    Held by the monitoring loop (`lease_owner`) on PostgreSQL, the lease it claimed is the lock,
+    and nothing else is taken: no replica's read refreshes a row under another owner's live
+    lease (step 3 waits it out), and the loop of another replica cannot claim it. (A read
+    holding the row lock keeps the loop's claim off the row: the claim skips locked rows.) The
+    row the loop read for its batch right after leasing it (`preloaded`) is the row to refresh:
+    under the lease nobody else refreshes it, and what else may change it meanwhile (a login,
+    a client edit, a deletion) the fences of the refresh's writes catch.
 
     Taken in this order, all within TOKEN_REFRESH_WAIT_S, released in reverse:
     1. this process's lock on the connection id, so a process's waiters queue here and it uses
@@ -55,6 +104,9 @@ async def refresh_lock(ctx: TokenContext, connection_id: str) -> AsyncIterator[R
        waiters in Redis rather than polling PostgreSQL.) On SQLite, one process, steps 1 and 2
        suffice.
     """
+    if lease_owner is not None and not ctx.settings.is_sqlite:
+        yield RefreshLock(ctx, row=preloaded, lease_owner=lease_owner)
+        return
     wait_s = ctx.settings.token_refresh_wait_s
     deadline = asyncio.get_running_loop().time() + wait_s
     async with contextlib.AsyncExitStack() as held:
@@ -65,7 +117,9 @@ async def refresh_lock(ctx: TokenContext, connection_id: str) -> AsyncIterator[R
             yield None
             return
         if ctx.settings.is_sqlite:
-            yield RefreshLock(ctx)
+            # One process: the loop's refresh takes the local lock like a read's, and its write
+            # releases its lease.
+            yield RefreshLock(ctx, lease_owner=lease_owner)
             return
         yield await held.enter_async_context(_row_lock(ctx, connection_id, deadline))
 
@@ -149,29 +203,38 @@ async def _row_lock(
     ctx: TokenContext, connection_id: str, deadline: float
 ) -> AsyncIterator[RefreshLock | None]:
     """Step 3: the connection's row (with its client) read `FOR UPDATE SKIP LOCKED`, polled
-    while another replica holds it, and held (with its pooled connection) until the refresh is
-    written; None when that replica held it past the deadline.
+    while another replica holds it or while another owner's lease on it is live (the monitoring
+    loop refreshing it), and held (with its pooled connection) until the refresh is written;
+    None when either was held past the deadline.
 
     SKIP LOCKED and polling rather than a waiting `FOR UPDATE`: each statement returns at once,
     so no lock or statement timeout has to be set first, and the uncontended refresh, the
     common one, sends one statement where it sent three (replicas that reach Redis wait on the
-    Redis lock before they get here)."""
+    Redis lock before they get here). A leased row is polled in a new transaction each time:
+    the lease's owner writes the row, so its lock is not kept meanwhile."""
     loop = asyncio.get_running_loop()
     async with ctx.sessionmaker() as session:
         transaction = await session.begin()
         try:
             while True:
                 row = await repository.load_for_refresh(session, connection_id, lock=True)
-                if row is not None or not await repository.connection_exists(
-                    session, connection_id
+                leased = row is not None and repository.holds_live_lease(row[0], utcnow())
+                if not leased and (
+                    row is not None
+                    or not await repository.connection_exists(session, connection_id)
                 ):
                     break
                 if loop.time() >= deadline:
-                    # Another replica has been refreshing it for longer than we wait.
+                    # Another replica (or the loop) has been refreshing it longer than we wait.
                     await transaction.rollback()
                     yield None
                     return
-                await asyncio.sleep(_LOCK_POLL_S)
+                if leased:
+                    await transaction.rollback()
+                    await asyncio.sleep(_LOCK_POLL_S)
+                    transaction = await session.begin()
+                else:
+                    await asyncio.sleep(_LOCK_POLL_S)
             yield RefreshLock(ctx, session, row)
         except BaseException:
             if transaction.is_active:
@@ -179,6 +242,3 @@ async def _row_lock(
             raise
         if transaction.is_active:  # not committed by the refresh (it returned early)
             await transaction.commit()
-
-
-# --- the refresh ----------------------------------------------------------------------------

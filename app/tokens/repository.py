@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import ColumnElement, Update, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
@@ -52,9 +54,52 @@ async def load_for_refresh(
     return None if row is None else (row[0], row[1])
 
 
+async def load_many_for_refresh(
+    session: AsyncSession, connection_ids: Sequence[str]
+) -> dict[str, tuple[OAuthConnection, OAuthClient]]:
+    """Connections with their clients, by id, in one query (no lock)."""
+    statement = (
+        select(OAuthConnection, OAuthClient)
+        .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+        .where(OAuthConnection.id.in_(list(connection_ids)))
+    )
+    rows = await session.execute(statement.execution_options(populate_existing=True))
+    return {row[0].id: (row[0], row[1]) for row in rows}
+
+
 async def connection_exists(session: AsyncSession, connection_id: str) -> bool:
     statement = select(OAuthConnection.id).where(OAuthConnection.id == connection_id)
     return (await session.scalar(statement)) is not None
+
+
+# --- the refresh lease -------------------------------------------------------------------------
+# A connection's lease (lease_owner until lease_expires_at) says who refreshes it: the monitoring
+# loop claims due rows with it (app/monitoring/repository.py), and a refresh that holds it takes
+# no other lock; a read's refresh leaves a row alone while another owner's lease is live.
+
+
+def lease_is_free(now: datetime) -> ColumnElement[bool]:
+    """SQL: the row's lease is free at `now` (never taken, released, or expired)."""
+    return or_(OAuthConnection.lease_expires_at.is_(None), OAuthConnection.lease_expires_at < now)
+
+
+def holds_live_lease(connection: OAuthConnection, now: datetime) -> bool:
+    """Whether someone's lease on the row is live at `now` (the Python side of `lease_is_free`)."""
+    expires_at = connection.lease_expires_at
+    return connection.lease_owner is not None and expires_at is not None and expires_at >= now
+
+
+def release_lease(connection_ids: Sequence[str], owner: str) -> Update:
+    """The one way a lease ends: an UPDATE clearing `owner`'s leases on these rows, fenced by
+    owner (a lease another instance took over stays theirs). The loop's release runs it as it
+    is; a refresh under the lease adds what it stores (`.values`, more `.where`), so the write
+    that stores the outcome is the one that releases the row."""
+    return (
+        update(OAuthConnection)
+        .where(OAuthConnection.id.in_(list(connection_ids)), OAuthConnection.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def find_connection(

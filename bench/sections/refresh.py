@@ -1,12 +1,11 @@
 """Refresh cost: the monitoring loop's refreshes per second against the local provider, over raw
 refresh grants per second to the same provider at the same concurrency (both measured in this
-run), and the database statements the loop's refreshes send.
+run), and the database round trips the loop's refreshes make.
 
-What is counted: every statement Junction's engine sends while the loop refreshes every
-connection once (SQLAlchemy's `before_cursor_execute`, plus its `begin`, `commit` and `rollback`
-events for BEGIN, COMMIT and ROLLBACK), divided by the refreshes: the refresh itself, the loop's
-leasing passes and lease renewals, everything. With the prepared-statement cache warm each is
-one round trip. Redis commands (the refresh lock, the read cache's invalidation) are not
+What is counted: every round trip Junction's engine makes to PostgreSQL while the loop refreshes
+every connection once (`RoundTripCounter`: statements, first preparations, and the BEGIN, COMMIT
+and ROLLBACK the driver sends), divided by the refreshes: the refresh itself, the loop's leasing
+passes and lease renewals, everything. Redis commands (the read cache's invalidation) are not
 counted.
 """
 
@@ -22,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import httpx
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -120,36 +120,63 @@ async def _raw_refresh_rate(provider: RemoteProvider, concurrency: int) -> float
 # --- the loop -------------------------------------------------------------------------------
 
 
-class StatementCounter:
-    """The statements an engine sends, by their first word (BEGIN and COMMIT included)."""
+class RoundTripCounter:
+    """The round trips an engine makes to PostgreSQL, by their first word, counted where they
+    are sent: each statement (SQLAlchemy's `before_cursor_execute`); a PREPARE for each
+    statement prepared on its connection for the first time (asyncpg's `prepare`: a Parse round
+    trip before it runs); and each BEGIN, COMMIT and ROLLBACK asyncpg actually sends (its query
+    logger). SQLAlchemy's own begin and commit events are not counted: they fire on an
+    autocommit connection too, where nothing is sent."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self._prepare: Any = None
 
     def attach(self, sync_engine: Any) -> None:
         event.listen(sync_engine, "before_cursor_execute", self._statement)
-        for name in ("begin", "commit", "rollback"):
-            event.listen(sync_engine, name, self._transaction(name.upper()))
+        event.listen(sync_engine, "checkout", self._checkout)
+        # Connections checked out already (none is, between the bench's steps) are attached on
+        # their next checkout.
+        counts = self.counts
+        prepare = self._prepare = asyncpg.Connection.prepare
+
+        async def counted_prepare(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            counts["PREPARE"] += 1
+            return await prepare(conn, *args, **kwargs)
+
+        asyncpg.Connection.prepare = counted_prepare  # type: ignore[method-assign]
+
+    def detach(self, sync_engine: Any) -> None:
+        event.remove(sync_engine, "before_cursor_execute", self._statement)
+        event.remove(sync_engine, "checkout", self._checkout)
+        asyncpg.Connection.prepare = self._prepare  # type: ignore[method-assign]
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.counts[statement.lstrip().split(None, 1)[0].upper()] += 1
+        self.counts[_first_word(statement)] += 1
 
-    def _transaction(self, word: str) -> Any:
-        def count(_conn: Any) -> None:
+    def _checkout(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # The same callback each time: asyncpg keeps a set of them, so attaching is idempotent.
+        dbapi_connection.driver_connection.add_query_logger(self._sent)
+
+    def _sent(self, record: Any) -> None:
+        word = _first_word(record.query)
+        if word in ("BEGIN", "COMMIT", "ROLLBACK"):
             self.counts[word] += 1
-
-        return count
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
 
+def _first_word(statement: str) -> str:
+    return statement.lstrip().split(None, 1)[0].rstrip(";").upper()
+
+
 async def _loop_refresh_rate(
     ctx: BenchContext, url: str, provider: RemoteProvider, concurrency: int
-) -> tuple[float, StatementCounter]:
+) -> tuple[float, Counter[str]]:
     """Refreshes/s one loop sustains against the provider, every connection overdue, and the
-    statements it sent meanwhile."""
+    round trips to the database it made meanwhile."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="dev",
@@ -185,15 +212,15 @@ async def _loop_refresh_rate(
                 {"due": utcnow() - timedelta(seconds=1), "at": an_hour_ago},
             )
         monitor = build_monitor(state.settings, state.sessionmaker, state.tokens)
-        counter = StatementCounter()
+        counter = RoundTripCounter()
         counter.attach(state.engine.sync_engine)
         started = time.perf_counter()
         await monitor.start()
         while sum(monitor.totals.values()) < CONNECTIONS:
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
-        counted = StatementCounter()
-        counted.counts = Counter(counter.counts)  # what the refreshes sent, not the shutdown
+        counted = Counter(counter.counts)  # what the refreshes sent, not the shutdown
+        counter.detach(state.engine.sync_engine)
         await monitor.stop()
         assert monitor.totals["refreshed"] == CONNECTIONS, dict(monitor.totals)
         async with state.sessionmaker() as session, session.begin():
@@ -217,16 +244,15 @@ async def run(ctx: BenchContext) -> None:
                 ctx.report(
                     f"loop / raw refreshes, {concurrency} at a time", rate / raw, "ratio", ">= 0.5"
                 )
-                per_refresh = counter.total / CONNECTIONS
+                per_refresh = sum(counter.values()) / CONNECTIONS
                 ctx.report(
-                    f"database statements per refresh, {concurrency} at a time",
+                    f"database round trips per refresh, {concurrency} at a time",
                     per_refresh,
-                    "stmt",
+                    "trip",
                     "<= 3",
                 )
                 breakdown = ", ".join(
-                    f"{word} {count / CONNECTIONS:.2f}"
-                    for word, count in counter.counts.most_common()
+                    f"{word} {count / CONNECTIONS:.2f}" for word, count in counter.most_common()
                 )
                 print(f"    per refresh: {breakdown}")
     finally:
