@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from app import __version__
 from app.auth import router as auth_router
@@ -19,13 +20,15 @@ from app.core.cors import CorsMiddleware
 from app.core.crypto import Keyring
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
+from app.core.hot_path import HotReads
 from app.core.http import build_http_client
-from app.core.limits import RequestLimitsMiddleware
+from app.core.limits import RequestLimitsMiddleware, head_too_large
 from app.core.logging import configure_logging, secrets
 from app.core.metrics import RequestContextMiddleware, worker_figures
 from app.core.migrations import head_revision
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
 from app.core.redis_cache import build_cache
+from app.core.routing import DirectRoute
 from app.health import router as health_router
 from app.monitoring import lifecycle as monitoring_lifecycle
 from app.monitoring import router as monitoring_router
@@ -128,6 +131,36 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
         logger.info("junction stopping")
 
 
+class JunctionApp(FastAPI):
+    """The service's app: a GET on one of its hot reads is served past the middleware stack
+    (app/core/hot_path.py), everything else the usual way."""
+
+    hot_reads: HotReads | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot_reads = self.hot_reads
+        if hot_reads is not None and scope["type"] == "http":
+            found = hot_reads.match(scope)
+            if found is not None:
+                await hot_reads.serve(self, *found, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _serve_hot_reads(app: JunctionApp, settings: Settings) -> None:
+    """Serve the app's `DirectRoute` GETs past the stack, unless a middleware that must see every
+    request is configured (rate limiting, CORS)."""
+    if settings.rate_limit or settings.cors_origins or app.root_path:
+        return
+    limit = settings.request_max_header_bytes
+    hot_reads = HotReads(lambda scope: head_too_large(scope, limit))
+    for route in app.router.routes:
+        if isinstance(route, DirectRoute) and route.methods == {"GET"}:
+            hot_reads.add(route)
+    hot_reads.use_exception_handlers(app.exception_handlers)
+    app.hot_reads = hot_reads
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.json_logs)
@@ -139,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keep_state(app, state)
             yield
 
-    app = FastAPI(
+    app = JunctionApp(
         title="Junction",
         version=__version__,
         summary="OAuth connections, provider configurations and AI usage for SaaS products.",
@@ -187,6 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     permissions.install(app)
     openapi.install(app)
     _docs_routes_last(app)
+    _serve_hot_reads(app, settings)
     return app
 
 

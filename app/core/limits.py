@@ -47,6 +47,17 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return max(accumulate(array("b", steps)), default=0) > limit
 
 
+def head_too_large(scope: Scope, max_header_bytes: int) -> bool:
+    """Whether a request's head (its request line and headers) is over the limit: what this
+    middleware asks of a request without a body, and the hot reads served past it ask too
+    (app/core/hot_path.py)."""
+    headers = scope["headers"]
+    head = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + 4 * len(headers)
+    for name, value in headers:
+        head += len(name) + len(value)
+    return head > max_header_bytes
+
+
 async def _answer(send: Send, status: int, code: str, detail: str, **extra: Any) -> None:
     body = json.dumps(error_body(code, detail, **extra)).encode()
     await send(
@@ -98,18 +109,16 @@ class RequestLimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = scope["headers"]
-        head = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + 4 * len(headers)
         if scope["method"] in _WITHOUT_BODY:
             # The hot reads: only the size of the head. No GET route reads a body, and one left
             # unread is never buffered (the server stops reading the connection).
-            for name, value in headers:
-                head += len(name) + len(value)
-            if head > self.max_header_bytes:
+            if head_too_large(scope, self.max_header_bytes):
                 await self._head_too_large(send)
                 return
             await self.app(scope, receive, send)
             return
+        headers = scope["headers"]
+        head = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + 4 * len(headers)
         length: bytes | None = None
         streamed = False
         json_body = True

@@ -63,6 +63,7 @@ class ConfigCache:
         self._on_reset = on_reset
         self.ttl_s = ttl_s
         self.database_loads = 0
+        self.invalidations = 0  # writes this replica announced (tests: a preview announces none)
         # Its shared-tier reads: only this reader knows which of the keys it reads is an entry.
         self.shared_reads = count_cache_operations("shared", CacheCounts())
         self._cache = cache
@@ -170,6 +171,7 @@ class ConfigCache:
 
     async def invalidate(self, tenant_id: str, provider_types: Iterable[str]) -> None:
         """After a commit: no replica serves the tenant's old document once this returns."""
+        self.invalidations += 1
         if not self.enabled:
             if self._on_change is not None:
                 self._on_change(tenant_id)  # no entries to drop, but this replica's streams

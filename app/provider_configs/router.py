@@ -75,11 +75,21 @@ ProviderNameQuery = Annotated[
 ]
 
 
+class _PreparedResponse(Response):
+    """An answer whose headers were built with its document (`RenderedDocument.http_headers`)."""
+
+    def __init__(self, status_code: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]):
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = list(headers)
+
+
 def _document(document: RenderedDocument) -> Response:
     """A document with its entity tag (a revealed one has none and is never stored)."""
     if document.etag is None:
         return _json(document.body, private=True)
-    return Response(document.body, media_type=JSON, headers={"ETag": document.etag})
+    return _PreparedResponse(200, document.body, document.http_headers)
 
 
 # A write's precondition: the tag of the document it was read from (GET's `ETag`).
@@ -141,7 +151,7 @@ async def get_config(request: Request) -> Response:
     document = await domain.cache.get(tenant_id, provider_type)
     etag = document.etag
     if etag is not None and none_match(request.headers.get(_IF_NONE_MATCH_HEADER), etag):
-        return Response(status_code=304, headers={"ETag": etag})
+        return _PreparedResponse(304, b"", document.not_modified_headers)
     return _document(document)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from app.core.routing import DirectRoute
 from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
-from bench.harness import BenchContext
+from bench.harness import BenchContext, run_raw_asgi
 
 TENANT = "bench-tokens"
 PROVIDER = "local_oauth"
@@ -120,6 +120,27 @@ async def _expired_read_wall_time(
     return elapsed, ok, server.refresh_calls - calls_before
 
 
+async def _against_raw_asgi(
+    ctx: BenchContext, http: httpx.AsyncClient, read_path: str, headers: dict[str, str]
+) -> None:
+    """The fresh read against a raw ASGI app answering the same bytes (bench/raw_asgi.py)."""
+    answer = await http.get(ctx.base_url + read_path, headers=headers)
+    answer.raise_for_status()
+    async with run_raw_asgi() as raw_url:
+        await http.put(raw_url + "/token", content=answer.content)
+        read, floor, ratio = await ctx.paired_across(
+            (ctx.base_url, read_path, headers), (raw_url, "/token")
+        )
+    ctx.report("raw ASGI app, same token bytes (req/s)", floor.requests_per_s, "req/s")
+    ctx.report("fresh token read, same run (req/s)", read.requests_per_s, "req/s")
+    ctx.report(
+        "fresh token read / raw ASGI app (median of 5 paired rounds)",
+        ratio,
+        "ratio",
+        target=">= 0.5",
+    )
+
+
 async def run(ctx: BenchContext) -> None:
     server = LocalOAuthServer().start()
     try:
@@ -155,6 +176,7 @@ async def run(ctx: BenchContext) -> None:
             ctx.report(
                 "fresh token read / bare DirectRoute endpoint (median of 3)", ratio_direct, "ratio"
             )
+            await _against_raw_asgi(ctx, http, read_path, headers)
             # ... and, with the read cache off, with a bare endpoint doing the same one-row lookup.
             async with ctx.server({"TOKEN_READ_CACHE_TTL_S": "0"}) as uncached_url:
                 uncached, one_row, ratio = await ctx.paired(

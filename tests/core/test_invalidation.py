@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from app.core.invalidation import InvalidationBus
 from app.core.redis_cache import RedisCache
 from app.provider_configs.cache import ConfigCache
+from app.provider_configs.rendering import RenderedDocument
 from tests.conftest import REDIS_URL
 
 
@@ -140,8 +141,8 @@ async def test_a_write_while_only_this_replicas_breaker_is_open_reaches_the_othe
     url = f"redis://127.0.0.1:{port}/0"
     database = {"document": b"v1"}
 
-    async def load(tenant_id: str, provider_type: str | None) -> bytes:
-        return database["document"]
+    async def load(tenant_id: str, provider_type: str | None) -> RenderedDocument:
+        return RenderedDocument(database["document"], '"' + database["document"].decode() + '"')
 
     writer_redis = RedisCache(url, breaker_failures=1, breaker_reset_s=0.2)
     reader_redis = RedisCache(url)
@@ -152,15 +153,16 @@ async def test_a_write_while_only_this_replicas_breaker_is_open_reaches_the_othe
         await redis_cache.start()
     try:
         await _until(lambda: writer_redis.bus_connected and reader_redis.bus_connected)
-        assert await reader.get("tenant", None) == b"v1"  # in the reader's local tier and Redis
+        # In the reader's local tier and Redis.
+        assert (await reader.get("tenant", None)).body == b"v1"
         writer_redis.breaker.failure()  # this replica's Redis calls have been failing
         database["document"] = b"v2"
         await writer.invalidate("tenant", [])  # Redis cannot be told: kept in the backlog
         await asyncio.sleep(0.25)  # the breaker lets a trial call through
         # An ordinary read is the first call to find Redis answering: it replays the backlog.
-        assert await writer.get("tenant", None) == b"v2"
+        assert (await writer.get("tenant", None)).body == b"v2"
         deadline = asyncio.get_running_loop().time() + 5
-        while await reader.get("tenant", None) != b"v2":
+        while (await reader.get("tenant", None)).body != b"v2":
             assert asyncio.get_running_loop().time() < deadline, "the reader kept the old version"
             await asyncio.sleep(0.01)
     finally:

@@ -1,0 +1,132 @@
+"""The front door of the hottest reads: their `DirectRoute`s served without the middleware stack.
+
+A warm `GET /config/{tenant_id}` or fresh-token read is a dict lookup after authentication; what
+it cost beyond that was the stack around it: FastAPI's and Starlette's middlewares (the error
+middleware, the telemetry check that reads the environment, the body limit, the exception
+middleware, the exit stack), Starlette's routing, and Junction's own pure-ASGI middlewares. For a
+GET on one of the routes registered here (`HotReads.add`), the app's `__call__` hands the request
+to `HotReads.serve` instead, which does for that request what the stack would have done, and no
+more:
+- the request context (request id in and out, security headers, per-route metrics, the access
+  log): the same `RequestContext` `RequestContextMiddleware` uses;
+- the head-size limit (`RequestLimitsMiddleware.head_too_large`): a request over it goes the
+  normal way, which answers 431;
+- the route's own endpoint with the scope routing would have given it (`endpoint`, `route`,
+  `path_params`), so authentication, revocation, the permission table's rule and the tenant
+  check run as they do behind the stack;
+- an error the endpoint raises is answered by the app's own exception handlers, looked up as the
+  exception middleware looks them up; an unexpected one as the error middleware answers it (the
+  500 handler, then raised for the server to log).
+Requests that a middleware could answer differently never come here: the app installs no hot
+reads when rate limiting or CORS is configured (those middlewares must see every request).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app.core.metrics import RequestContext
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request, Exception], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _HotRoute:
+    route: APIRoute
+    endpoint: Endpoint
+    prefix: str
+
+
+class HotReads:
+    """The GET routes served past the stack, and what serving them needs of the app."""
+
+    def __init__(self, head_too_large: Callable[[Scope], bool]) -> None:
+        self._routes: list[_HotRoute] = []
+        self._head_too_large = head_too_large
+        self._handlers: dict[Any, Handler] = {}
+
+    def add(self, route: APIRoute) -> None:
+        """Serve `route` (a GET `DirectRoute` whose endpoint takes the request) past the stack."""
+        # The literal start of its path: most requests are told apart by it without a regex.
+        prefix = route.path.split("{", 1)[0]
+        self._routes.append(_HotRoute(route, route.endpoint, prefix))
+
+    def use_exception_handlers(self, handlers: dict[Any, Handler]) -> None:
+        self._handlers = handlers
+
+    def match(self, scope: Scope) -> tuple[_HotRoute, dict[str, Any]] | None:
+        """The hot route a request is for, with its path parameters; None: not a hot read (or
+        one the normal way must answer)."""
+        if scope["method"] != "GET":
+            return None
+        path: str = scope["path"]
+        for hot in self._routes:
+            if not path.startswith(hot.prefix):
+                continue
+            found = hot.route.path_regex.match(path)
+            if found is None:
+                continue
+            if self._head_too_large(scope):
+                return None
+            convertors = hot.route.param_convertors
+            params = {k: convertors[k].convert(v) for k, v in found.groupdict().items()}
+            return hot, params
+        return None
+
+    def _handler_for(self, exc: Exception) -> Handler | None:
+        for cls in type(exc).__mro__:
+            if cls is Exception:
+                break
+            handler = self._handlers.get(cls)
+            if handler is not None:
+                return handler
+        return None
+
+    async def serve(
+        self,
+        app: Any,
+        hot: _HotRoute,
+        params: dict[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        scope["app"] = app
+        scope["endpoint"] = hot.endpoint
+        scope["route"] = hot.route
+        scope["path_params"] = params
+        context = RequestContext(scope, send)
+        try:
+            request = Request(scope, receive)
+            try:
+                response = await hot.endpoint(request)
+            except Exception as exc:
+                handler = self._handler_for(exc)
+                if handler is None:
+                    await self._answer(self._handlers.get(Exception), request, exc, scope, context)
+                    raise
+                await self._answer(handler, request, exc, scope, context)
+                return
+            await response(scope, receive, context.send)
+        finally:
+            context.finish(scope)
+
+    @staticmethod
+    async def _answer(
+        handler: Handler | None, request: Request, exc: Exception, scope: Scope, context: Any
+    ) -> None:
+        if handler is None:
+            response: Response = Response("Internal Server Error", status_code=500)
+        else:
+            answered = handler(request, exc)
+            response = await answered if inspect.isawaitable(answered) else answered
+        await response(scope, request.receive, context.send)
