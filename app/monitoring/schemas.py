@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -19,6 +20,11 @@ class EventOut(ResponseModel):
     reason: str | None
     # Set on a client's events: Junction's id of the client (`/token-management/clients/{id}`).
     client_id: str | None = None
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="structured facts of an event that is not a connection's; for "
+        "usage_threshold_crossed: metric, percent, threshold, limit, used, period, tier, resets_at",
+    )
 
 
 class EventPage(ResponseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, ConfigDict, Field
 
@@ -166,7 +166,10 @@ class PeriodQuota(ResponseModel):
     used: LimitFigures
     remaining: LimitFigures
     exceeded: bool
-    resets_at: datetime
+    resets_at: datetime = Field(
+        description="when the period ends and the counters start again: the first instant of "
+        "the next month (UTC)"
+    )
 
 
 class QuotaRead(PeriodQuota):
@@ -181,3 +184,24 @@ class UsageSummary(ResponseModel):
     totals: UsageFigures
     breakdown: list[UsageBucket]
     current_period: PeriodQuota
+
+
+MAX_ALERT_THRESHOLDS = 10
+
+
+class AlertThresholdsIn(RequestModel):
+    """The workspace's alert thresholds, in percent of each of its tier's monthly limits."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"percents": [50, 80, 100]}]})
+
+    percents: list[Annotated[int, Field(ge=1, le=1000, strict=True)]] = Field(
+        max_length=MAX_ALERT_THRESHOLDS,
+        description="1 to 1000 (over 100: usage past the limit, which is reported, not "
+        "enforced); at most 10, duplicates ignored; [] turns the alerts off",
+    )
+
+
+class AlertThresholdsRead(ResponseModel):
+    tenant_id: str
+    percents: list[int] = Field(description="ascending")
+    is_default: bool = Field(description="true: never set for this workspace, the defaults apply")
