@@ -197,6 +197,8 @@ PERMISSIONS: dict[str, Operation] = {
     "POST /usage/openai": Operation(SERVICE, "usage is recorded by backends"),
     "GET /usage/{tenant_id}/quota": Operation(MEMBER, "status"),
     "GET /api/admin/workspaces/{tenant_id}/usage": Operation(ADMIN, "an admin route"),
+    "GET /api/admin/workspaces/{tenant_id}/usage/alerts": Operation(ADMIN, "an admin route"),
+    "PUT /api/admin/workspaces/{tenant_id}/usage/alerts": Operation(ADMIN, "an admin route"),
     # workspaces
     "GET /api/admin/workspaces/{tenant_id}": Operation(ADMIN, "an admin route"),
     "PUT /api/admin/workspaces/{tenant_id}": Operation(ADMIN, "an admin route"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 
 def check_storable(value: Any) -> None:
@@ -42,6 +42,17 @@ def _in_utc(value: datetime) -> datetime:
     except OverflowError:
         raise ValueError("must be a time between years 1 and 9999 in UTC") from None
 
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one kind of number, so 12.0 is the integer 12 (as JSON Schema's "integer" says);
+    # 12.5, "12" and true are still refused by the strict integer check that follows.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# After `Field(strict=True, ...)` on an int: a whole JSON number, however it is written.
+WholeNumber = BeforeValidator(_whole_number)
 
 # A datetime in a request body, normalized to UTC.
 UTCDatetime = Annotated[datetime, AfterValidator(_in_utc)]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, UTCDateTime, new_id, utcnow
+from app.core.db import Base, JSONType, UTCDateTime, new_id, utcnow
 
 EVENT_REFRESH_FAILED = "refresh_failed"
 EVENT_NEEDS_REAUTH = "needs_reauth"
@@ -16,6 +17,8 @@ EVENT_CONNECTED = "connected"
 EVENT_DISCONNECTED = "disconnected"
 EVENT_CLIENT_MISCONFIGURED = "client_misconfigured"
 EVENT_REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"
+# Raised by the usage domain (app/usage/alerts.py): a workspace crossed a budget threshold.
+EVENT_USAGE_THRESHOLD_CROSSED = "usage_threshold_crossed"
 EVENT_TYPES = (
     EVENT_REFRESH_FAILED,
     EVENT_NEEDS_REAUTH,
@@ -24,6 +27,7 @@ EVENT_TYPES = (
     EVENT_DISCONNECTED,
     EVENT_CLIENT_MISCONFIGURED,
     EVENT_REFRESH_TOKEN_EXPIRING,
+    EVENT_USAGE_THRESHOLD_CROSSED,
 )
 
 # The webhook row of the operator (an admin of all tenants): it receives every tenant's events.
@@ -50,6 +54,9 @@ class MonitoringEvent(Base):
     client_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Structured facts of an event that is not about a connection (a usage threshold's metric,
+    # percent, limit ...); NULL for the connection and client events.
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class MonitoringWebhook(Base):

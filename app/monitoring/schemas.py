@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import ConfigDict, Field
 
@@ -22,7 +23,12 @@ class EventOut(ResponseModel):
     )
     # Set on a client's events: Junction's id of the client (`/token-management/clients/{id}`).
     client_id: str | None = Field(
-        default=None, description="on a client's events: Junction's id of the client"
+        default=None, description=("on a client's events: Junction's id of the client")
+    )
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="structured facts of an event that is not a connection's; for "
+        "usage_threshold_crossed: metric, percent, threshold, limit, used, period, tier, resets_at",
     )
 
 

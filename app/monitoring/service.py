@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -116,6 +117,31 @@ def add_event(session: AsyncSession, event: MonitoringEvent, receivers: list[str
     session.add(event)
     for webhook_tenant_id in receivers:
         session.add(webhooks.new_delivery(event.tenant_id, event.id, webhook_tenant_id))
+
+
+async def record_event(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    event_type: str,
+    provider: str,
+    reason: str,
+    details: dict[str, Any],
+    occurred_at: datetime,
+) -> None:
+    """Record an event raised by another domain (not a connection's: no branch, no connection)
+    with its webhook outbox rows, in the caller's transaction."""
+    event = MonitoringEvent(
+        id=new_id(),
+        tenant_id=tenant_id,
+        type=event_type,
+        provider=provider,
+        branch_id="",
+        reason=reason[:255],
+        details=details,
+        occurred_at=occurred_at,
+    )
+    add_event(session, event, await webhooks.receivers(session, tenant_id))
 
 
 async def record_status_change(session: AsyncSession, change: TokenChange) -> None:

@@ -63,7 +63,7 @@ def backoff_s(attempts: int, jitter: float | None = None) -> float:
 
 
 def event_data(event: MonitoringEvent) -> dict[str, object]:
-    return {
+    data: dict[str, object] = {
         "event_id": event.id,
         "tenant_id": event.tenant_id,
         "provider": event.provider,
@@ -73,6 +73,11 @@ def event_data(event: MonitoringEvent) -> dict[str, object]:
         "reason": event.reason,
         "occurred_at": event.occurred_at.isoformat(),
     }
+    if event.details is not None:
+        # Only on the events that have them (usage_threshold_crossed): the connection events'
+        # body is what it was.
+        data["details"] = event.details
+    return data
 
 
 def message_body(event: MonitoringEvent, *, legacy: bool) -> str:
@@ -88,6 +93,8 @@ def message_body(event: MonitoringEvent, *, legacy: bool) -> str:
             "tenant_id": event.tenant_id,
             "event_id": event.id,
         }
+        if event.details is not None:
+            payload["details"] = event.details
     else:
         payload = {
             "type": event.type,

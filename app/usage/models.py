@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Date,
     Index,
+    Integer,
     Numeric,
     SmallInteger,
     String,
@@ -17,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, UTCDateTime, new_id, utcnow
+from app.core.db import Base, JSONType, UTCDateTime, new_id, utcnow
 
 # USD with ten decimal places: exact for a single token of any listed model.
 CostType = Numeric(20, 10)
@@ -115,3 +116,29 @@ class UsageDailyRollup(Base):
     estimated_cost_usd: Mapped[Decimal] = mapped_column(CostType, default=Decimal(0))
     unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageAlertSettings(Base):
+    """A workspace's alert thresholds, in percent of its tier's monthly limits; no row: the
+    defaults (app/usage/alerts.py)."""
+
+    __tablename__ = "usage_alert_settings"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    percents: Mapped[list[int]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageThresholdCrossing(Base):
+    """A threshold crossed in a period: the key makes it once per threshold per period."""
+
+    __tablename__ = "usage_threshold_crossings"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)  # tokens | calls
+    percent: Mapped[int] = mapped_column(Integer, primary_key=True)
+    threshold: Mapped[int] = mapped_column(BigInteger)
+    limit_value: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[int] = mapped_column(BigInteger)
+    crossed_at: Mapped[datetime] = mapped_column(UTCDateTime)

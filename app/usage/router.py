@@ -17,11 +17,13 @@ from app.core.deps import (
     TenantIdPath,
 )
 from app.state import app_state
-from app.usage import service, summaries
+from app.usage import alerts, service, summaries
 from app.usage.prices import PriceTable
 from app.usage.schemas import (
     EVENT_EXAMPLE,
     MAX_BATCH,
+    AlertThresholdsIn,
+    AlertThresholdsRead,
     GroupBy,
     QuotaRead,
     UsageBatchRead,
@@ -97,6 +99,7 @@ async def record_openai_usage(
     body: Annotated[EventsBody, Depends(events_body)],
     session: SessionDep,
     prices: Annotated[PriceTable, Depends(get_prices)],
+    settings: SettingsDep,
     response: Response,
 ) -> Any:
     """Record one AI call, or a list of up to 1,000 (all or nothing).
@@ -108,7 +111,7 @@ async def record_openai_usage(
     for tenant_id in {event.tenant_id for event in body.events}:
         principal.require_tenant(tenant_id)
     recorded = await service.record_events(
-        session, prices, body.events, now=utcnow(), indexed=body.is_batch
+        session, settings, prices, body.events, now=utcnow(), indexed=body.is_batch
     )
     created = sum(not event.duplicate for event in recorded)
     if created == 0:
@@ -159,3 +162,41 @@ async def read_usage_summary(
     now = utcnow()
     window = summaries.parse_range(from_, to, now=now)
     return await summaries.summarize(session, settings, tenant_id, window, group_by, now=now)
+
+
+@router.get(
+    "/api/admin/workspaces/{tenant_id}/usage/alerts",
+    response_model=AlertThresholdsRead,
+    tags=["workspaces"],
+)
+async def read_usage_alerts(
+    tenant_id: TenantIdPath, principal: CurrentPrincipal, session: SessionDep
+) -> AlertThresholdsRead:
+    """The workspace's budget alert thresholds: each is a percent of every monthly limit of its
+    tier (tokens, calls), and crossing one records a `usage_threshold_crossed` monitoring event,
+    delivered by the webhooks, once per threshold per period."""
+    principal.require_tenant(tenant_id)
+    found = await alerts.get_alert_settings(session, tenant_id)
+    return AlertThresholdsRead(
+        tenant_id=tenant_id, percents=found.percents, is_default=found.is_default
+    )
+
+
+@router.put(
+    "/api/admin/workspaces/{tenant_id}/usage/alerts",
+    response_model=AlertThresholdsRead,
+    tags=["workspaces"],
+)
+async def put_usage_alerts(
+    tenant_id: TenantIdPath,
+    body: AlertThresholdsIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+) -> AlertThresholdsRead:
+    """Replace the workspace's alert thresholds (`[]`: no alerts). Crossings already recorded in
+    this period stay; a threshold added below the usage so far fires from the next period."""
+    principal.require_tenant(tenant_id)
+    saved = await alerts.put_alert_settings(session, tenant_id, body.percents, now=utcnow())
+    return AlertThresholdsRead(
+        tenant_id=tenant_id, percents=saved.percents, is_default=saved.is_default
+    )

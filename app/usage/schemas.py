@@ -7,10 +7,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, ConfigDict, Field, JsonValue
 
 from app.core.deps import TENANT_ID_PATTERN
-from app.core.schemas import RequestModel, ResponseModel
+from app.core.schemas import RequestModel, ResponseModel, WholeNumber
 
 MAX_BATCH = 1000
 MAX_TOKENS_PER_CALL = 1_000_000_000
@@ -18,18 +18,8 @@ MAX_TOKENS_PER_CALL = 1_000_000_000
 _NO_NUL = r"^[^\x00]*$"
 
 
-def _json_integer(value: Any) -> Any:
-    # JSON has one kind of number, so 12.0 is the integer 12 (as JSON Schema's "integer" says);
-    # 12.5, "12" and true are refused rather than coerced.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 # A count of tokens in one call: a whole JSON number, checked strictly after that one conversion.
-TokenCount = Annotated[
-    int, Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True), BeforeValidator(_json_integer)
-]
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True), WholeNumber]
 
 
 def _token_count(description: str) -> Any:
@@ -194,7 +184,8 @@ class PeriodQuota(ResponseModel):
     remaining: LimitFigures = Field(description="left this period (null: no limit)")
     exceeded: bool = Field(description="a limit is reached")
     resets_at: datetime = Field(
-        description=("when the period ends and the counters start again (UTC)")
+        description="when the period ends and the counters start again: the first instant of "
+        "the next month (UTC)"
     )
 
 
@@ -212,3 +203,24 @@ class UsageSummary(ResponseModel):
     current_period: PeriodQuota = Field(
         description=("the workspace's counters against its tier's limits this period")
     )
+
+
+MAX_ALERT_THRESHOLDS = 10
+
+
+class AlertThresholdsIn(RequestModel):
+    """The workspace's alert thresholds, in percent of each of its tier's monthly limits."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"percents": [50, 80, 100]}]})
+
+    percents: list[Annotated[int, Field(ge=1, le=1000, strict=True), WholeNumber]] = Field(
+        max_length=MAX_ALERT_THRESHOLDS,
+        description="1 to 1000 (over 100: usage past the limit, which is reported, not "
+        "enforced); at most 10, duplicates ignored; [] turns the alerts off",
+    )
+
+
+class AlertThresholdsRead(ResponseModel):
+    tenant_id: str = Field(description="the workspace")
+    percents: list[int] = Field(description="ascending")
+    is_default: bool = Field(description="true: never set for this workspace, the defaults apply")

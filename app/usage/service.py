@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.db import UTCDateTime, dialect_insert, is_postgres, new_id
+from app.usage import alerts
 from app.usage.exceptions import InvalidUsageInput
 from app.usage.models import (
     COUNTER_SHARDS,
@@ -64,16 +65,19 @@ def period_bounds(moment: datetime) -> tuple[datetime, datetime]:
 
 async def record_events(
     session: AsyncSession,
+    settings: Settings,
     prices: PriceTable,
     events: Sequence[UsageEventIn],
     *,
     now: datetime,
     indexed: bool = False,
 ) -> list[UsageEventRead]:
-    """Insert the events (a repeated request_id is skipped) and add the new ones to the counters.
+    """Insert the events (a repeated request_id is skipped), add the new ones to the counters
+    and rollups, and record the budget thresholds they crossed.
 
-    All or nothing: the caller's unit of work commits events and counters together. A repeat,
-    including one racing in another transaction, returns the stored first event.
+    All or nothing: the caller's unit of work commits events, counters, rollups and crossings
+    together. A repeat, including one racing in another transaction, returns the stored first
+    event.
     """
     rows = [
         _event_row(prices, event, now, f"[{i}]." if indexed else "")
@@ -92,6 +96,8 @@ async def record_events(
     )
     if inserted:
         await _add_to_counters_and_rollups(session, inserted, now)
+        # Last: its lock on the tenant's period is held only from here to the commit.
+        await alerts.record_crossings(session, settings, _added(rows, inserted), now=now)
 
     firsts = await _first_events(session, [row for row in rows if row["id"] not in inserted])
     results: list[UsageEventRead] = []
@@ -102,6 +108,19 @@ async def record_events(
             first = firsts[(row["tenant_id"], row["request_id"])]
             results.append(UsageEventRead(**first._mapping, duplicate=True))
     return results
+
+
+def _added(rows: list[dict[str, Any]], inserted: set[str]) -> list[alerts.Added]:
+    sums: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        if row["id"] in inserted:
+            figures = sums.setdefault((row["tenant_id"], row["period"]), [0, 0])
+            figures[0] += row["total_tokens"]
+            figures[1] += 1
+    return [
+        alerts.Added(tenant_id=tenant_id, period=period, tokens=tokens, calls=calls)
+        for (tenant_id, period), (tokens, calls) in sums.items()
+    ]
 
 
 def _event_row(

@@ -64,6 +64,7 @@ _BODIES: dict[str, Any] = {
     },
     "POST /auth/revoke": {},
     "PUT /api/admin/workspaces/{tenant_id}": {"name": "Matrix"},
+    "PUT /api/admin/workspaces/{tenant_id}/usage/alerts": {"percents": [50, 80, 100]},
     "PUT /monitoring/webhook": {"url": "http://127.0.0.1:9/hooks"},
     "PUT /monitoring/operator-webhook": {"url": "http://127.0.0.1:9/hooks"},
     "POST /usage/openai": {

@@ -73,6 +73,7 @@ async def test_events_are_listed_newest_first(
         "occurred_at",
         "reason",
         "client_id",
+        "details",  # null for a connection's event; set on usage_threshold_crossed
     }
     assert body["next_cursor"] is None
 

@@ -91,7 +91,9 @@ async def test_batches_sharing_request_ids_in_opposite_orders_do_not_deadlock(
 
     async def record(batch: list[UsageEventIn]) -> None:
         async with app_state(app).sessionmaker() as session, session.begin():
-            await service.record_events(session, prices, batch, now=datetime.now(UTC))
+            await service.record_events(
+                session, app_state(app).settings, prices, batch, now=datetime.now(UTC)
+            )
 
     await record([UsageEventIn(**event_body(request_id=None))])  # the workspace row exists
     await asyncio.gather(record(events), record(list(reversed(events))))

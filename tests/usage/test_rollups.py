@@ -106,7 +106,9 @@ async def test_rollup_summaries_equal_the_raw_aggregation_for_random_ranges(
     other = [{**event, "tenant_id": "tenant-b"} for event in _random_events(rng, 50)]
     prices = app_state(app).usage_prices
     async with app_state(app).sessionmaker() as session, session.begin():
-        await service.record_events(session, prices, _parse(other), now=datetime.now(UTC))
+        await service.record_events(
+            session, app_state(app).settings, prices, _parse(other), now=datetime.now(UTC)
+        )
 
     for _ in range(60):
         start, end = sorted([_random_edge(rng), _random_edge(rng)])

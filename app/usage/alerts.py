@@ -1,0 +1,176 @@
+"""Budget alerts: per-workspace thresholds on the tier's monthly limits, each crossing recorded
+once per period as a `usage_threshold_crossed` monitoring event (delivered by its webhooks)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, cast, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.db import dialect_insert, is_postgres
+from app.monitoring import service as monitoring_service
+from app.usage.models import UsageAlertSettings, UsageCounter, UsageThresholdCrossing
+from app.workspaces import service as workspace_service
+
+DEFAULT_ALERT_PERCENTS = (50, 80, 100)
+EVENT_THRESHOLD_CROSSED = "usage_threshold_crossed"
+METRICS = ("tokens", "calls")
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    percents: list[int]
+    is_default: bool
+
+
+async def get_alert_settings(session: AsyncSession, tenant_id: str) -> AlertSettings:
+    percents = await session.scalar(
+        select(UsageAlertSettings.percents).where(UsageAlertSettings.tenant_id == tenant_id)
+    )
+    if percents is None:
+        return AlertSettings(percents=list(DEFAULT_ALERT_PERCENTS), is_default=True)
+    return AlertSettings(percents=sorted(percents), is_default=False)
+
+
+async def put_alert_settings(
+    session: AsyncSession, tenant_id: str, percents: Sequence[int], *, now: datetime
+) -> AlertSettings:
+    """Replace the tenant's thresholds (an empty list: no alerts). Crossings already recorded
+    this period stay recorded; a new threshold below today's usage fires at the next period."""
+    await workspace_service.ensure_workspace(session, tenant_id)
+    ordered = sorted(set(percents))
+    statement = dialect_insert(session, UsageAlertSettings).values(
+        tenant_id=tenant_id, percents=ordered, updated_at=now
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id"],
+            set_={"percents": statement.excluded.percents, "updated_at": now},
+        )
+    )
+    return AlertSettings(percents=ordered, is_default=False)
+
+
+@dataclass(frozen=True)
+class Added:
+    """What a transaction added to one tenant's period."""
+
+    tenant_id: str
+    period: str
+    tokens: int
+    calls: int
+
+
+async def record_crossings(
+    session: AsyncSession, settings: Settings, added: Sequence[Added], *, now: datetime
+) -> None:
+    """Record each threshold the added usage crossed, in the caller's transaction.
+
+    Exact across concurrent transactions and replicas: on PostgreSQL each (tenant, period) is
+    checked under a transaction-scoped advisory lock, taken after the counters were added to and
+    held to the commit, so the checks run one after another and each reads every earlier
+    writer's committed counters (READ COMMITTED takes a new snapshot per statement). A check's
+    range (total - added, total] then follows the previous one's without a gap or an overlap,
+    and a threshold is crossed by exactly one transaction. The crossing's primary key
+    (tenant, period, metric, percent) is the second guard: once per threshold per period.
+    """
+    limits_by_tier = workspace_service.tier_limits(settings)
+    for item in sorted(added, key=lambda a: (a.tenant_id, a.period)):
+        tier = await workspace_service.get_tier(session, item.tenant_id)
+        limits = {m: limits_by_tier.get(tier, {}).get(m) for m in METRICS}
+        if all(limit is None for limit in limits.values()):
+            continue
+        alert = await get_alert_settings(session, item.tenant_id)
+        if not alert.percents:
+            continue
+        await _serialize(session, item.tenant_id, item.period)
+        totals = await _period_totals(session, item.tenant_id, item.period)
+        for metric, limit in limits.items():
+            if limit is None or limit <= 0:
+                continue
+            after = totals[metric]
+            before = after - (item.tokens if metric == "tokens" else item.calls)
+            for percent in alert.percents:
+                threshold = -(-limit * percent // 100)  # ceil: 80% of 1,001 is 801
+                if before < threshold <= after:
+                    await _record(
+                        session, item, tier, metric, percent, threshold, limit, after, now
+                    )
+
+
+async def _serialize(session: AsyncSession, tenant_id: str, period: str) -> None:
+    if not is_postgres(session):
+        return  # SQLite has one writer at a time
+    digest = hashlib.sha256(f"usage-alerts:{tenant_id}:{period}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def _period_totals(session: AsyncSession, tenant_id: str, period: str) -> dict[str, int]:
+    counter = UsageCounter.__table__.c
+    row = (
+        await session.execute(
+            select(
+                cast(func.coalesce(func.sum(counter.total_tokens), 0), BigInteger),
+                cast(func.coalesce(func.sum(counter.calls), 0), BigInteger),
+            ).where(counter.tenant_id == tenant_id, counter.period == period)
+        )
+    ).one()
+    return {"tokens": int(row[0]), "calls": int(row[1])}
+
+
+async def _record(
+    session: AsyncSession,
+    item: Added,
+    tier: str,
+    metric: str,
+    percent: int,
+    threshold: int,
+    limit: int,
+    used: int,
+    now: datetime,
+) -> None:
+    statement = (
+        dialect_insert(session, UsageThresholdCrossing)
+        .values(
+            tenant_id=item.tenant_id,
+            period=item.period,
+            metric=metric,
+            percent=percent,
+            threshold=threshold,
+            limit_value=limit,
+            used=used,
+            crossed_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["tenant_id", "period", "metric", "percent"])
+        .returning(UsageThresholdCrossing.tenant_id)
+    )
+    if (await session.execute(statement)).first() is None:
+        return  # already recorded this period
+    year, month = (int(part) for part in item.period.split("-"))
+    resets_at = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    details: Mapping[str, object] = {
+        "metric": metric,
+        "percent": percent,
+        "threshold": threshold,
+        "limit": limit,
+        "used": used,
+        "period": item.period,
+        "tier": tier,
+        "resets_at": resets_at.isoformat(),
+    }
+    await monitoring_service.record_event(
+        session,
+        tenant_id=item.tenant_id,
+        event_type=EVENT_THRESHOLD_CROSSED,
+        provider="usage",
+        reason=f"{metric} reached {percent}% of the {tier} tier's monthly limit "
+        f"({used:,} of {limit:,} in {item.period})",
+        details=dict(details),
+        occurred_at=now,
+    )
