@@ -1,16 +1,16 @@
 """An order-independent checksum of a table: equal for equal data on SQLite and on PostgreSQL.
 
-Each row is hashed from its line (app/operations/values.py: the columns' canonical texts,
-escaped, tab-separated): the first 64 bits of the line's MD5, as a number. The table's checksum
-is the sum of its rows' numbers modulo 2**64 beside the row count, so row order does not matter
-and a row present twice does not cancel out (as it would with XOR). MD5 because PostgreSQL has
-it built in: there the whole checksum is one statement, computed in the database.
+Each row is hashed from its bytes (app/operations/values.py: the columns' canonical texts,
+NUL-separated): the first 64 bits of their MD5, as a number. The table's checksum is the sum
+of its rows' numbers modulo 2**64 beside the row count, so row order does not matter and a row
+present twice does not cancel out (as it would with XOR). MD5 because PostgreSQL has it built
+in: there the whole checksum is one statement, computed in the database.
 
-- PostgreSQL: `sum(first 64 bits of md5(line))` in SQL (the line built in SQL).
-- SQLite: the line built in SQL, hashed in Python as the rows arrive.
+- PostgreSQL: `sum(first 64 bits of md5(row bytes))` in SQL.
+- SQLite: the row's bytes built in SQL, hashed in Python as the rows arrive.
 - A table with a JSON column: the databases write one document differently (jsonb reorders
   keys and rewrites numbers: `1e2` as `100`), so on both databases the columns' texts are read
-  and the line is built in Python, each JSON document written with sorted keys, no whitespace
+  and the bytes built in Python, each JSON document written with sorted keys, no whitespace
   and numbers by value. Those tables are the small ones (configurations, clients).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -57,31 +57,27 @@ def json_text(document: str) -> str:
     )
 
 
-def _line_builder(table: Table) -> Any:
-    """Python's line of a row of canonical texts (for the tables with JSON)."""
-    kinds = [values.column_kind(column) for column in table.columns]
+def _row_bytes_builder(table: Table) -> Callable[[Sequence[str | None]], bytes]:
+    """A row's bytes from its columns' canonical texts, JSON made canonical (tables with JSON)."""
+    json_columns = [
+        index for index, column in enumerate(table.columns) if values.column_kind(column) == "json"
+    ]
 
-    def line(texts: Sequence[str | None]) -> str:
-        parts = []
-        for kind, text in zip(kinds, texts, strict=True):
-            if text is None:
-                parts.append(values.NULL)
-            elif kind == "json":
-                parts.append(values.escaped(json_text(text)))
-            elif kind == "text":
-                parts.append(values.escaped(text))
-            else:
-                parts.append(text)
-        return "\t".join(parts)
+    def row_bytes(texts: Sequence[str | None]) -> bytes:
+        texts = list(texts)
+        for index in json_columns:
+            if (document := texts[index]) is not None:
+                texts[index] = json_text(document)
+        return values.row_bytes(texts)
 
-    return line
+    return row_bytes
 
 
-def line_hash_total(lines: Iterable[str]) -> int:
-    """The sum (not yet reduced) of the lines' 64-bit hashes."""
+def rows_hash_total(rows: Iterable[bytes]) -> int:
+    """The sum (not yet reduced) of the rows' 64-bit hashes."""
     md5 = hashlib.md5
     from_bytes = int.from_bytes
-    return sum(from_bytes(md5(line.encode()).digest()[:8], "big") for line in lines)
+    return sum(from_bytes(md5(row).digest()[:8], "big") for row in rows)
 
 
 @dataclass
@@ -92,9 +88,10 @@ class TableSum:
     rows: int = 0
     total: int = 0
 
-    def add_lines(self, lines: Sequence[str]) -> None:
-        self.total = (self.total + line_hash_total(lines)) & _MASK
-        self.rows += len(lines)
+    def add_rows(self, rows: Sequence[bytes]) -> None:
+        """Rows given as their bytes (values.row_bytes_sql)."""
+        self.total = (self.total + rows_hash_total(rows)) & _MASK
+        self.rows += len(rows)
 
     def add_total(self, rows: int, total: int) -> None:
         self.total = (self.total + total) & _MASK
@@ -110,7 +107,8 @@ class TableSum:
 
 def postgres_row_hash_sql(table: Table) -> str:
     """SQL for a row's 64-bit hash on PostgreSQL (a signed bigint: equal modulo 2**64)."""
-    return f"('x' || left(md5({values.line_sql(table, 'postgresql')}), 16))::bit(64)::bigint"
+    row_bytes = values.row_bytes_sql(table, "postgresql")
+    return f"('x' || left(md5({row_bytes}), 16))::bit(64)::bigint"
 
 
 def _postgres_sum_sql(table: Table) -> str:
@@ -133,19 +131,19 @@ async def sum_table(
     result = TableSum(table.name)
     with Progress(label, total=total) as progress:
         if values.has_json(table):
-            line = _line_builder(table)
+            row_bytes = _row_bytes_builder(table)
             async for batch in databases.fetch_batches(
                 conn, _texts_sql(table, dialect), (), STREAM_BATCH
             ):
-                result.add_lines([line(texts) for texts in batch])
+                result.add_rows([row_bytes(texts) for texts in batch])
                 progress.advance(len(batch))
         elif dialect == "postgresql":
             row = await databases.fetch_one(conn, _postgres_sum_sql(table))
             result.add_total(int(row[0]), int(row[1]))
             progress.advance(result.rows)
         else:
-            sql = values.select_sql([values.line_sql(table, dialect)], table)
+            sql = values.select_sql([values.row_bytes_sql(table, dialect)], table)
             async for batch in databases.fetch_batches(conn, sql, (), STREAM_BATCH):
-                result.add_lines([line for (line,) in batch])
+                result.add_rows([row for (row,) in batch])
                 progress.advance(len(batch))
     return result

@@ -35,7 +35,7 @@ from app.operations.databases import Database, Refused
 from app.operations.progress import Progress
 from app.operations.verify_db import print_comparison
 
-DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 100_000
 
 Key = tuple[Any, ...]
 
@@ -79,17 +79,18 @@ class _Plan:
 
     columns: list[str]  # SQL, per selected column
     # The source's checksum computed from the rows as they are copied (no second pass):
-    # "lines" when the rows are the lines the checksum hashes, "leading" when the first
+    # "bytes" when the rows are the bytes the checksum hashes, "leading" when the first
     # column is each row's hash (computed by PostgreSQL); None: summed on its own.
-    inline: Literal["lines", "leading"] | None
+    inline: Literal["bytes", "leading"] | None
 
 
 def _plan(table: Table, source: values.Dialect, target: values.Dialect, *, resuming: bool) -> _Plan:
     # A resumed copy skips rows, which the checksum still counts; JSON is hashed in Python.
     inline_ok = not resuming and not values.has_json(table)
     if source == "sqlite" and target == "postgresql":
-        # COPY's text lines, built by SQLite: for a table without JSON, the checksum's lines.
-        return _Plan([values.line_sql(table, "sqlite")], "lines" if inline_ok else None)
+        # Each row's bytes, built by SQLite: COPY's lines once a batch goes through
+        # values.copy_text, and for a table without JSON what the checksum hashes.
+        return _Plan([values.row_bytes_sql(table, "sqlite")], "bytes" if inline_ok else None)
     if source == "postgresql" and target == "sqlite":
         ready = [values.sqlite_ready(column) for column in table.columns]
         if inline_ok:
@@ -140,23 +141,23 @@ class _Writer:
 
 class _PostgresWriter(_Writer):
     """COPY through asyncpg, outside any transaction: one COPY is one statement, so one
-    transaction. Lines (from SQLite) go in COPY's text format, which PostgreSQL parses; rows
+    transaction. Rows' bytes (from SQLite) go in COPY's text format, which PostgreSQL parses; rows
     from another PostgreSQL database go as asyncpg records in the binary format."""
 
-    def __init__(self, conn: AsyncConnection, *, lines: bool) -> None:
+    def __init__(self, conn: AsyncConnection, *, row_bytes: bool) -> None:
         super().__init__(conn)
-        self._lines = lines
+        self._row_bytes = row_bytes
 
     async def prepare(self) -> None:
-        # The lines' datetimes carry no offset: they are UTC.
+        # The datetimes of rows from SQLite carry no offset: they are UTC.
         await (await databases.driver_of(self._conn)).execute("SET TIME ZONE 'UTC'")
 
     async def write(self, table: Table, rows: Batch, *, leading_hash: bool = False) -> None:
         assert not leading_hash  # only PostgreSQL sources hash in their query
         driver = await databases.driver_of(self._conn)
         columns = [column.name for column in table.columns]
-        if self._lines:
-            data = "".join([line + "\n" for (line,) in rows]).encode()
+        if self._row_bytes:
+            data = values.copy_text([row for (row,) in rows])
             # A memoryview: asyncpg would take bytes for a file name.
             await driver.copy_to_table(
                 table.name, source=memoryview(data), columns=columns, format="text"
@@ -214,8 +215,8 @@ async def _copy_table(
         try:
             while (batch := await reading) is not None:
                 reading = asyncio.ensure_future(anext(batches, None))
-                if plan.inline == "lines":
-                    source_sum.add_lines([line for (line,) in batch])
+                if plan.inline == "bytes":
+                    source_sum.add_rows([row for (row,) in batch])
                 elif plan.inline == "leading":
                     source_sum.add_total(len(batch), sum(row[0] for row in batch))
                 await writer.write(table, batch, leading_hash=plan.inline == "leading")
@@ -302,7 +303,7 @@ async def _copy(source: Database, target: Database, *, resume: bool, batch_size:
     async with target.engine.connect() as target_conn:
         target_dialect = databases.dialect_of(target_conn)
         writer: _Writer = (
-            _PostgresWriter(target_conn, lines=source.dialect == "sqlite")
+            _PostgresWriter(target_conn, row_bytes=source.dialect == "sqlite")
             if target_dialect == "postgresql"
             else _SqliteWriter(target_conn)
         )

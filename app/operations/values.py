@@ -17,9 +17,12 @@ and the checksum ask each database for the form they need, per column:
 | numeric  | REAL (integer when integral) | numeric(p, s) | fixed point at the column's scale |
 | JSON     | text                         | jsonb         | its text (see checksum.py)        |
 
-A line is the columns' canonical texts in table order, separated by a tab, a NULL written `\\N`,
-and in text and JSON values a backslash, tab, newline and carriage return written `\\\\`, `\\t`,
-`\\n`, `\\r`: COPY's text format, which also makes the line unambiguous.
+A row's **bytes** are its columns' canonical texts in table order, in UTF-8, separated by a NUL
+byte, a NULL written as the byte FF: neither occurs in a text (PostgreSQL's text cannot hold a
+NUL, and UTF-8 never uses FF), so the bytes say exactly which values the row holds. SQLite
+builds them in SQL; PostgreSQL too, as a bytea. A SQLite → PostgreSQL copy turns them into the
+lines of COPY's text format with a few replacements over a whole batch (`copy_text`), so
+nothing is done per row in Python.
 
 Two SQLite functions written in Python cover what SQLite's SQL cannot do exactly:
 `junction_decimal` (a REAL at the column's scale, rounded as Python and SQLAlchemy round it,
@@ -29,6 +32,7 @@ other ISO form than SQLAlchemy's, rewritten; SQLAlchemy's own form is used as it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -38,8 +42,6 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 Kind = Literal["text", "integer", "boolean", "datetime", "numeric", "json"]
 Dialect = Literal["sqlite", "postgresql"]
-
-NULL = "\\N"  # COPY's NULL; a text value "\N" is escaped to "\\N", so the two never meet
 
 
 def _base_type(column_type: TypeEngine[Any]) -> TypeEngine[Any]:
@@ -147,40 +149,49 @@ def canonical_text(column: Column[Any], dialect: Dialect) -> str:
     return f"{name}::text"
 
 
-def is_escaped(column: Column[Any]) -> bool:
-    """Whether the column's text can hold a backslash, tab, newline or carriage return."""
-    return column_kind(column) in ("text", "json")
-
-
-def _escaped_sql(expression: str, dialect: Dialect) -> str:
-    char = "char" if dialect == "sqlite" else "chr"
-    # In both databases' standard SQL strings a backslash is an ordinary character.
-    expression = f"replace({expression}, '\\', '\\\\')"
-    for code, letter in ((9, "t"), (10, "n"), (13, "r")):
-        expression = f"replace({expression}, {char}({code}), '\\{letter}')"
-    return expression
-
-
-def line_sql(table: Table, dialect: Dialect) -> str:
-    """SQL for a row's line: its columns' canonical texts, escaped, tab-separated. JSON columns
-    are their stored text (what COPY reads); the checksum of a table with JSON is computed in
+def row_bytes_sql(table: Table, dialect: Dialect) -> str:
+    """SQL for a row's bytes (a BLOB on SQLite, a bytea on PostgreSQL). JSON columns are their
+    stored text, which is what COPY reads; a table with JSON is hashed from its texts in
     Python (checksum.py), since the databases write the same document differently."""
-    tab = "char(9)" if dialect == "sqlite" else "chr(9)"
-    parts = []
-    for column in table.columns:
-        expression = canonical_text(column, dialect)
-        if is_escaped(column):
-            expression = _escaped_sql(expression, dialect)
-        parts.append(f"coalesce({expression}, '{NULL}')")
-    return f" || {tab} || ".join(parts)
+    if dialect == "sqlite":
+        # `||` joins blobs as bytes; the CAST keeps the result bytes, not text.
+        parts = [f"coalesce({canonical_text(column, dialect)}, x'ff')" for column in table.columns]
+        joined = " || x'00' || ".join(parts)
+        return f"CAST({joined} AS BLOB)"
+    parts = [
+        f"coalesce(convert_to({canonical_text(column, dialect)}, 'UTF8'), '\\xff'::bytea)"
+        for column in table.columns
+    ]
+    return " || '\\x00'::bytea || ".join(parts)
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+def row_bytes(texts: Sequence[str | None]) -> bytes:
+    """What `row_bytes_sql` gives, from the columns' canonical texts."""
+    return NUL.join(NULL_BYTE if text is None else text.encode() for text in texts)
 
 
-def escaped(text: str) -> str:
-    """What `_escaped_sql` does, in Python."""
-    return text.translate(_ESCAPES)
+NUL, NULL_BYTE, _ROW = b"\x00", b"\xff", b"\xfe"  # FE: no more in UTF-8 than FF
+
+# COPY's text format: a backslash, tab, newline and carriage return in a value are escaped,
+# fields are separated by a tab, a NULL is \N, rows end with a newline.
+_COPY_TEXT = (
+    (b"\\", b"\\\\"),
+    (b"\t", b"\\t"),
+    (b"\n", b"\\n"),
+    (b"\r", b"\\r"),
+    (NUL, b"\t"),
+    (NULL_BYTE, b"\\N"),
+    (_ROW, b"\n"),
+)
+
+
+def copy_text(rows: Sequence[bytes]) -> bytes:
+    """Rows' bytes as the lines of `COPY ... FROM STDIN` (text format): the escapes and the
+    separators are replaced over the whole batch at once."""
+    data = _ROW.join(rows) + _ROW
+    for old, new in _COPY_TEXT:
+        data = data.replace(old, new)
+    return data
 
 
 # --- what a SQLite target stores, read from PostgreSQL -----------------------------------
