@@ -5,14 +5,19 @@ How it goes (docs/operations.md has the runbooks):
 - the whole source is read in one snapshot (`databases.snapshot`), table by table, parents
   before children, each table in primary-key order, and written in batches: through COPY on
   PostgreSQL, an INSERT of many rows on SQLite; each batch commits on its own;
-- values are written as they were read: encrypted columns are copied as they are, and since
-  their associated data is (table, column, tenant, row id), which the copy keeps, they decrypt;
+- the source's query gives each row in the form the target's writer takes (values.py: the
+  databases convert, in SQL, not Python value by value): from SQLite, each row's bytes, which
+  become COPY's text lines; from PostgreSQL to SQLite, SQLAlchemy's SQLite forms;
+- encrypted columns are copied as they are, and since their associated data is (table,
+  column, tenant, row id), which the copy keeps, they decrypt;
 - `--resume` continues an interrupted copy. Batches commit in key order, so what a killed run
   left in a table is exactly the source's rows up to the largest key the target holds: the
-  run skips those and writes the rest. Nothing is written twice, nothing is missed;
+  run reads the rows after it (a WHERE on the key) and writes them. Nothing is written
+  twice, nothing is missed;
 - a PostgreSQL target's sequences are set past the largest copied id;
 - every source row is hashed as it is read (the source side of the checksum, in the same
-  snapshot), the target is then read back and hashed, and any table that differs is named.
+  snapshot: by PostgreSQL beside the row's values, or in Python from SQLite's row bytes),
+  the target is then read back and summed, and any table that differs is named.
 """
 
 from __future__ import annotations
