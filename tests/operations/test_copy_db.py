@@ -314,6 +314,8 @@ async def test_the_source_snapshot_does_not_see_rows_written_after_it_began(
             assert await databases.count_rows(conn, UsageEvent.__table__) == 3
             await add_usage_events(database_url, 2)  # another connection commits meanwhile
             assert await databases.count_rows(conn, UsageEvent.__table__) == 3
+            # The copy's and the checksum's reads go to the driver directly: in the snapshot too.
+            assert await databases.fetch_one(conn, "SELECT count(*) FROM usage_events") == (3,)
     finally:
         await database.dispose()
     assert await _count(database_url, _usage_count()) == 5
