@@ -106,9 +106,8 @@ class TableSum:
 
 
 def postgres_row_hash_sql(table: Table) -> str:
-    """SQL for a row's 64-bit hash on PostgreSQL (a signed bigint: equal modulo 2**64)."""
-    row_bytes = values.row_bytes_sql(table, "postgresql")
-    return f"('x' || left(md5({row_bytes}), 16))::bit(64)::bigint"
+    """SQL for a row's 64-bit hash on PostgreSQL."""
+    return values.postgres_hash_sql(values.row_bytes_sql(table, "postgresql"))
 
 
 def _postgres_sum_sql(table: Table) -> str:

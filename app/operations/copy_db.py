@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core import migrations
 from app.operations import databases, values
-from app.operations.checksum import TableSum, postgres_row_hash_sql, sum_table
+from app.operations.checksum import TableSum, sum_table
 from app.operations.databases import Database, Refused
 from app.operations.progress import Progress
 from app.operations.verify_db import print_comparison
@@ -87,6 +87,9 @@ class _Plan:
     # "bytes" when the rows are the bytes the checksum hashes, "leading" when the first
     # column is each row's hash (computed by PostgreSQL); None: summed on its own.
     inline: Literal["bytes", "leading"] | None
+    # When set, `columns` are read in key order in a subquery (as c0, c1, ...) and these
+    # expressions of them are what the query gives: what two outputs share is computed once.
+    outer: list[str] | None = None
 
 
 def _plan(table: Table, source: values.Dialect, target: values.Dialect, *, resuming: bool) -> _Plan:
@@ -97,10 +100,9 @@ def _plan(table: Table, source: values.Dialect, target: values.Dialect, *, resum
         # values.copy_text, and for a table without JSON what the checksum hashes.
         return _Plan([values.row_bytes_sql(table, "sqlite")], "bytes" if inline_ok else None)
     if source == "postgresql" and target == "sqlite":
-        ready = [values.sqlite_ready(column) for column in table.columns]
         if inline_ok:
-            return _Plan([postgres_row_hash_sql(table), *ready], "leading")
-        return _Plan(ready, None)
+            return _hashed_for_sqlite(table)
+        return _Plan([values.sqlite_ready(column) for column in table.columns], None)
     # The same kind of database: the values as stored (JSON as its text, which asyncpg's
     # codec, as SQLAlchemy sets it, writes but does not read back).
     return _Plan(
@@ -112,6 +114,29 @@ def _plan(table: Table, source: values.Dialect, target: values.Dialect, *, resum
         ],
         None,
     )
+
+
+def _hashed_for_sqlite(table: Table) -> _Plan:
+    """A PostgreSQL source for a SQLite target: each row's hash, then the values SQLite stores.
+    A datetime's canonical text (an expensive to_char) is also the value SQLite stores, so the
+    subquery computes it once for both."""
+    inner, texts, ready = [], [], []
+    for n, column in enumerate(table.columns):
+        name, kind, alias = values.quoted(column.name), values.column_kind(column), f"c{n}"
+        if kind in ("datetime", "json", "text"):
+            inner.append(values.canonical_text(column, "postgresql"))
+            texts.append(alias)
+            ready.append(alias)
+        elif kind == "numeric":
+            inner.append(name)
+            texts.append(f"round({alias}, {values.numeric_scale(column)})::text")
+            ready.append(f"{alias}::float8")
+        else:  # integers, and booleans as 0 / 1
+            inner.append(f"{name}::int" if kind == "boolean" else name)
+            texts.append(f"{alias}::text")
+            ready.append(alias)
+    hashed = values.postgres_hash_sql(values.bytes_sql(texts, "postgresql"))
+    return _Plan(inner, "leading", outer=[hashed, *ready])
 
 
 def _source_query(table: Table, source: values.Dialect, plan: _Plan, *, after: Key | None) -> str:
@@ -127,7 +152,17 @@ def _source_query(table: Table, source: values.Dialect, plan: _Plan, *, after: K
     if after is not None:
         marks = [f"${n}" if source == "postgresql" else "?" for n in range(1, len(keys) + 1)]
         where = f" WHERE ({', '.join(keys)}) > ({', '.join(marks)})"
-    return values.select_sql(plan.columns, table, f"{where} ORDER BY {', '.join(keys)}")
+    if plan.outer is None:
+        return values.select_sql(plan.columns, table, f"{where} ORDER BY {', '.join(keys)}")
+    columns = [f"{sql} AS c{n}" for n, sql in enumerate(plan.columns)]
+    key_aliases = [f"k{n}" for n in range(len(keys))]
+    columns += [f"{key} AS {alias}" for key, alias in zip(keys, key_aliases, strict=True)]
+    # OFFSET 0: the subquery is not merged into the outer query (which would compute the
+    # shared expressions twice); its order is the outer ORDER BY's, so nothing is sorted twice.
+    inner = values.select_sql(columns, table, f"{where} ORDER BY {', '.join(keys)} OFFSET 0")
+    return (
+        f"SELECT {', '.join(plan.outer)} FROM ({inner}) AS rows ORDER BY {', '.join(key_aliases)}"  # noqa: S608
+    )
 
 
 class _Writer:

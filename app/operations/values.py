@@ -153,16 +153,23 @@ def row_bytes_sql(table: Table, dialect: Dialect) -> str:
     """SQL for a row's bytes (a BLOB on SQLite, a bytea on PostgreSQL). JSON columns are their
     stored text, which is what COPY reads; a table with JSON is hashed from its texts in
     Python (checksum.py), since the databases write the same document differently."""
+    return bytes_sql([canonical_text(column, dialect) for column in table.columns], dialect)
+
+
+def bytes_sql(texts: list[str], dialect: Dialect) -> str:
+    """SQL for the bytes of a row whose canonical texts are the expressions `texts`."""
     if dialect == "sqlite":
         # `||` joins blobs as bytes; the CAST keeps the result bytes, not text.
-        parts = [f"coalesce({canonical_text(column, dialect)}, x'ff')" for column in table.columns]
-        joined = " || x'00' || ".join(parts)
+        joined = " || x'00' || ".join(f"coalesce({text}, x'ff')" for text in texts)
         return f"CAST({joined} AS BLOB)"
-    parts = [
-        f"coalesce(convert_to({canonical_text(column, dialect)}, 'UTF8'), '\\xff'::bytea)"
-        for column in table.columns
-    ]
+    parts = [f"coalesce(convert_to({text}, 'UTF8'), '\\xff'::bytea)" for text in texts]
     return " || '\\x00'::bytea || ".join(parts)
+
+
+def postgres_hash_sql(row_bytes: str) -> str:
+    """SQL for the 64-bit hash of a row's bytes on PostgreSQL: the first 64 bits of their MD5,
+    as a signed bigint (equal to Python's unsigned number modulo 2**64)."""
+    return f"('x' || left(md5({row_bytes}), 16))::bit(64)::bigint"
 
 
 def row_bytes(texts: Sequence[str | None]) -> bytes:
