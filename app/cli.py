@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     copy_db.add_argument(
         "--batch-size",
         type=int,
-        default=10_000,
+        default=100_000,
         metavar="N",
         help="rows per batch (default %(default)s)",
     )

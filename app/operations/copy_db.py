@@ -5,14 +5,19 @@ How it goes (docs/operations.md has the runbooks):
 - the whole source is read in one snapshot (`databases.snapshot`), table by table, parents
   before children, each table in primary-key order, and written in batches: through COPY on
   PostgreSQL, an INSERT of many rows on SQLite; each batch commits on its own;
-- values are written as they were read: encrypted columns are copied as they are, and since
-  their associated data is (table, column, tenant, row id), which the copy keeps, they decrypt;
+- the source's query gives each row in the form the target's writer takes (values.py: the
+  databases convert, in SQL, not Python value by value): from SQLite, each row's bytes, which
+  become COPY's text lines; from PostgreSQL to SQLite, SQLAlchemy's SQLite forms;
+- encrypted columns are copied as they are, and since their associated data is (table,
+  column, tenant, row id), which the copy keeps, they decrypt;
 - `--resume` continues an interrupted copy. Batches commit in key order, so what a killed run
   left in a table is exactly the source's rows up to the largest key the target holds: the
-  run skips those and writes the rest. Nothing is written twice, nothing is missed;
+  run reads the rows after it (a WHERE on the key) and writes them. Nothing is written
+  twice, nothing is missed;
 - a PostgreSQL target's sequences are set past the largest copied id;
 - every source row is hashed as it is read (the source side of the checksum, in the same
-  snapshot), the target is then read back and hashed, and any table that differs is named.
+  snapshot: by PostgreSQL beside the row's values, or in Python from SQLite's row bytes),
+  the target is then read back and summed, and any table that differs is named.
 """
 
 from __future__ import annotations
@@ -20,22 +25,22 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-from sqlalchemy import Table, desc, func, select, text
+from sqlalchemy import String, Table, desc, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core import migrations
 from app.operations import databases, values
-from app.operations.checksum import TableSum, row_hasher, sum_table
+from app.operations.checksum import TableSum, sum_table
 from app.operations.databases import Database, Refused
 from app.operations.progress import Progress
 from app.operations.verify_db import print_comparison
 
-DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 100_000
 
 Key = tuple[Any, ...]
 
@@ -70,44 +75,148 @@ class CopyReport:
         return [table for table in self.tables if not table.matches]
 
 
+Batch = Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one table is read from the source for the target's writer."""
+
+    columns: list[str]  # SQL, per selected column
+    # The source's checksum computed from the rows as they are copied (no second pass):
+    # "bytes" when the rows are the bytes the checksum hashes, "leading" when the first
+    # column is each row's hash (computed by PostgreSQL); None: summed on its own.
+    inline: Literal["bytes", "leading"] | None
+    # When set, `columns` are read in key order in a subquery (as c0, c1, ...) and these
+    # expressions of them are what the query gives: what two outputs share is computed once.
+    outer: list[str] | None = None
+
+
+def _plan(table: Table, source: values.Dialect, target: values.Dialect, *, resuming: bool) -> _Plan:
+    # A resumed copy skips rows, which the checksum still counts; JSON is hashed in Python.
+    inline_ok = not resuming and not values.has_json(table)
+    if source == "sqlite" and target == "postgresql":
+        # Each row's bytes, built by SQLite: COPY's lines once a batch goes through
+        # values.copy_text, and for a table without JSON what the checksum hashes.
+        return _Plan([values.row_bytes_sql(table, "sqlite")], "bytes" if inline_ok else None)
+    if source == "postgresql" and target == "sqlite":
+        if inline_ok:
+            return _hashed_for_sqlite(table)
+        return _Plan([values.sqlite_ready(column) for column in table.columns], None)
+    # The same kind of database: the values as stored (JSON as its text, which asyncpg's
+    # codec, as SQLAlchemy sets it, writes but does not read back).
+    return _Plan(
+        [
+            f"{values.quoted(column.name)}::text"
+            if source == "postgresql" and values.column_kind(column) == "json"
+            else values.quoted(column.name)
+            for column in table.columns
+        ],
+        None,
+    )
+
+
+def _hashed_for_sqlite(table: Table) -> _Plan:
+    """A PostgreSQL source for a SQLite target: each row's hash, then the values SQLite stores.
+    A datetime's canonical text (an expensive to_char) is also the value SQLite stores, so the
+    subquery computes it once for both."""
+    inner, texts, ready = [], [], []
+    for n, column in enumerate(table.columns):
+        name, kind, alias = values.quoted(column.name), values.column_kind(column), f"c{n}"
+        if kind in ("datetime", "date", "json", "text"):
+            inner.append(values.canonical_text(column, "postgresql"))
+            texts.append(alias)
+            ready.append(alias)
+        elif kind == "numeric":
+            inner.append(name)
+            texts.append(f"round({alias}, {values.numeric_scale(column)})::text")
+            ready.append(f"{alias}::float8")
+        else:  # integers, and booleans as 0 / 1
+            inner.append(f"{name}::int" if kind == "boolean" else name)
+            texts.append(f"{alias}::text")
+            ready.append(alias)
+    hashed = values.postgres_hash_sql(values.bytes_sql(texts, "postgresql"))
+    return _Plan(inner, "leading", outer=[hashed, *ready])
+
+
+def _source_query(table: Table, source: values.Dialect, plan: _Plan, *, after: Key | None) -> str:
+    """The source's rows in primary-key order (bytewise on both databases), those after
+    `after` only when resuming."""
+    keys = [
+        values.quoted(column.name) + (' COLLATE "C"' if source == "postgresql" else "")
+        if isinstance(column.type, String)
+        else values.quoted(column.name)
+        for column in databases.key_columns(table)
+    ]
+    where = ""
+    if after is not None:
+        marks = [f"${n}" if source == "postgresql" else "?" for n in range(1, len(keys) + 1)]
+        where = f" WHERE ({', '.join(keys)}) > ({', '.join(marks)})"
+    if plan.outer is None:
+        return values.select_sql(plan.columns, table, f"{where} ORDER BY {', '.join(keys)}")
+    columns = [f"{sql} AS c{n}" for n, sql in enumerate(plan.columns)]
+    key_aliases = [f"k{n}" for n in range(len(keys))]
+    columns += [f"{key} AS {alias}" for key, alias in zip(keys, key_aliases, strict=True)]
+    # OFFSET 0: the subquery is not merged into the outer query (which would compute the
+    # shared expressions twice); its order is the outer ORDER BY's, so nothing is sorted twice.
+    inner = values.select_sql(columns, table, f"{where} ORDER BY {', '.join(keys)} OFFSET 0")
+    return (
+        f"SELECT {', '.join(plan.outer)} FROM ({inner}) AS rows ORDER BY {', '.join(key_aliases)}"  # noqa: S608
+    )
+
+
 class _Writer:
-    """Writes batches of canonical rows into the target, each batch committed on its own."""
+    """Writes batches into the target, each batch committed on its own."""
 
-    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        self._dialect = dialect
-        self._encoders: dict[str, values.RowConvert | None] = {}
 
-    def _encoded(self, table: Table, rows: Sequence[values.Row]) -> Sequence[values.Row]:
-        if table.name not in self._encoders:
-            self._encoders[table.name] = values.row_encoder(table, self._dialect)
-        return values.converted(rows, self._encoders[table.name])
+    async def prepare(self) -> None:
+        """Once, before the first batch."""
 
-    async def write(self, table: Table, rows: Sequence[values.Row]) -> None:
+    async def write(self, table: Table, rows: Batch, *, leading_hash: bool = False) -> None:
+        """`leading_hash`: each row's first value is its hash, not a column (not written)."""
         raise NotImplementedError
 
 
 class _PostgresWriter(_Writer):
-    """COPY through asyncpg: one COPY is one statement, so one transaction."""
+    """COPY through asyncpg, outside any transaction: one COPY is one statement, so one
+    transaction. Rows' bytes (from SQLite) go in COPY's text format, which PostgreSQL parses; rows
+    from another PostgreSQL database go as asyncpg records in the binary format."""
 
-    async def write(self, table: Table, rows: Sequence[values.Row]) -> None:
-        driver = (await self._conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        await driver.copy_records_to_table(
-            table.name,
-            records=self._encoded(table, rows),
-            columns=[column.name for column in table.columns],
-        )
+    def __init__(self, conn: AsyncConnection, *, row_bytes: bool) -> None:
+        super().__init__(conn)
+        self._row_bytes = row_bytes
+
+    async def prepare(self) -> None:
+        # The datetimes of rows from SQLite carry no offset: they are UTC.
+        await (await databases.driver_of(self._conn)).execute("SET TIME ZONE 'UTC'")
+
+    async def write(self, table: Table, rows: Batch, *, leading_hash: bool = False) -> None:
+        assert not leading_hash  # only PostgreSQL sources hash in their query
+        driver = await databases.driver_of(self._conn)
+        columns = [column.name for column in table.columns]
+        if self._row_bytes:
+            data = values.copy_text([row for (row,) in rows])
+            # A memoryview: asyncpg would take bytes for a file name.
+            await driver.copy_to_table(
+                table.name, source=memoryview(data), columns=columns, format="text"
+            )
+        else:
+            await driver.copy_records_to_table(table.name, records=rows, columns=columns)
 
 
 class _SqliteWriter(_Writer):
     """One executemany INSERT per batch, in a transaction of its own."""
 
-    async def write(self, table: Table, rows: Sequence[values.Row]) -> None:
-        statement = str(table.insert().compile(dialect=self._conn.dialect))
+    async def write(self, table: Table, rows: Batch, *, leading_hash: bool = False) -> None:
+        names = ", ".join(values.quoted(column.name) for column in table.columns)
+        # Numbered parameters: with a leading hash, ?1 is bound but not used.
+        first = 2 if leading_hash else 1
+        marks = ", ".join(f"?{first + n}" for n in range(len(table.columns)))
+        statement = f"INSERT INTO {values.quoted(table.name)} ({names}) VALUES ({marks})"  # noqa: S608
         async with self._conn.begin():
-            encoded = [tuple(row) for row in self._encoded(table, rows)]
-            await self._conn.exec_driver_sql(statement, encoded)
+            await (await databases.driver_of(self._conn)).executemany(statement, rows)
 
 
 async def _largest_key(conn: AsyncConnection, table: Table, dialect: str) -> Key | None:
@@ -119,37 +228,47 @@ async def _largest_key(conn: AsyncConnection, table: Table, dialect: str) -> Key
     return tuple(row) if row is not None else None
 
 
-def _key_reader(table: Table) -> Callable[[Sequence[Any]], Key]:
-    positions = [list(table.columns).index(column) for column in databases.key_columns(table)]
-    return lambda row: tuple(row[i] for i in positions)
-
-
 async def _copy_table(
     source: AsyncConnection,
     writer: _Writer,
+    target_dialect: values.Dialect,
     table: Table,
     *,
     resume_after: Key | None,
     batch_size: int,
 ) -> TableReport:
-    total = await databases.count_rows(source, table)
-    report = TableReport(table.name, TableSum(table.name))
-    decode = values.row_decoder(table, source.dialect.name)
-    row_hash = row_hasher(table)
-    key_of = _key_reader(table)
-    stream = await source.stream(databases.raw_select(table, source.dialect, in_key_order=True))
+    """The rows of `table`, written batch by batch (the next batch is read while the current
+    one is written), and the source's checksum of them, in the snapshot."""
+    source_dialect = databases.dialect_of(source)
+    plan = _plan(table, source_dialect, target_dialect, resuming=resume_after is not None)
+    if plan.inline is None:
+        source_sum = await sum_table(source, table, label=f"checksum {table.name}")
+        total = source_sum.rows
+    else:
+        source_sum = TableSum(table.name)
+        total = await databases.count_rows(source, table)
+    report = TableReport(table.name, source_sum)
+    query = _source_query(table, source_dialect, plan, after=resume_after)
+    batches = databases.fetch_batches(source, query, resume_after or (), batch_size)
     with Progress(f"copy {table.name}", total=total) as progress:
-        async for batch in stream.partitions(batch_size):
-            rows = values.converted(batch, decode)
-            report.source.add(rows, row_hash)
-            fresh = rows
-            if resume_after is not None:
-                fresh = [row for row in rows if key_of(row) > resume_after]
-                report.kept += len(rows) - len(fresh)
-            if fresh:
-                await writer.write(table, fresh)
-                report.written += len(fresh)
-            progress.advance(len(rows))
+        reading = asyncio.ensure_future(anext(batches, None))
+        try:
+            while (batch := await reading) is not None:
+                reading = asyncio.ensure_future(anext(batches, None))
+                if plan.inline == "bytes":
+                    source_sum.add_rows([row for (row,) in batch])
+                elif plan.inline == "leading":
+                    source_sum.add_total(len(batch), sum(row[0] for row in batch))
+                await writer.write(table, batch, leading_hash=plan.inline == "leading")
+                report.written += len(batch)
+                progress.advance(len(batch))
+        finally:
+            reading.cancel()
+            await asyncio.wait([reading])
+            if not reading.cancelled():
+                reading.exception()  # seen: the error that stopped the copy is the one raised
+            await batches.aclose()
+    report.kept = source_sum.rows - report.written
     return report
 
 
@@ -222,11 +341,13 @@ async def _copy(source: Database, target: Database, *, resume: bool, batch_size:
     tables = databases.copied_tables()
     started = time.perf_counter()
     async with target.engine.connect() as target_conn:
+        target_dialect = databases.dialect_of(target_conn)
         writer: _Writer = (
-            _PostgresWriter(target_conn, target.dialect)
-            if target.dialect == "postgresql"
-            else _SqliteWriter(target_conn, target.dialect)
+            _PostgresWriter(target_conn, row_bytes=source.dialect == "sqlite")
+            if target_dialect == "postgresql"
+            else _SqliteWriter(target_conn)
         )
+        await writer.prepare()
         async with databases.snapshot(source) as source_conn:
             for table in tables:
                 resume_after = (
@@ -236,6 +357,7 @@ async def _copy(source: Database, target: Database, *, resume: bool, batch_size:
                     await _copy_table(
                         source_conn,
                         writer,
+                        target_dialect,
                         table,
                         resume_after=resume_after,
                         batch_size=batch_size,

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Column, String, Table, func, inspect, select, text
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy import Column, String, Table, event, func, inspect, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.elements import ColumnElement, TextClause
+from sqlalchemy.sql.elements import ColumnElement
 
 import app.models  # noqa: F401  (every table registered on Base.metadata)
 from app.core import migrations
 from app.core.config import normalize_database_url
 from app.core.db import Base, create_tool_engine
+from app.operations import values
 
 # How a command ends (documented in docs/operations.md).
 EXIT_OK = 0
@@ -76,7 +77,16 @@ def open_database(url: str, *, must_exist: bool) -> Database:
             raise Refused("an in-memory SQLite database cannot be copied to or from; use a file")
         if must_exist and not Path(path).is_file():
             raise Refused(f"{display_url(url)}: no such file")
-    return Database(url, create_tool_engine(url))
+    engine = create_tool_engine(url)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_functions)
+    return Database(url, engine)
+
+
+def _sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
+    """The copy's and the checksum's SQLite functions (app/operations/values.py)."""
+    for name, arguments, function in values.SQLITE_FUNCTIONS:
+        dbapi_connection.create_function(name, arguments, function, deterministic=True)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -143,13 +153,49 @@ def key_ordering(table: Table, dialect: str) -> list[ColumnElement[Any]]:
     return ordering
 
 
-def raw_select(table: Table, dialect: Dialect, *, in_key_order: bool = False) -> TextClause:
-    """SELECT every column of `table` as SQL text: the rows come as the driver gives them,
-    without SQLAlchemy's per-value type processing (app/operations/values.py converts)."""
-    query = select(*table.columns)
-    if in_key_order:
-        query = query.order_by(*key_ordering(table, dialect.name))
-    return text(str(query.compile(dialect=dialect)))
+def dialect_of(conn: AsyncConnection) -> Literal["sqlite", "postgresql"]:
+    return "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+
+
+async def driver_of(conn: AsyncConnection) -> Any:
+    """The driver's own connection under `conn`: asyncpg's, or aiosqlite's. The copy and the
+    checksum talk to it directly: rows come as the driver gives them (tuples, asyncpg records),
+    without SQLAlchemy's per-row and per-value processing, which at a million rows is most of
+    the cost. Inside `snapshot`, its statements run in the snapshot's transaction."""
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def fetch_batches(
+    conn: AsyncConnection, sql: str, params: Sequence[Any], size: int
+) -> AsyncGenerator[Sequence[Sequence[Any]]]:
+    """The rows of `sql` (SQL text in the driver's own parameter style: `$1` on PostgreSQL,
+    `?` on SQLite), `size` at a time; on PostgreSQL through a server-side cursor, which needs
+    a transaction (`snapshot`)."""
+    driver = await driver_of(conn)
+    if dialect_of(conn) == "postgresql":
+        statement = await driver.prepare(sql)
+        cursor = await statement.cursor(*params)
+        while batch := await cursor.fetch(size):
+            yield batch
+        return
+    cursor = await driver.execute(sql, tuple(params))
+    try:
+        while batch := await cursor.fetchmany(size):
+            yield batch
+    finally:
+        await cursor.close()
+
+
+async def fetch_one(conn: AsyncConnection, sql: str) -> Sequence[Any]:
+    """The one row of `sql` (driver SQL text, no parameters)."""
+    driver = await driver_of(conn)
+    if dialect_of(conn) == "postgresql":
+        return tuple(await driver.fetchrow(sql))
+    cursor = await driver.execute(sql)
+    try:
+        return tuple(await cursor.fetchone())
+    finally:
+        await cursor.close()
 
 
 async def count_rows(conn: AsyncConnection, table: Table) -> int:
@@ -184,4 +230,10 @@ async def snapshot(database: Database) -> AsyncIterator[AsyncConnection]:
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
         async with conn.begin():
+            # The snapshot is taken at the first statement (both databases): take it now. On
+            # PostgreSQL this also opens the transaction the driver's own statements join.
+            first = (
+                "SELECT count(*) FROM sqlite_master" if database.dialect == "sqlite" else "SELECT 1"
+            )
+            await conn.execute(text(first))
             yield conn

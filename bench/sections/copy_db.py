@@ -5,6 +5,9 @@ copies go into a PostgreSQL database and a second SQLite file of their own, so t
 service's database is untouched. Figures: rows per second each way, copy and verification
 together (the command's whole run, migration of the target included), and the verification
 alone (`verify-db` of the two ends).
+
+`JUNCTION_BENCH_COPY_EVENTS` sets the number of usage events (default 1,000,000), for a quicker
+run while working on the copy: `JUNCTION_BENCH_COPY_EVENTS=100000 make bench ARGS="--only copy_db"`.
 """
 
 from __future__ import annotations
@@ -175,6 +178,11 @@ def seed_sqlite(path: Path, events: int) -> int:
         db.close()
 
 
+def _load() -> str:
+    """The machine's load average (1, 5, 15 minutes): other work stretches the wall clock."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 async def _admin(ctx: BenchContext, statement: str) -> None:
     engine = create_async_engine(
         ctx.database_url.rsplit("/", 1)[0] + "/postgres",
@@ -195,7 +203,7 @@ async def run(ctx: BenchContext) -> None:
     postgres = ctx.database_url.rsplit("/", 1)[0] + f"/{database}"
     started = time.perf_counter()
     rows = await asyncio.to_thread(seed_sqlite, source, EVENTS)
-    print(f"  load average before the copies: {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"  load average before the copies: {_load()}", flush=True)
     print(
         f"  source: {rows:,} rows ({EVENTS:,} usage events) in "
         f"{time.perf_counter() - started:.1f} s",
@@ -208,6 +216,7 @@ async def run(ctx: BenchContext) -> None:
             ("SQLite -> PostgreSQL", f"sqlite:///{source}", postgres),
             ("PostgreSQL -> SQLite", postgres, f"sqlite:///{back}"),
         ):
+            print(f"  {label}: load average {_load()}", flush=True)
             started, cpu_started = time.perf_counter(), time.process_time()
             report = await copy_database(src, dst)
             seconds = time.perf_counter() - started
@@ -216,7 +225,9 @@ async def run(ctx: BenchContext) -> None:
             assert report.rows == rows
             ctx.report(f"{label}, copy + verify: seconds", seconds, "s", target="< 60 s")
             ctx.report(f"{label}, copy + verify: rows per second", rows / seconds, "rows/s")
+            ctx.report(f"{label}, copy alone: seconds", report.copy_s, "s")
             ctx.report(f"{label}, copy alone: rows per second", rows / report.copy_s, "rows/s")
+            ctx.report(f"{label}, verify alone: seconds", report.verify_s, "s")
             ctx.report(f"{label}, verify alone: rows per second", rows / report.verify_s, "rows/s")
             # This process's CPU (not the database server's): what the copy costs here even
             # when other work shares the machine and stretches the wall clock.
@@ -229,6 +240,7 @@ async def run(ctx: BenchContext) -> None:
             rows / (time.perf_counter() - started),
             "rows/s",
         )
+        print(f"  load average after the copies: {_load()}", flush=True)
     finally:
         await _admin(ctx, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         for path in root.iterdir():

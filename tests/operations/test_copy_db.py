@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -312,6 +314,8 @@ async def test_the_source_snapshot_does_not_see_rows_written_after_it_began(
             assert await databases.count_rows(conn, UsageEvent.__table__) == 3
             await add_usage_events(database_url, 2)  # another connection commits meanwhile
             assert await databases.count_rows(conn, UsageEvent.__table__) == 3
+            # The copy's and the checksum's reads go to the driver directly: in the snapshot too.
+            assert await databases.fetch_one(conn, "SELECT count(*) FROM usage_events") == (3,)
     finally:
         await database.dispose()
     assert await _count(database_url, _usage_count()) == 5
@@ -327,3 +331,103 @@ def test_each_command_explains_itself_and_its_exit_codes(
         main([command, "--help"])
     assert exited.value.code == 0
     assert "exit codes: 0 identical, 1 a table differs" in capsys.readouterr().out
+
+
+# Text the copy's lines must escape (COPY's text format), and look-alikes of those escapes.
+AWKWARD = [
+    "tab\there",
+    "tab\\there",  # a backslash and a t: not the tab above
+    "line\nbreak",
+    "carriage\rreturn",
+    "back\\slash\\",
+    "\\N",  # the text, not NULL
+    "",
+    "ünïcødé ✓ 😀",
+]
+
+
+async def test_awkward_values_survive_the_copy_both_ways_and_a_look_alike_is_caught(
+    new_database: NewDatabase, migrated: Migrate, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = await new_database("sqlite")
+    await migrated(source)
+    now = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    events = [
+        {
+            "id": f"event-{n}",
+            "tenant_id": TENANT,
+            "request_id": text_value if n % 2 else None,
+            "model": text_value,
+            "source": "awkward",
+            "prompt_tokens": n,
+            "completion_tokens": -n,
+            "total_tokens": 0,
+            "estimated_cost_usd": [
+                None,
+                Decimal("0.0000000001"),
+                Decimal("12345.1234567891"),
+                Decimal("0"),
+                Decimal("-2.5"),
+            ][n % 5],
+            "occurred_at": now + timedelta(microseconds=n),
+            "period": "2026-03",
+            "recorded_at": now,
+        }
+        for n, text_value in enumerate(AWKWARD)
+    ]
+    deletion = {
+        "id": "deletion-1",
+        "deleted_tenant_id": "gone\ttenant",
+        "name": None,
+        "tier": "",
+        "deleted_by": "ops\\n",
+        "deleted_at": now,
+        "counts": {"z": 1e2, "a": 1.0, "tab\tkey": [1, 2.5, "x\ny"], "none": None},
+        "revocations": {"attempted": 2, "failed": ["back\\slash", "ünï"], "ok": True},
+    }
+    engine = create_async_engine(source, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(UsageEvent), events)
+            await conn.execute(insert(Base.metadata.tables["workspace_deletions"]), deletion)
+            # A datetime some other tool wrote in another ISO form (SQLAlchemy's has a space
+            # and six decimals): the same moment once copied.
+            await conn.execute(
+                text("UPDATE usage_events SET recorded_at = :at WHERE id = 'event-0'"),
+                {"at": "2026-03-04T05:06:07"},
+            )
+    finally:
+        await engine.dispose()
+    postgres, back = await new_database("postgresql"), await new_database("sqlite")
+
+    assert await junction("copy-db", "--from", source, "--to", postgres, "--batch-size", "3") == 0
+    assert await junction("copy-db", "--from", postgres, "--to", back, "--batch-size", "3") == 0
+    assert await junction("verify-db", source, back) == 0
+    engine = create_async_engine(back, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            copied = (await conn.execute(select(UsageEvent.__table__).order_by("id"))).all()
+            copied_deletion = (
+                await conn.execute(select(Base.metadata.tables["workspace_deletions"]))
+            ).one()
+    finally:
+        await engine.dispose()
+    assert [row.model for row in copied] == AWKWARD
+    assert [row.request_id for row in copied] == [e["request_id"] for e in events]
+    assert [row.estimated_cost_usd for row in copied] == [e["estimated_cost_usd"] for e in events]
+    assert [row.occurred_at for row in copied] == [e["occurred_at"] for e in events]
+    assert {row.recorded_at for row in copied} == {now}
+    assert copied_deletion._asdict() == deletion
+    capsys.readouterr()
+
+    # One text replaced by its escaped look-alike: a tab by a backslash and a t.
+    engine = create_async_engine(postgres, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(UsageEvent).where(UsageEvent.id == "event-0").values(model="tab\\there")
+            )
+    finally:
+        await engine.dispose()
+    assert await junction("verify-db", source, postgres) == 1
+    assert "different: usage_events" in capsys.readouterr().err
