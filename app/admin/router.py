@@ -23,9 +23,9 @@ from app.core.db import utcnow
 from app.core.deps import TENANT_ID_PATTERN, SessionDep, SettingsDep, TenantIdPath
 from app.monitoring import service as monitoring_service
 from app.provider_configs import service as configs_service
-from app.provider_configs.schemas import PROVIDER_TYPES, RollbackRequest
+from app.provider_configs.schemas import PROVIDER_TYPES, RollbackRequest, list_field
 from app.state import app_state
-from app.tokens import connections, reads, timing
+from app.tokens import clients, connections, reads, timing
 from app.tokens.models import STORED_STATUSES
 from app.tokens.schemas import BRANCH_ID_PATTERN, PROVIDER_PATTERN
 from app.usage import service as usage_service
@@ -173,7 +173,8 @@ async def _connections_context(
         "provider": provider or "",
         "status": status or "",
         "statuses": timing.CONNECTION_STATUSES,
-        "providers": [spec.name for spec in ctx.registry.all_builtin()],
+        # The providers the tenant has a client for: those its connections can be with.
+        "providers": sorted({c.provider for c in await clients.list_clients(session, tenant_id)}),
     }
 
 
@@ -321,7 +322,11 @@ async def configs(
     return render(
         request,
         "configs.html",
-        {"tenant_id": tenant_id, "document": document, "provider_types": PROVIDER_TYPES},
+        {
+            "tenant_id": tenant_id,
+            "document": document,
+            "lists": [(kind, list_field(kind)) for kind in PROVIDER_TYPES],
+        },
     )
 
 

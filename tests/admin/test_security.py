@@ -136,8 +136,9 @@ async def test_a_session_without_its_csrf_token_changes_nothing(
     assert wrong_header.status_code == 403
     assert await _tier(app, "tenant-a") == "free"
 
-    done = await client.post("/admin/workspaces/tenant-a/tier", data={"tier": "pro"},
-                             headers={"X-CSRF-Token": csrf})
+    done = await client.post(
+        "/admin/workspaces/tenant-a/tier", data={"tier": "pro"}, headers={"X-CSRF-Token": csrf}
+    )
     assert done.status_code == 303
     assert await _tier(app, "tenant-a") == "pro"
 

@@ -6,12 +6,11 @@
   const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 
   function drawUsage(root) {
-    const data = root.querySelector ? root.querySelector("#usage-data") : null;
     const target = root.querySelector ? root.querySelector("#usage-chart") : null;
-    if (!data || !target || typeof uPlot === "undefined") {
+    if (!target || !target.dataset.chart || typeof uPlot === "undefined") {
       return;
     }
-    const chart = JSON.parse(data.textContent);
+    const chart = JSON.parse(target.dataset.chart);
     const xs = chart.days.map(function (day) { return Date.parse(day + "T00:00:00Z") / 1000; });
     // Stacked: each series is drawn as the running sum of itself and those below it; drawn
     // tallest first, so each lower band covers the part of the one above that is not its own.
