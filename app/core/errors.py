@@ -76,6 +76,13 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class PreconditionFailed(DomainError):
+    """A conditional request's precondition (`If-Match`) does not hold."""
+
+    status_code = 412
+    code = "precondition_failed"
+
+
 class InvalidInput(DomainError):
     """Input that passed the schema but breaks a rule; 422 like schema errors."""
 

@@ -34,6 +34,8 @@ _DESCRIPTIONS = {
     403: "The token does not cover this tenant, or lacks the role this operation needs.",
     404: "No such object for this tenant (another tenant's object answers the same).",
     409: "The object is not in a state that allows this (see `error`).",
+    412: "The `If-Match` precondition failed: the representation changed since that entity tag "
+    "(the current one is in `current_etag`).",
     413: "The body is larger than REQUEST_MAX_BODY_BYTES.",
     422: "A field breaks its rules: each is named in `fields`.",
     429: "Too many requests from this caller; retry after `Retry-After` seconds.",

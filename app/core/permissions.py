@@ -183,6 +183,7 @@ PERMISSIONS: dict[str, Operation] = {
         MEMBER, "secrets are masked unless revealed", (REVEAL_CONFIG_SECRETS,)
     ),
     "GET /config/{tenant_id}/history": Operation(MEMBER, "secrets are masked"),
+    "GET /config/{tenant_id}/diff": Operation(MEMBER, "secrets are shown only as changed"),
     "POST /config/{tenant_id}": Operation(
         SERVICE,
         "stores API keys, and can point a stored key at other settings (omitted keys are kept)",

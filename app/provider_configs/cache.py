@@ -1,6 +1,7 @@
 """The two-tier configuration cache: a per-process dict in front of Redis, coherent across replicas.
 
-Entries are the response bodies, already serialized, so a warm read is a dict lookup.
+Entries are the response bodies, already serialized, with their entity tags (`RenderedDocument`),
+so a warm read, and its 304, is a dict lookup.
 
 Coherence, in order, after a write commits (see `invalidate`):
 1. in one Redis transaction the writer bumps the tenant's generation, deletes the shared entries
@@ -26,10 +27,11 @@ from app.core.cache import Batch, Cache
 from app.core.invalidation import InvalidationBus
 from app.core.local_tier import LocalTier
 from app.core.metrics import CacheCounts, count_cache_operations
+from app.provider_configs.rendering import RenderedDocument
 
 ALL_TYPES = "all"  # the key suffix of the whole document (not a provider type)
 
-Loader = Callable[[str, str | None], Awaitable[bytes]]
+Loader = Callable[[str, str | None], Awaitable[RenderedDocument]]
 LocalKey = tuple[str, str | None]
 
 
@@ -59,10 +61,10 @@ class ConfigCache:
         self.shared_reads = count_cache_operations("shared", CacheCounts())
         self._cache = cache
         self._loader = loader
-        self._local: LocalTier[LocalKey, bytes] = LocalTier(
+        self._local: LocalTier[LocalKey, RenderedDocument] = LocalTier(
             cache, ttl_s=ttl_s, max_entries=max_local_entries
         )
-        self._inflight: dict[LocalKey, asyncio.Task[bytes]] = {}
+        self._inflight: dict[LocalKey, asyncio.Task[RenderedDocument]] = {}
         self._bus = InvalidationBus(
             cache, "provider_config", self._on_invalidation, self.clear, ack_timeout_s=ack_timeout_s
         )
@@ -82,7 +84,7 @@ class ConfigCache:
                 await task
 
     # --- reads ------------------------------------------------------------------------------
-    async def get(self, tenant_id: str, provider_type: str | None) -> bytes:
+    async def get(self, tenant_id: str, provider_type: str | None) -> RenderedDocument:
         """The serialized document: local tier, then Redis, then one database load per key."""
         if not self.enabled:
             return await self._loader(tenant_id, provider_type)
@@ -103,13 +105,13 @@ class ConfigCache:
         # Shielded: a reader that gives up does not cancel the load the others are waiting for.
         return await asyncio.shield(task)
 
-    def _forget(self, key: LocalKey, task: asyncio.Task[bytes]) -> None:
+    def _forget(self, key: LocalKey, task: asyncio.Task[RenderedDocument]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved here, raised in every waiter
 
-    async def _fill(self, key: LocalKey, epoch: int) -> bytes:
+    async def _fill(self, key: LocalKey, epoch: int) -> RenderedDocument:
         tenant_id, provider_type = key
         # Without Redis the shared cache is this process's memory: the local tier is enough.
         if not self._cache.shared:
@@ -125,13 +127,14 @@ class ConfigCache:
         shared, generation = found
         if shared is not None:
             self.shared_reads.hits += 1
-            self._local.put(key, shared, epoch)
-            return shared
+            document = RenderedDocument.from_bytes(shared)
+            self._local.put(key, document, epoch)
+            return document
         self.shared_reads.misses += 1
         body = await self._load(tenant_id, provider_type)
         await self._cache.set_if_unchanged(
             cache_key(tenant_id, provider_type),
-            body,
+            body.to_bytes(),
             self.ttl_s,
             guard=generation_key(tenant_id),
             expected=(generation or b"").decode(),
@@ -139,7 +142,7 @@ class ConfigCache:
         self._local.put(key, body, epoch)
         return body
 
-    async def _load(self, tenant_id: str, provider_type: str | None) -> bytes:
+    async def _load(self, tenant_id: str, provider_type: str | None) -> RenderedDocument:
         self.database_loads += 1
         return await self._loader(tenant_id, provider_type)
 

@@ -8,8 +8,9 @@ answer against them.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import Row
 
 from app.core.crypto import mask
 from app.core.secret_fields import MaskedSecretField, SnapshotSecret
+from app.provider_configs.diff import FieldChange, changes_json, diff_json, diff_snapshots
 from app.provider_configs.models import ProviderConfig, ProviderConfigVersion
 from app.provider_configs.schemas import (
     PRIORITY_RANK,
@@ -25,6 +27,9 @@ from app.provider_configs.schemas import (
     DefaultsDocument,
     list_field,
 )
+
+# The scope of a whole document's entity tag (a one-type document's is its type).
+ALL_SCOPE = "all"
 
 # The secret columns; a version snapshot keys their values by the same column names.
 API_KEY = MaskedSecretField(
@@ -124,13 +129,65 @@ def _sorted_by_type(rows: Sequence[Row[Any]], types: Sequence[str]) -> dict[str,
     return stored
 
 
+# Part of every entity tag: changed whenever a document's bytes could change for the same versions
+# (a new field, another order), so a tag never names two different bodies.
+_ETAG_FORMAT = "1"
+
+
+def document_etag(
+    tenant_id: str,
+    provider_type: str | None,
+    versions: Iterable[tuple[str, int]],
+    defaults: Defaults,
+) -> str:
+    """The strong entity tag of a masked document: derived from the (config id, version) of each
+    configuration it shows, its scope (one type or all) and the defaults it falls back to.
+
+    A version fixes every field of its entry, and versions only grow, so the same tag always
+    names the same bytes; the scope leads the tag (`"map.…"`), so a write's `If-Match` knows
+    which document it was read from.
+    """
+    scope = provider_type or ALL_SCOPE
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{_ETAG_FORMAT}\0{tenant_id}\0{scope}\0{defaults.tag}".encode())
+    for config_id, version in sorted(versions):
+        digest.update(f"\0{config_id}:{int(version)}".encode())
+    return f'"{scope}.{digest.hexdigest()}"'
+
+
+def etag_scope(etag: str) -> str | None:
+    """The scope a tag of `document_etag` names (`all` or a provider type); None for another tag."""
+    scope, dot, _ = etag.strip('"').partition(".")
+    return scope if dot and (scope == ALL_SCOPE or scope in PROVIDER_TYPES) else None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedDocument:
+    """A serialized document and its entity tag (None for a revealed one: it is never cached and
+    must not share the masked document's tag)."""
+
+    body: bytes
+    etag: str | None
+
+    def to_bytes(self) -> bytes:
+        """The form kept in the shared cache: the tag, a newline, the body."""
+        return f"{self.etag or ''}\n".encode() + self.body
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> RenderedDocument:
+        if raw[:1] == b"{":  # an entry stored before entries carried their tags
+            return cls(raw, None)
+        etag, _, body = raw.partition(b"\n")
+        return cls(body, etag.decode() or None)
+
+
 def render_document(
     tenant_id: str,
     rows: Sequence[Row[Any]],
     defaults: Defaults,
     provider_type: str | None,
     reveal: Reveal | None = None,
-) -> bytes:
+) -> RenderedDocument:
     """The older service's document, serialized: secrets masked, or in clear through `reveal`.
 
     A type the tenant stored nothing for shows the defaults.
@@ -154,10 +211,15 @@ def render_document(
             parts.append(",".join(_entry_json(r, reveal(r)) for r in own))
         parts.append("]")
     parts.append("}")
-    return "".join(parts).encode()
+    body = "".join(parts).encode()
+    if reveal is not None:
+        return RenderedDocument(body, None)
+    return RenderedDocument(
+        body, document_etag(tenant_id, provider_type, ((r.id, r.version) for r in rows), defaults)
+    )
 
 
-def _history_item_json(row: ProviderConfigVersion) -> str:
+def _history_item_json(row: ProviderConfigVersion, previous: dict[str, Any] | None) -> str:
     snapshot = row.snapshot
     head = f'"provider_type":{_quote(snapshot["provider_type"])},'
     provider = _provider_json(
@@ -174,13 +236,51 @@ def _history_item_json(row: ProviderConfigVersion) -> str:
         f'"change_type":{_quote(row.change_type)},"changed_at":{_nullable(_iso(row.changed_at))},'
         f'"changed_by":{_quote(row.changed_by)},"change_reason":{_nullable(row.change_reason)},'
         f'"source_version":{_nullable_int(row.source_version)},"snapshot":{provider},'
-        f'"deleted":{"true" if snapshot.get("deleted") else "false"}}}}}'
+        f'"deleted":{"true" if snapshot.get("deleted") else "false"}}},'
+        f'"diff":{version_diff_json(row, previous)}}}'
     )
 
 
-def render_history(rows: Sequence[ProviderConfigVersion], next_cursor: str | None) -> bytes:
-    items = ",".join(_history_item_json(r) for r in rows)
+def version_diff_json(row: ProviderConfigVersion, previous: dict[str, Any] | None) -> str:
+    """What `row` changed against the version before it (`previous`; None for the first)."""
+    from_version = row.version - 1 if row.version > 1 else None
+    return diff_json(from_version, row.version, diff_snapshots(previous, row.snapshot))
+
+
+def render_history(
+    rows: Sequence[ProviderConfigVersion],
+    previous: Mapping[tuple[str, int], dict[str, Any]],
+    next_cursor: str | None,
+) -> bytes:
+    """A history page; `previous` holds the snapshot before each row's (by config id, version)."""
+    items = ",".join(
+        _history_item_json(r, previous.get((r.config_id, r.version - 1))) for r in rows
+    )
     return f'{{"items":[{items}],"next_cursor":{_nullable(next_cursor)}}}'.encode()
+
+
+def render_diff(
+    config: ProviderConfig, from_version: int, to_version: int, changes: Sequence[FieldChange]
+) -> bytes:
+    """The answer of GET /config/{tenant_id}/diff."""
+    return (
+        f'{{"config_id":{_quote(config.id)},"provider_type":{_quote(config.provider_type)},'
+        f'"provider_name":{_quote(config.provider_name)},"from_version":{int(from_version)},'
+        f'"to_version":{int(to_version)},"changes":{changes_json(changes)}}}'
+    ).encode()
+
+
+def render_rollback_preview(
+    config: ProviderConfig, source_version: int, changes: Sequence[FieldChange]
+) -> bytes:
+    """The answer of a rollback with `dry_run=true`."""
+    return (
+        f'{{"dry_run":true,"config_id":{_quote(config.id)},'
+        f'"provider_type":{_quote(config.provider_type)},'
+        f'"provider_name":{_quote(config.provider_name)},"current_version":{int(config.version)},'
+        f'"source_version":{int(source_version)},"new_version":{int(config.version) + 1},'
+        f'"changes":{changes_json(changes)}}}'
+    ).encode()
 
 
 # --- defaults ----------------------------------------------------------------------------------
@@ -193,6 +293,8 @@ class Defaults:
 
     masked_json: dict[str, str]
     revealed_json: dict[str, str]
+    # Part of every document's entity tag: other defaults, other tags.
+    tag: str
 
     @classmethod
     def from_settings_document(cls, raw: dict[str, Any]) -> Defaults:
@@ -217,4 +319,7 @@ class Defaults:
                 revealed_entries.append(_entry_json(row, clear, source="default"))
             masked[provider_type] = ",".join(masked_entries)
             revealed[provider_type] = ",".join(revealed_entries)
-        return cls(masked, revealed)
+        tag = hashlib.blake2b(
+            json.dumps(masked, sort_keys=True).encode(), digest_size=8
+        ).hexdigest()
+        return cls(masked, revealed, tag)

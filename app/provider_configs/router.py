@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 
-from app.core import permissions
+from app.core import openapi, permissions
+from app.core.conditional import none_match
 from app.core.deps import (
     TENANT_ID_PATTERN,
     CurrentPrincipal,
@@ -17,14 +18,18 @@ from app.core.deps import (
 from app.core.routing import DirectRoute, PathParam, QueryFlag, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
 from app.provider_configs import service
+from app.provider_configs.rendering import RenderedDocument
 from app.provider_configs.schemas import (
     MAX_HISTORY_LIMIT,
+    MAX_VERSION,
     NO_NUL_PATTERN,
     PROVIDER_TYPES,
+    ConfigDiff,
     ConfigDocument,
     ConfigWrite,
     HistoryPage,
     ProviderType,
+    RollbackPreview,
     RollbackRequest,
 )
 from app.state import app_state
@@ -36,6 +41,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)
 }
 _DOCUMENT: dict[int | str, dict[str, Any]] = {200: {"model": ConfigDocument}, **_ERRORS}
+_WRITE: dict[int | str, dict[str, Any]] = {**_DOCUMENT, **openapi.errors(412)}
 
 
 def _domain(request: Request) -> service.Domain:
@@ -58,6 +64,36 @@ def _json(body: bytes, *, private: bool = False) -> Response:
     return Response(body, media_type=JSON, headers=headers)
 
 
+def _document(document: RenderedDocument) -> Response:
+    """A document with its entity tag (a revealed one has none and is never stored)."""
+    if document.etag is None:
+        return _json(document.body, private=True)
+    return Response(document.body, media_type=JSON, headers={"ETag": document.etag})
+
+
+# A write's precondition: the tag of the document it was read from (GET's `ETag`).
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=2000,
+        description="the `ETag` of the document (whole or one provider type) this write was "
+        "based on: 412 if it changed since; an alternative to `expected_version`",
+    ),
+]
+_IF_NONE_MATCH_HEADER = "if-none-match"
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "the `ETag` of the document the client holds: 304 with no body if unchanged",
+}
+_NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not Modified: the document still has the `ETag` sent in If-None-Match"}
+}
+
+
 # Declared once: each reads its parameter on the hot path and documents it in OpenAPI.
 _TENANT_ID = PathParam("tenant_id", TENANT_ID_PATTERN, description="the tenant (workspace) id")
 _PROVIDER_TYPE = QueryParam(
@@ -72,10 +108,11 @@ async def get_config(request: Request) -> Response:
     """The tenant's current configuration (defaults for types it stored nothing for).
 
     Secrets are masked unless `include_secrets=true` (which needs the `service` or `admin` role).
+    The masked document carries a strong `ETag`; `If-None-Match` with it answers 304.
     \f
     The hot path of the service, on a `DirectRoute`: the path, the query and the caller are read
-    here rather than declared, and the cache holds the serialized body, so a warm read touches no
-    session, no model and no dependency solving.
+    here rather than declared, and the cache holds the serialized body and its tag, so a warm read
+    (and its 304) touches no session, no model and no dependency solving.
     """
     principal = await get_principal(request)
     tenant_id = _TENANT_ID.read(request)
@@ -89,8 +126,12 @@ async def get_config(request: Request) -> Response:
             document = await service.read_document(
                 session, domain.defaults, tenant_id, provider_type, keyring=domain.keyring
             )
-        return _json(document, private=True)
-    return Response(await domain.cache.get(tenant_id, provider_type), media_type=JSON)
+        return _document(document)
+    document = await domain.cache.get(tenant_id, provider_type)
+    etag = document.etag
+    if etag is not None and none_match(request.headers.get(_IF_NONE_MATCH_HEADER), etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return _document(document)
 
 
 def add_hot_routes(app: FastAPI) -> None:
@@ -102,29 +143,39 @@ def add_hot_routes(app: FastAPI) -> None:
         methods=["GET"],
         tags=["configs"],
         response_model=None,
-        responses=_DOCUMENT,
-        openapi_extra=direct_parameters(_TENANT_ID, _PROVIDER_TYPE, _INCLUDE_SECRETS),
+        responses={**_DOCUMENT, **_NOT_MODIFIED},
+        openapi_extra={
+            "parameters": [
+                *direct_parameters(_TENANT_ID, _PROVIDER_TYPE, _INCLUDE_SECRETS)["parameters"],
+                _IF_NONE_MATCH,
+            ]
+        },
         route_class_override=DirectRoute,
     )
 
 
-@router.post("/config/{tenant_id}", response_model=None, responses=_DOCUMENT)
+@router.post("/config/{tenant_id}", response_model=None, responses=_WRITE)
 async def write_config(
     tenant_id: TenantIdPath,
     body: ConfigWrite,
     principal: Caller,
     session: SessionDep,
     domain: DomainDep,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Upsert the providers listed (others untouched); one version row per real change."""
+    """Upsert the providers listed (others untouched); one version row per real change.
+
+    Answers the whole document with its `ETag`. `If-Match` makes the write conditional on the
+    document (whole or of one type) it was read from: 412 if it changed since.
+    """
     principal.require_tenant(tenant_id)
     document = await service.upsert_providers(
-        session, domain, tenant_id, body, changed_by=principal.sub
+        session, domain, tenant_id, body, changed_by=principal.sub, if_match=if_match
     )
-    return _json(document)
+    return _document(document)
 
 
-@router.delete("/config/{tenant_id}", response_model=None, responses=_DOCUMENT)
+@router.delete("/config/{tenant_id}", response_model=None, responses=_WRITE)
 async def delete_config(
     tenant_id: TenantIdPath,
     principal: Caller,
@@ -135,8 +186,12 @@ async def delete_config(
     provider_name: Annotated[
         str | None, Query(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)
     ] = None,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Delete the matching configurations (all of the tenant's without filters)."""
+    """Delete the matching configurations (all of the tenant's without filters).
+
+    `If-Match` makes the delete conditional, as for a POST (412).
+    """
     principal.require_tenant(tenant_id)
     document = await service.delete_configs(
         session,
@@ -146,8 +201,9 @@ async def delete_config(
         provider_name=provider_name,
         reason=change_reason,
         changed_by=principal.sub,
+        if_match=if_match,
     )
-    return _json(document)
+    return _document(document)
 
 
 @router.get("/config/{tenant_id}/history", response_model=HistoryPage, responses=_ERRORS)
@@ -179,15 +235,87 @@ async def config_history(
     return _json(page)
 
 
-@router.post("/config/{tenant_id}/rollback", response_model=None, responses=_DOCUMENT)
+@router.get(
+    "/config/{tenant_id}/diff",
+    response_model=ConfigDiff,
+    responses=_ERRORS,
+)
+async def config_diff(
+    tenant_id: TenantIdPath,
+    principal: Caller,
+    session: SessionDep,
+    config_id: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=64,
+            pattern=NO_NUL_PATTERN,
+            description="the configuration (its `id` in a document or history entry)",
+        ),
+    ],
+    from_version: Annotated[
+        int | None,
+        Query(
+            alias="from",
+            ge=0,
+            le=MAX_VERSION,
+            description="the version to compare from (0: before the configuration existed); "
+            "defaults to the one before `to`",
+        ),
+    ] = None,
+    to_version: Annotated[
+        int | None,
+        Query(
+            alias="to",
+            ge=0,
+            le=MAX_VERSION,
+            description="the version to compare to; defaults to the current one",
+        ),
+    ] = None,
+) -> Response:
+    """What changed between two versions of one configuration, field by field.
+
+    Secrets (`api_key`, `api_secret`) are shown only as changed, never with their values.
+    """
+    principal.require_tenant(tenant_id)
+    diff = await service.diff_versions(
+        session, tenant_id, config_id, from_version=from_version, to_version=to_version
+    )
+    return _json(diff)
+
+
+@router.post(
+    "/config/{tenant_id}/rollback",
+    response_model=None,
+    responses={200: {"model": ConfigDocument | RollbackPreview}, **_ERRORS, **openapi.errors(412)},
+)
 async def rollback_config(
     tenant_id: TenantIdPath,
     body: RollbackRequest,
     principal: Caller,
     session: SessionDep,
     domain: DomainDep,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="answer the changes the rollback would make (a `RollbackPreview`) and "
+            "write nothing"
+        ),
+    ] = False,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Write an old version's content as a new version (`rolled_back`)."""
+    """Write an old version's content as a new version (`rolled_back`).
+
+    With `dry_run=true`, answer what it would change instead, with the same checks, and write
+    nothing. `If-Match` makes either conditional, as for a POST (412).
+    """
     principal.require_tenant(tenant_id)
-    document = await service.rollback(session, domain, tenant_id, body, changed_by=principal.sub)
-    return _json(document)
+    if dry_run:
+        preview = await service.preview_rollback(
+            session, domain, tenant_id, body, if_match=if_match
+        )
+        return _json(preview)
+    document = await service.rollback(
+        session, domain, tenant_id, body, changed_by=principal.sub, if_match=if_match
+    )
+    return _document(document)

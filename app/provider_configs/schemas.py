@@ -145,6 +145,81 @@ class SnapshotOut(BaseModel):
     deleted: bool
 
 
+class FieldChangeOut(BaseModel):
+    """One field that differs between two versions."""
+
+    field: str = Field(
+        description="provider_name, priority, enabled, deleted, a secret's name (api_key, "
+        "api_secret), or a config_data key by its dotted path (a '.' inside a key is escaped "
+        "as '\\.')",
+        examples=["config_data.style.zoom"],
+    )
+    change: Literal["added", "removed", "changed"] = Field(
+        description="added or removed: the field exists on one side only; a secret is only "
+        "ever 'changed'",
+        examples=["changed"],
+    )
+    before: Any = Field(
+        default=None,
+        description="the value before (absent when added, and for every secret)",
+        examples=[3],
+    )
+    after: Any = Field(
+        default=None,
+        description="the value after (absent when removed, and for every secret)",
+        examples=[4],
+    )
+    secret: bool = Field(
+        description="a secret field: its values are never shown, only that it changed",
+        examples=[False],
+    )
+
+
+class VersionDiffOut(BaseModel):
+    """What a version changed against the one before it."""
+
+    from_version: int | None = Field(
+        description="the version compared against; null for a configuration's first version",
+        examples=[2],
+    )
+    to_version: int = Field(description="the version that made these changes", examples=[3])
+    changes: list[FieldChangeOut] = Field(description="the changed fields, in a fixed order")
+
+
+class ConfigDiff(BaseModel):
+    """Answer of GET /config/{tenant_id}/diff: the changes from one version to another."""
+
+    config_id: str = Field(description="the configuration compared", examples=["c0ffee"])
+    provider_type: ProviderType = Field(description="its provider type", examples=["map"])
+    provider_name: str = Field(description="its provider name", examples=["google"])
+    from_version: int = Field(
+        description="the version compared from (0: before the configuration existed)",
+        examples=[1],
+    )
+    to_version: int = Field(description="the version compared to", examples=[3])
+    changes: list[FieldChangeOut] = Field(
+        description="the fields that differ, from `from_version` to `to_version`"
+    )
+
+
+class RollbackPreview(BaseModel):
+    """Answer of POST /config/{tenant_id}/rollback?dry_run=true: what the rollback would change."""
+
+    dry_run: Literal[True] = Field(description="always true: nothing was written")
+    config_id: str = Field(description="the configuration", examples=["c0ffee"])
+    provider_type: ProviderType = Field(description="its provider type", examples=["map"])
+    provider_name: str = Field(description="its provider name", examples=["google"])
+    current_version: int = Field(description="its version now", examples=[5])
+    source_version: int = Field(description="the version whose content it restores", examples=[2])
+    new_version: int = Field(
+        description="the version the rollback would write (if nothing else writes first)",
+        examples=[6],
+    )
+    changes: list[FieldChangeOut] = Field(
+        description="the fields that would change, from the current version to the restored one"
+    )
+
+
 class HistoryItem(BaseModel):
     config_id: str
     version: int
@@ -154,6 +229,7 @@ class HistoryItem(BaseModel):
     change_reason: str | None
     source_version: int | None
     snapshot: SnapshotOut
+    diff: VersionDiffOut = Field(description="what this version changed against the previous one")
 
 
 class HistoryPage(BaseModel):

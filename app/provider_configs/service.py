@@ -10,13 +10,15 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.conditional import if_match_tags
 from app.core.crypto import DecryptionError, Keyring, mask
 from app.core.db import after_commit, is_postgres, single_statement_reader, utcnow
-from app.core.errors import InvalidField
+from app.core.errors import InvalidField, PreconditionFailed
 from app.core.pagination import RowIdCursor
 from app.core.secret_fields import MaskedSecretField
 from app.provider_configs import repository
 from app.provider_configs.cache import ConfigCache
+from app.provider_configs.diff import diff_snapshots
 from app.provider_configs.exceptions import (
     ConfigNotFound,
     NotRestorable,
@@ -26,13 +28,19 @@ from app.provider_configs.exceptions import (
 )
 from app.provider_configs.models import ProviderConfig, ProviderConfigVersion
 from app.provider_configs.rendering import (
+    ALL_SCOPE,
     API_KEY,
     API_SECRET,
     SECRET_FIELDS,
     Defaults,
+    RenderedDocument,
     Reveal,
+    document_etag,
+    etag_scope,
+    render_diff,
     render_document,
     render_history,
+    render_rollback_preview,
 )
 from app.provider_configs.schemas import (
     MAX_CONFIG_DATA_BYTES,
@@ -78,7 +86,7 @@ async def read_document(
     provider_type: str | None,
     *,
     keyring: Keyring | None = None,
-) -> bytes:
+) -> RenderedDocument:
     """The serialized document; secrets in clear when a keyring is given, masked otherwise."""
     rows = await repository.fetch_live_configs(
         session, tenant_id, provider_type, with_secrets=keyring is not None
@@ -96,7 +104,7 @@ def document_loader(engine: AsyncEngine, defaults: Defaults) -> Callable[[str, s
     """
     reader = single_statement_reader(engine)
 
-    async def load(tenant_id: str, provider_type: str | None) -> bytes:
+    async def load(tenant_id: str, provider_type: str | None) -> RenderedDocument:
         async with reader.connect() as connection:
             rows = await repository.fetch_live_configs(connection, tenant_id, provider_type)
         return render_document(tenant_id, rows, defaults, provider_type)
@@ -281,15 +289,53 @@ async def _upsert_one(
     return True
 
 
-async def _start_write(session: AsyncSession, tenant_id: str) -> None:
-    """SQLite: write first, so the transaction holds the database's write lock before it reads.
+async def _start_write(
+    session: AsyncSession, domain: Domain, tenant_id: str, if_match: str | None
+) -> None:
+    """Take the tenant's write turn, then check the write's `If-Match` against the documents as
+    they are now.
 
-    A SQLite transaction that reads and then writes fails at once if another writer committed in
+    SQLite: write first, so the transaction holds the database's write lock before it reads. A
+    SQLite transaction that reads and then writes fails at once if another writer committed in
     between; one that starts with a write waits its turn (busy timeout) and then reads the latest
-    state. PostgreSQL needs nothing here: writers lock the rows they change.
+    state. PostgreSQL: the tenant's configuration writers take one transaction-scoped advisory
+    lock, so a document's tag checked here cannot change before this write commits (another
+    writer creating a new provider locks no row this one would see); the row locks still order
+    the writers of one row.
     """
-    if not is_postgres(session):
+    if is_postgres(session):
+        await repository.lock_tenant_configs(session, tenant_id)
+    else:
         await workspace_service.ensure_workspace(session, tenant_id)
+    if if_match is not None:
+        await _check_if_match(session, domain.defaults, tenant_id, if_match)
+
+
+async def _check_if_match(
+    session: AsyncSession, defaults: Defaults, tenant_id: str, if_match: str
+) -> None:
+    """412 unless one of the tags names the current document of its scope (`*`: any)."""
+    tags = if_match_tags(if_match)
+    if tags is None:
+        return
+    current: dict[str | None, str] = {}
+    for tag in tags:
+        scope = etag_scope(tag)
+        if scope is None:
+            continue
+        provider_type = None if scope == ALL_SCOPE else scope
+        if provider_type not in current:
+            versions = await repository.live_versions(session, tenant_id, provider_type)
+            current[provider_type] = document_etag(tenant_id, provider_type, versions, defaults)
+        if current[provider_type] == tag:
+            return
+    whole = current.get(None) or document_etag(
+        tenant_id, None, await repository.live_versions(session, tenant_id, None), defaults
+    )
+    raise PreconditionFailed(
+        "the configuration changed since that ETag (If-Match); read it again",
+        current_etag=whole,
+    )
 
 
 def _invalidate_after_commit(
@@ -317,8 +363,14 @@ def forget_tenant_after_commit(session: AsyncSession, domain: Domain, tenant_id:
 
 
 async def upsert_providers(
-    session: AsyncSession, domain: Domain, tenant_id: str, body: ConfigWrite, *, changed_by: str
-) -> bytes:
+    session: AsyncSession,
+    domain: Domain,
+    tenant_id: str,
+    body: ConfigWrite,
+    *,
+    changed_by: str,
+    if_match: str | None = None,
+) -> RenderedDocument:
     """Upsert the listed providers (others untouched); answers the whole document."""
     if body.tenant_id is not None and body.tenant_id != tenant_id:
         raise InvalidField("tenant_id", "does not match the tenant in the path")
@@ -332,7 +384,7 @@ async def upsert_providers(
                 list_field(provider_type), f"provider '{provider.provider_name}' is listed twice"
             )
         seen.add((provider_type, provider.provider_name))
-    await _start_write(session, tenant_id)
+    await _start_write(session, domain, tenant_id, if_match)
     # Rows are locked in one order, so two writers listing the same providers cannot deadlock.
     changed: set[str] = set()
     for provider_type, provider in sorted(listed, key=lambda p: (p[0], p[1].provider_name)):
@@ -360,9 +412,10 @@ async def delete_configs(
     provider_name: str | None,
     reason: str,
     changed_by: str,
-) -> bytes:
+    if_match: str | None = None,
+) -> RenderedDocument:
     """Delete the matching live configurations, each with a `deleted` version; history stays."""
-    await _start_write(session, tenant_id)
+    await _start_write(session, domain, tenant_id, if_match)
     configs = await repository.lock_live_configs(session, tenant_id, provider_type, provider_name)
     if not configs:
         raise ConfigNotFound("no stored configuration matches")
@@ -376,17 +429,10 @@ async def delete_configs(
     return await read_document(session, domain.defaults, tenant_id, None)
 
 
-async def rollback(
-    session: AsyncSession,
-    domain: Domain,
-    tenant_id: str,
-    request: RollbackRequest,
-    *,
-    changed_by: str,
-) -> bytes:
-    """Write an old version's content as a new version; brings a deleted configuration back."""
-    await _start_write(session, tenant_id)
-    config = await repository.lock_config_by_id(session, tenant_id, request.config_id)
+async def _rollback_source(
+    session: AsyncSession, config: ProviderConfig | None, request: RollbackRequest
+) -> tuple[ProviderConfig, dict[str, Any]]:
+    """The configuration and the snapshot a rollback would restore, once checked."""
     if config is None or config.version == 0:
         raise ConfigNotFound(f"configuration '{request.config_id}' not found")
     _check_expected(config, request.expected_version, f"configuration '{config.id}'")
@@ -401,12 +447,33 @@ async def rollback(
         raise NotRestorable(
             "version", f"version {request.version} records a deletion; choose one with content"
         )
+    return config, snapshot
+
+
+def _restore(config: ProviderConfig, snapshot: dict[str, Any]) -> None:
     config.priority = snapshot["priority"]
     config.enabled = snapshot["enabled"]
     config.config_data = snapshot["config_data"]
     for field in SECRET_FIELDS:
         field.store(config, snapshot.get(field.encrypted), snapshot.get(field.mask))
     config.deleted = False
+
+
+async def rollback(
+    session: AsyncSession,
+    domain: Domain,
+    tenant_id: str,
+    request: RollbackRequest,
+    *,
+    changed_by: str,
+    if_match: str | None = None,
+) -> RenderedDocument:
+    """Write an old version's content as a new version; brings a deleted configuration back."""
+    await _start_write(session, domain, tenant_id, if_match)
+    config, snapshot = await _rollback_source(
+        session, await repository.lock_config_by_id(session, tenant_id, request.config_id), request
+    )
+    _restore(config, snapshot)
     _record_version(
         session,
         config,
@@ -418,6 +485,26 @@ async def rollback(
     await session.flush()
     _invalidate_after_commit(session, domain, tenant_id, {config.provider_type})
     return await read_document(session, domain.defaults, tenant_id, None)
+
+
+async def preview_rollback(
+    session: AsyncSession,
+    domain: Domain,
+    tenant_id: str,
+    request: RollbackRequest,
+    *,
+    if_match: str | None = None,
+) -> bytes:
+    """What `rollback` would change, with the same checks; reads only (no lock, no version, no
+    invalidation)."""
+    if if_match is not None:
+        await _check_if_match(session, domain.defaults, tenant_id, if_match)
+    config, snapshot = await _rollback_source(
+        session, await repository.find_config(session, tenant_id, request.config_id), request
+    )
+    restored = {**snapshot, "deleted": False}
+    changes = diff_snapshots(snapshot_of(config), restored)
+    return render_rollback_preview(config, request.version, changes)
 
 
 # --- history -----------------------------------------------------------------------------------
@@ -448,4 +535,34 @@ async def history(
     )
     page = rows[:limit]
     next_cursor = RowIdCursor(page[-1].id).encode() if len(rows) > limit else None
-    return render_history(page, next_cursor)
+    previous = await repository.version_snapshots(
+        session, ((row.config_id, row.version - 1) for row in page)
+    )
+    return render_history(page, previous, next_cursor)
+
+
+async def diff_versions(
+    session: AsyncSession,
+    tenant_id: str,
+    config_id: str,
+    *,
+    from_version: int | None,
+    to_version: int | None,
+) -> bytes:
+    """What changed from one version of a configuration to another (either order; version 0 is
+    the state before it existed). `to` defaults to the current version, `from` to the one
+    before `to`."""
+    config = await repository.find_config(session, tenant_id, config_id)
+    if config is None or config.version == 0:
+        raise ConfigNotFound(f"configuration '{config_id}' not found")
+    to = config.version if to_version is None else to_version
+    start = max(to - 1, 0) if from_version is None else from_version
+    for number in (start, to):
+        if number > config.version:
+            raise VersionNotFound(
+                f"configuration '{config_id}' has no version {number}",
+                current_version=config.version,
+            )
+    snapshots = await repository.version_snapshots(session, [(config_id, start), (config_id, to)])
+    changes = diff_snapshots(snapshots.get((config_id, start)), snapshots.get((config_id, to)))
+    return render_diff(config, start, to, changes)

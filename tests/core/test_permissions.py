@@ -81,6 +81,7 @@ _QUERY_VALUES = {
     "branch_id": "branch-1",
     "change_reason": "matrix",
     "state": "an-unknown-state",
+    "config_id": "c" * 32,
 }
 
 

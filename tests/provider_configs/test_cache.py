@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from app.core.config import Settings
 from app.provider_configs.cache import ConfigCache
+from app.provider_configs.rendering import RenderedDocument
 from app.state import app_state
 from tests.conftest import (
     REDIS_URL,
@@ -191,12 +192,12 @@ async def test_a_load_that_straddles_a_write_is_not_kept(app: Any) -> None:
     loads: list[str] = []
     release = asyncio.Event()
 
-    async def loader(tenant_id: str, provider_type: str | None) -> bytes:
+    async def loader(tenant_id: str, provider_type: str | None) -> RenderedDocument:
         loads.append(tenant_id)
         if len(loads) == 1:
             await release.wait()  # still reading the old state when the write commits
-            return b'{"state":"old"}'
-        return b'{"state":"new"}'
+            return RenderedDocument(b'{"state":"old"}', '"old"')
+        return RenderedDocument(b'{"state":"new"}', '"new"')
 
     cache = ConfigCache(app_state(app).cache, loader, ttl_s=300)
     straddling = asyncio.create_task(cache.get(TENANT, "map"))
@@ -204,7 +205,7 @@ async def test_a_load_that_straddles_a_write_is_not_kept(app: Any) -> None:
         await asyncio.sleep(0)
     await cache.invalidate(TENANT, ["map"])
     release.set()
-    assert await straddling == b'{"state":"old"}'
-    assert await cache.get(TENANT, "map") == b'{"state":"new"}'
-    assert await cache.get(TENANT, "map") == b'{"state":"new"}'
+    assert (await straddling).body == b'{"state":"old"}'
+    assert (await cache.get(TENANT, "map")).body == b'{"state":"new"}'
+    assert (await cache.get(TENANT, "map")).body == b'{"state":"new"}'
     assert len(loads) == 2

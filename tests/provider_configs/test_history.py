@@ -23,6 +23,7 @@ async def test_history_is_newest_first(client: httpx.AsyncClient, editor: dict) 
         "change_reason",
         "source_version",
         "snapshot",
+        "diff",
     }
 
 

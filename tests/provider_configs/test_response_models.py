@@ -29,19 +29,25 @@ DEFAULTS = {
 }
 
 
-def published_model(app: Any, method: str, path: str) -> type[BaseModel]:
-    """The pydantic model behind the route's documented 200 answer."""
+def published_models(app: Any, method: str, path: str) -> list[type[BaseModel]]:
+    """The pydantic models behind the route's documented 200 answer (one, or the `anyOf`)."""
     response = app.openapi()["paths"][path][method]["responses"]["200"]
-    ref: str = response["content"]["application/json"]["schema"]["$ref"]
-    model: type[BaseModel] = getattr(schemas, ref.rsplit("/", 1)[-1])
-    return model
+    schema = response["content"]["application/json"]["schema"]
+    refs: list[str] = [s["$ref"] for s in schema.get("anyOf", [schema])]
+    return [getattr(schemas, ref.rsplit("/", 1)[-1]) for ref in refs]
 
 
-def assert_published(app: Any, method: str, path: str, response: httpx.Response) -> None:
+def assert_published(
+    app: Any, method: str, path: str, response: httpx.Response, *, model_name: str | None = None
+) -> None:
+    """The answer validates against the route's published model (`model_name`, of a union)."""
     assert response.status_code == 200, response.text
-    model = published_model(app, method, path)
+    models = published_models(app, method, path)
+    if model_name is not None:
+        models = [m for m in models if m.__name__ == model_name]
+    assert len(models) == 1, models
     # extra="forbid": a field the renderer adds but the model lacks is a failure too.
-    model.model_validate_json(response.content, strict=True, extra="forbid")
+    models[0].model_validate_json(response.content, strict=True, extra="forbid")
 
 
 DOCUMENT = "/config/{tenant_id}"
@@ -98,7 +104,14 @@ async def test_every_answer_matches_its_published_model(
         json={"config_id": config_id, "version": 1, "reason": "zoom back"},
         headers=editor,
     )
-    assert_published(app, "post", "/config/{tenant_id}/rollback", rolled_back)
+    rollback_path = "/config/{tenant_id}/rollback"
+    assert_published(app, "post", rollback_path, rolled_back, model_name="ConfigDocument")
+    preview = await client.post(
+        f"/config/{TENANT}/rollback?dry_run=true",
+        json={"config_id": config_id, "version": 2, "reason": "zoom again"},
+        headers=editor,
+    )
+    assert_published(app, "post", rollback_path, preview, model_name="RollbackPreview")
     deleted = await client.delete(
         f"/config/{TENANT}?provider_type=sms&provider_name=vonage&change_reason=gone",
         headers=editor,
@@ -121,3 +134,14 @@ async def test_every_answer_matches_its_published_model(
     assert cursor is not None
     rest = await client.get(f"/config/{TENANT}/history", params={"cursor": cursor}, headers=editor)
     assert_published(app, "get", path, rest)
+
+    # Diffs: the latest change, and two chosen versions.
+    diff_path = "/config/{tenant_id}/diff"
+    latest = await client.get(f"/config/{TENANT}/diff?config_id={config_id}", headers=editor)
+    assert_published(app, "get", diff_path, latest)
+    chosen = await client.get(
+        f"/config/{TENANT}/diff",
+        params={"config_id": config_id, "from": 0, "to": 3},
+        headers=editor,
+    )
+    assert_published(app, "get", diff_path, chosen)

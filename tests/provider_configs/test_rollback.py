@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import TokenFactory, bearer
+from app.state import app_state
+from tests.conftest import TokenFactory, bearer, recorded_statements
 from tests.provider_configs.conftest import TENANT, find, history, post_config, provider
 
 
@@ -131,3 +132,97 @@ async def test_rollback_to_a_deletion_is_a_422(client: httpx.AsyncClient, editor
     await client.delete(f"/config/{TENANT}", params={"change_reason": "x"}, headers=editor)
     response = await _rollback(client, editor, config_id=config_id, version=2, reason="x")
     assert response.status_code == 422
+
+
+def _writes(statement: str) -> bool:
+    return statement.lstrip().split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}
+
+
+async def test_a_dry_run_answers_the_changes_and_writes_nothing(
+    app: Any, client: httpx.AsyncClient, editor: dict
+) -> None:
+    await post_config(
+        client, editor, map=[provider("google", api_key="first-key-aaaa1111", config_data={"v": 1})]
+    )
+    await post_config(
+        client,
+        editor,
+        map=[
+            provider("google", api_key="second-key-bbbb2222", config_data={"v": 2}, enabled=False)
+        ],
+    )
+    config_id = await _google_id(client, editor)  # the GET warms the cache
+    cache = app_state(app).provider_configs.cache
+    loads = cache.database_loads
+    with recorded_statements(app, _writes) as writes:
+        response = await client.post(
+            f"/config/{TENANT}/rollback?dry_run=true",
+            json={"config_id": config_id, "version": 1, "reason": "preview"},
+            headers=editor,
+        )
+    assert response.status_code == 200, response.text
+    assert writes == []
+    preview = response.json()
+    assert preview["dry_run"] is True
+    assert (preview["current_version"], preview["source_version"], preview["new_version"]) == (
+        2,
+        1,
+        3,
+    )
+    assert preview["changes"] == [
+        {"field": "enabled", "change": "changed", "before": False, "after": True, "secret": False},
+        {"field": "config_data.v", "change": "changed", "before": 2, "after": 1, "secret": False},
+        {"field": "api_key", "change": "changed", "secret": True},
+    ]
+    assert "aaaa1111" not in response.text and "bbbb2222" not in response.text
+    # No version was written and the cache was not invalidated: the next read is still warm.
+    assert [i["version"] for i in await history(client, editor)] == [2, 1]
+    assert (
+        find((await client.get(f"/config/{TENANT}", headers=editor)).json(), "map", "google")[
+            "version"
+        ]
+        == 2
+    )
+    assert cache.database_loads == loads
+
+
+async def test_a_dry_run_of_a_deleted_config_shows_it_coming_back(
+    client: httpx.AsyncClient, editor: dict
+) -> None:
+    await post_config(client, editor, map=[provider("google", config_data={"v": 1})])
+    config_id = await _google_id(client, editor)
+    await client.delete(f"/config/{TENANT}?provider_name=google&change_reason=x", headers=editor)
+    response = await client.post(
+        f"/config/{TENANT}/rollback?dry_run=true",
+        json={"config_id": config_id, "version": 1, "reason": "preview"},
+        headers=editor,
+    )
+    assert response.json()["changes"] == [
+        {"field": "deleted", "change": "changed", "before": True, "after": False, "secret": False}
+    ]
+
+
+async def test_a_dry_run_makes_the_checks_the_rollback_makes(
+    client: httpx.AsyncClient, editor: dict, make_token: TokenFactory
+) -> None:
+    await post_config(client, editor, map=[provider("google", config_data={"v": 1})])
+    await post_config(client, editor, map=[provider("google", config_data={"v": 2})])
+    config_id = await _google_id(client, editor)
+    url = f"/config/{TENANT}/rollback?dry_run=true"
+    body = {"config_id": config_id, "reason": "preview"}
+    stale = await client.post(
+        url, json={**body, "version": 1, "expected_version": 1}, headers=editor
+    )
+    assert stale.status_code == 409
+    assert stale.json()["current_version"] == 2
+    missing = await client.post(url, json={**body, "version": 7}, headers=editor)
+    assert missing.status_code == 404
+    member = bearer(make_token([TENANT]))
+    assert (await client.post(url, json={**body, "version": 1}, headers=member)).status_code == 403
+    other = bearer(make_token(["tenant-b"], roles=["service"]))
+    foreign = await client.post(
+        "/config/tenant-b/rollback?dry_run=true", json={**body, "version": 1}, headers=other
+    )
+    assert foreign.status_code == 404
+    bad = await client.post(f"/config/{TENANT}/rollback?dry_run=maybe", json=body, headers=editor)
+    assert bad.status_code == 422
