@@ -158,6 +158,31 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
     imports.add_argument("--tenant", help="only this tenant's configurations")
     imports.set_defaults(func=_operation("import_configs"))
 
+    usage = commands.add_parser(
+        "usage",
+        help="usage maintenance: rerate (re-price a range after a price correction)",
+        description="rerate: recompute the cost and price version of every usage event that "
+        "occurred in [--from, --to) with the current price table (USAGE_MODEL_PRICES over the "
+        "defaults); counters and daily rollups follow in the same transaction, one per batch. "
+        "Idempotent: events already at the current price are left alone, so it can be run again "
+        "or resumed. Exit 0 done, 2 a bad range.",
+    )
+    usage.add_argument("action", choices=["rerate"], help="rerate")
+    usage.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        help="ISO 8601 date or date-time (UTC when no offset), inclusive",
+    )
+    usage.add_argument(
+        "--to",
+        dest="end",
+        required=True,
+        help="ISO 8601, exclusive; a date alone includes that whole day",
+    )
+    usage.add_argument("--batch", type=int, default=1000, help="events per transaction")
+    usage.set_defaults(func=_operation("usage"))
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -228,8 +228,12 @@ class Settings(BaseSettings):
     provider_config_cache_enabled: bool = True
 
     # --- usage (app/usage) ---------------------------------------------------------------
-    # {"gpt-4o": {"prompt": 2.5, "completion": 10.0}}: USD per million tokens, merged over defaults
-    usage_model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # {"gpt-4o": {"prompt": 2.5, "completion": 10.0}}: USD per million tokens, merged over defaults;
+    # also "cached_prompt", "reasoning", and "effective_from" (a date; a list of entries per model
+    # gives its price history). See docs/usage.md.
+    usage_model_prices: dict[str, dict[str, float | str] | list[dict[str, float | str]]] = Field(
+        default_factory=dict
+    )
     # {"free": {"tokens": 100000, "calls": 1000}}: monthly limits, merged over defaults
     usage_tier_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
 

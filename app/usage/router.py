@@ -17,7 +17,7 @@ from app.core.deps import (
     TenantIdPath,
 )
 from app.state import app_state
-from app.usage import service
+from app.usage import service, summaries
 from app.usage.prices import PriceTable
 from app.usage.schemas import (
     MAX_BATCH,
@@ -143,5 +143,5 @@ async def read_usage_summary(
     the current month's counters against the tier's limits."""
     principal.require_tenant(tenant_id)
     now = utcnow()
-    window = service.parse_range(from_, to, now=now)
-    return await service.summarize(session, settings, tenant_id, window, group_by, now=now)
+    window = summaries.parse_range(from_, to, now=now)
+    return await summaries.summarize(session, settings, tenant_id, window, group_by, now=now)

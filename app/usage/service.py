@@ -1,12 +1,11 @@
-"""Usage logic: record events idempotently, add them to the counters, summarise in SQL."""
+"""Usage logic: record events idempotently, add them to counters and rollups, summarise in SQL."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -20,36 +19,34 @@ from sqlalchemy import (
     literal_column,
     select,
     tuple_,
-    type_coerce,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.db import UTCDateTime, dialect_insert, is_postgres, new_id
 from app.usage.exceptions import InvalidUsageInput
-from app.usage.models import COUNTER_SHARDS, CostType, UsageCounter, UsageEvent
+from app.usage.models import (
+    COUNTER_SHARDS,
+    UsageCounter,
+    UsageDailyRollup,
+    UsageEvent,
+)
 from app.usage.prices import PriceTable
 from app.usage.schemas import (
-    GroupBy,
     LimitFigures,
     PeriodQuota,
-    UsageBucket,
     UsageEventIn,
     UsageEventRead,
-    UsageFigures,
-    UsageSummary,
 )
 from app.workspaces import service as workspace_service
 
 # Callers' clocks drift; an event further in the future than this is refused, since it would be
 # counted against a period that has not started.
 FUTURE_TOLERANCE = timedelta(minutes=10)
-DEFAULT_RANGE = timedelta(days=30)
-# "At most a year": 366 days, so a leap year fits.
-MAX_RANGE = timedelta(days=366)
 
 events_table = UsageEvent.__table__
 counters_table = UsageCounter.__table__
+rollups_table = UsageDailyRollup.__table__
 
 
 def period_of(moment: datetime) -> str:
@@ -94,7 +91,7 @@ async def record_events(
         (await session.execute(_statements(session).insert_events, in_key_order)).scalars()
     )
     if inserted:
-        await _add_to_counters(session, inserted, now)
+        await _add_to_counters_and_rollups(session, inserted, now)
 
     firsts = await _first_events(session, [row for row in rows if row["id"] not in inserted])
     results: list[UsageEventRead] = []
@@ -117,6 +114,23 @@ def _event_row(
         raise InvalidUsageInput(f"{field}occurred_at", "is out of range") from None
     if occurred_at > now + FUTURE_TOLERANCE:
         raise InvalidUsageInput(f"{field}occurred_at", "is in the future")
+    cached, reasoning = event.cached_tokens, event.reasoning_tokens
+    if cached > event.prompt_tokens:
+        raise InvalidUsageInput(
+            f"{field}prompt_tokens_details.cached_tokens", "cannot exceed prompt_tokens"
+        )
+    if reasoning > event.completion_tokens:
+        raise InvalidUsageInput(
+            f"{field}completion_tokens_details.reasoning_tokens", "cannot exceed completion_tokens"
+        )
+    quote = prices.quote(
+        event.model,
+        event.prompt_tokens,
+        event.completion_tokens,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        at=occurred_at,
+    )
     return {
         "id": new_id(),
         "tenant_id": event.tenant_id,
@@ -126,40 +140,51 @@ def _event_row(
         "prompt_tokens": event.prompt_tokens,
         "completion_tokens": event.completion_tokens,
         "total_tokens": event.prompt_tokens + event.completion_tokens,
-        "estimated_cost_usd": prices.cost_of(
-            event.model, event.prompt_tokens, event.completion_tokens
-        ),
+        "cached_tokens": cached,
+        "reasoning_tokens": reasoning,
+        "estimated_cost_usd": None if quote is None else quote.cost,
+        "price_version": None if quote is None else quote.version,
         "occurred_at": occurred_at,
         "period": period_of(occurred_at),
         "recorded_at": now,
     }
 
 
-async def _add_to_counters(session: AsyncSession, event_ids: set[str], now: datetime) -> None:
-    """One adding upsert per (tenant, period), summed in SQL from the rows just inserted.
+async def _add_to_counters_and_rollups(
+    session: AsyncSession, event_ids: set[str], now: datetime
+) -> None:
+    """One adding upsert per (tenant, period) counter and per (tenant, day, model, source) rollup,
+    summed in SQL from the rows just inserted.
 
-    Never read-modify-write: each writer adds its own figures to one of the month's shard rows
-    (picked at random, so concurrent writers seldom wait on each other). A request uses one shard
-    for all its rows and locks them in (tenant, period) order, so two batches cannot deadlock.
+    Never read-modify-write: each writer adds its own figures to one of the shard rows (picked at
+    random, so concurrent writers seldom wait on each other). A request uses one shard for all its
+    rows and locks them in key order, counters before rollups, so two batches cannot deadlock.
     """
-    await session.execute(
-        _statements(session).add_to_counters,
-        {"event_ids": list(event_ids), "shard": random.randrange(COUNTER_SHARDS), "now": now},
-    )
+    statements = _statements(session)
+    parameters = {
+        "event_ids": list(event_ids),
+        "shard": random.randrange(COUNTER_SHARDS),
+        "now": now,
+    }
+    await session.execute(statements.add_to_counters, parameters)
+    await session.execute(statements.add_to_rollups, parameters)
 
 
 @dataclass(frozen=True)
 class _Statements:
     insert_events: Any
     add_to_counters: Any
+    add_to_rollups: Any
 
 
 # What a counter row adds up and a summary reports, under the same names.
-_FIGURES = (
+FIGURES = (
     "calls",
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
     "estimated_cost_usd",
     "unpriced_calls",
 )
@@ -186,27 +211,78 @@ def _build_statements(session: AsyncSession) -> _Statements:
             ev.tenant_id,
             ev.period,
             bindparam("shard", type_=SmallInteger()),
-            func.count(),
-            func.sum(ev.prompt_tokens),
-            func.sum(ev.completion_tokens),
-            func.sum(ev.total_tokens),
-            func.coalesce(func.sum(ev.estimated_cost_usd), 0),
-            func.count() - func.count(ev.estimated_cost_usd),
+            *event_aggregates().values(),
             bindparam("now", type_=UTCDateTime()),
         )
         .where(ev.id.in_(bindparam("event_ids", expanding=True)))
         .group_by(ev.tenant_id, ev.period)
         .order_by(ev.tenant_id, ev.period)
     )
-    columns = ["tenant_id", "period", "shard", *_FIGURES, "updated_at"]
+    columns = ["tenant_id", "period", "shard", *FIGURES, "updated_at"]
     upsert = dialect_insert(session, counters_table).from_select(columns, figures)
     counter = counters_table.c
-    added = {name: counter[name] + upsert.excluded[name] for name in _FIGURES}
+    added = {name: counter[name] + upsert.excluded[name] for name in FIGURES}
     add_to_counters = upsert.on_conflict_do_update(
         index_elements=["tenant_id", "period", "shard"],
         set_={**added, "updated_at": upsert.excluded.updated_at},
     )
-    return _Statements(insert_events=insert_events, add_to_counters=add_to_counters)
+    return _Statements(
+        insert_events=insert_events,
+        add_to_counters=add_to_counters,
+        add_to_rollups=_build_add_to_rollups(session),
+    )
+
+
+def _build_add_to_rollups(session: AsyncSession) -> Any:
+    ev = events_table.c
+    day = utc_day(session, ev.occurred_at)
+    keys = (ev.tenant_id, day, ev.model, ev.source)
+    figures = (
+        select(
+            *keys,
+            bindparam("shard", type_=SmallInteger()),
+            *event_aggregates().values(),
+            bindparam("now", type_=UTCDateTime()),
+        )
+        .where(ev.id.in_(bindparam("event_ids", expanding=True)))
+        .group_by(*keys)
+        .order_by(*keys)
+    )
+    columns = ["tenant_id", "day", "model", "source", "shard", *FIGURES, "updated_at"]
+    upsert = dialect_insert(session, rollups_table).from_select(columns, figures)
+    rollup = rollups_table.c
+    return upsert.on_conflict_do_update(
+        index_elements=["tenant_id", "day", "model", "source", "shard"],
+        set_={
+            **{name: rollup[name] + upsert.excluded[name] for name in FIGURES},
+            "updated_at": upsert.excluded.updated_at,
+        },
+    )
+
+
+def event_aggregates() -> dict[str, ColumnElement[Any]]:
+    """What a set of events adds up to, under the names of FIGURES."""
+    ev = events_table.c
+    return {
+        "calls": func.count(),
+        "prompt_tokens": func.sum(ev.prompt_tokens),
+        "completion_tokens": func.sum(ev.completion_tokens),
+        "total_tokens": func.sum(ev.total_tokens),
+        "cached_tokens": func.sum(ev.cached_tokens),
+        "reasoning_tokens": func.sum(ev.reasoning_tokens),
+        "estimated_cost_usd": func.coalesce(func.sum(ev.estimated_cost_usd), 0),
+        "unpriced_calls": func.count() - func.count(ev.estimated_cost_usd),
+    }
+
+
+def utc_day(session: AsyncSession, moment: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The UTC calendar day of a stored instant, as the rollups key it."""
+    if is_postgres(session):
+        # A literal, not a bind parameter: PostgreSQL must see the GROUP BY expression and the
+        # selected one as identical.
+        return cast(func.timezone(literal_column("'UTC'"), moment), Date)
+    # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'; date() takes its day.
+    return func.date(moment)
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -281,142 +357,3 @@ def _remaining(limit: int | None, used: int) -> int | None:
 
 def _over(limit: int | None, used: int) -> bool:
     return limit is not None and used >= limit
-
-
-# --- summary --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SummaryRange:
-    start: datetime
-    end: datetime
-
-
-def parse_range(raw_from: str | None, raw_to: str | None, *, now: datetime) -> SummaryRange:
-    """[from, to) in UTC. A date-only `to` includes that whole day; defaults: the last 30 days."""
-    end = _parse_instant(raw_to, "query.to", end_of_day=True) if raw_to else now
-    if raw_from:
-        start = _parse_instant(raw_from, "query.from", end_of_day=False)
-    else:
-        try:
-            start = end - DEFAULT_RANGE
-        except OverflowError:
-            raise InvalidUsageInput("query.to", "is out of range") from None
-    if end <= start:
-        raise InvalidUsageInput("query.to", "must be after 'from'")
-    if end - start > MAX_RANGE:
-        raise InvalidUsageInput("query.to", "the range may span at most a year (366 days)")
-    return SummaryRange(start=start, end=end)
-
-
-def _parse_instant(raw: str, field: str, *, end_of_day: bool) -> datetime:
-    try:
-        return _parse_valid_instant(raw, field, end_of_day=end_of_day)
-    except OverflowError:
-        # Within the calendar but not once moved to UTC or past the day: 9999-12-31 as `to`.
-        raise InvalidUsageInput(field, "is out of range") from None
-
-
-def _parse_valid_instant(raw: str, field: str, *, end_of_day: bool) -> datetime:
-    with contextlib.suppress(ValueError):
-        day = date.fromisoformat(raw)
-        start_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return start_of_day + timedelta(days=1) if end_of_day else start_of_day
-    moment: datetime | None = None
-    # An unencoded "+02:00" in a query string arrives as " 02:00": try that reading second.
-    for candidate in (raw, raw.replace(" ", "+")):
-        with contextlib.suppress(ValueError):
-            moment = datetime.fromisoformat(candidate)
-            break
-    if moment is None:
-        raise InvalidUsageInput(
-            field, "must be an ISO 8601 date or date-time, e.g. 2026-11-01 or 2026-11-01T00:00:00Z"
-        )
-    # Naive times are UTC, as documented.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _bucket(session: AsyncSession, group_by: GroupBy) -> ColumnElement[Any]:
-    ev = events_table.c
-    if group_by is GroupBy.model:
-        return ev.model
-    if group_by is GroupBy.source:
-        return ev.source
-    if is_postgres(session):
-        # A literal, not a bind parameter: PostgreSQL must see the GROUP BY expression and the
-        # selected one as identical.
-        return cast(func.timezone(literal_column("'UTC'"), ev.occurred_at), Date)
-    # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'; date() takes its day.
-    return func.date(ev.occurred_at)
-
-
-async def summarize(
-    session: AsyncSession,
-    settings: Settings,
-    tenant_id: str,
-    window: SummaryRange,
-    group_by: GroupBy,
-    *,
-    now: datetime,
-) -> UsageSummary:
-    """Totals and one bucket per model, source or day, in one grouped scan of the range."""
-    ev = events_table.c
-    key = _bucket(session, group_by).label("key")
-    aggregates: dict[str, ColumnElement[Any]] = {
-        "calls": func.count(),
-        "prompt_tokens": func.sum(ev.prompt_tokens),
-        "completion_tokens": func.sum(ev.completion_tokens),
-        "total_tokens": func.sum(ev.total_tokens),
-        "estimated_cost_usd": func.coalesce(func.sum(ev.estimated_cost_usd), 0),
-        "unpriced_calls": func.count() - func.count(ev.estimated_cost_usd),
-    }
-    bucket_columns = [_typed(name, expr).label(name) for name, expr in aggregates.items()]
-    # The totals ride on every bucket row as window sums over the groups: no second scan.
-    total_columns = [
-        _typed(name, func.sum(expr).over()).label(f"total_{name}")
-        for name, expr in aggregates.items()
-    ]
-    statement = (
-        select(key, *bucket_columns, *total_columns)
-        .where(
-            ev.tenant_id == tenant_id,
-            ev.occurred_at >= window.start,
-            ev.occurred_at < window.end,
-        )
-        .group_by(key)
-    )
-    rows = (await session.execute(statement)).mappings().all()
-    buckets = [
-        UsageBucket(key=_key_text(row["key"]), **{name: row[name] for name in _FIGURES})
-        for row in rows
-    ]
-    if group_by is GroupBy.day:
-        buckets.sort(key=lambda bucket: bucket.key)
-    else:
-        buckets.sort(key=lambda bucket: (-bucket.total_tokens, bucket.key))
-    totals = (
-        UsageFigures(**{name: rows[0][f"total_{name}"] for name in _FIGURES})
-        if rows
-        else UsageFigures(**{name: 0 for name in _FIGURES})
-    )
-    return UsageSummary(
-        tenant_id=tenant_id,
-        from_=window.start,
-        to=window.end,
-        group_by=group_by,
-        totals=totals,
-        breakdown=buckets,
-        current_period=await current_quota(session, settings, tenant_id, now=now),
-    )
-
-
-def _typed(name: str, expr: ColumnElement[Any]) -> ColumnElement[Any]:
-    # Sums of BIGINT are NUMERIC on PostgreSQL and costs are REAL on SQLite: give each figure
-    # its type back (integers, and Decimals quantized to the cost scale).
-    if name == "estimated_cost_usd":
-        return type_coerce(expr, CostType)
-    return cast(func.coalesce(expr, 0), BigInteger)
-
-
-def _key_text(value: Any) -> str:
-    return value.isoformat() if isinstance(value, date) else str(value)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+
+import pytest
 
 from app.core.config import Settings
 from app.usage.prices import PriceTable
 
 
-def _table(**overrides: dict[str, float]) -> PriceTable:
+def _table(**overrides: dict[str, float | str]) -> PriceTable:
     return PriceTable.from_settings(Settings(_env_file=None, usage_model_prices=overrides))
 
 
@@ -54,3 +57,60 @@ def test_settings_override_a_price_without_float_error() -> None:
 def test_settings_add_a_model_with_a_partial_price() -> None:
     table = _table(**{"my-model": {"prompt": 1.5}})
     assert table.cost_of("my-model", 2_000_000, 7) == Decimal("3")
+
+
+def test_cached_prompt_tokens_are_billed_at_the_cached_rate() -> None:
+    # gpt-4o: 1000 prompt tokens of which 800 cached: 200 * 2.50 + 800 * 1.25, + 500 * 10.00
+    assert _table().cost_of("gpt-4o", 1000, 500, cached_tokens=800) == Decimal("0.0065")
+
+
+def test_reasoning_tokens_are_billed_at_their_own_rate() -> None:
+    table = _table(**{"o3": {"reasoning": 9}})
+    # o3: 100 prompt at 2.00; 1000 completion, 600 of them reasoning: 400 * 8.00 + 600 * 9.00
+    assert table.cost_of("o3", 100, 1000, reasoning_tokens=600) == Decimal("0.0088")
+
+
+def test_a_model_without_a_cached_rate_bills_cached_tokens_as_prompt_tokens() -> None:
+    assert _table().cost_of("gpt-4", 1000, 0, cached_tokens=1000) == Decimal("0.03")
+
+
+def _dated(*entries: dict[str, float | str]) -> PriceTable:
+    return PriceTable.from_settings(
+        Settings(_env_file=None, usage_model_prices={"gpt-4o": list(entries)})
+    )
+
+
+def test_a_price_changes_on_its_effective_date_in_utc() -> None:
+    table = _dated({"prompt": 5, "effective_from": "2026-11-15"})
+    before = datetime(2026, 11, 14, 23, 59, tzinfo=UTC)
+    on = datetime(2026, 11, 14, 20, 0, tzinfo=timezone(timedelta(hours=-5)))  # 01:00 UTC the 15th
+    assert table.cost_of("gpt-4o", 1_000_000, 0, at=before) == Decimal("2.5")
+    assert table.cost_of("gpt-4o", 1_000_000, 0, at=on) == Decimal("5")
+
+
+def test_a_dated_price_keeps_the_rates_it_does_not_name() -> None:
+    table = _dated({"prompt": 5, "effective_from": "2026-11-15"})
+    at = datetime(2026, 11, 20, tzinfo=UTC)
+    assert table.cost_of("gpt-4o", 0, 1_000_000, cached_tokens=0, at=at) == Decimal("10")
+
+
+def test_each_price_version_has_its_own_label() -> None:
+    table = _dated({"prompt": 5, "effective_from": "2026-11-15"})
+    old = table.quote("gpt-4o", 1, 1, at=datetime(2026, 11, 1, tzinfo=UTC))
+    new = table.quote("gpt-4o", 1, 1, at=datetime(2026, 11, 16, tzinfo=UTC))
+    assert old is not None and new is not None
+    assert old.version.startswith("gpt-4o@0001-01-01:")
+    assert new.version.startswith("gpt-4o@2026-11-15:")
+    corrected = _dated({"prompt": 5.5, "effective_from": "2026-11-15"})
+    again = corrected.quote("gpt-4o", 1, 1, at=datetime(2026, 11, 16, tzinfo=UTC))
+    assert again is not None and again.version != new.version  # same date, corrected rate
+
+
+def test_a_snapshot_is_costed_with_its_base_models_version() -> None:
+    quote = _table().quote("gpt-4o-2024-08-06", 1, 1)
+    assert quote is not None and quote.version.startswith("gpt-4o@")
+
+
+def test_an_unknown_key_in_a_price_override_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        _table(**{"gpt-4o": {"promt": 1.0}})
