@@ -318,7 +318,7 @@ async def configs(
     if tenant_id:
         domain = app_state(request.app).provider_configs
         raw = await configs_service.read_document(session, domain.defaults, tenant_id, None)
-        document = json.loads(raw)
+        document = json.loads(raw.body)
     return render(
         request,
         "configs.html",
@@ -360,6 +360,64 @@ async def config_history(
     )
 
 
+@router.get("/configs/{tenant_id}/{config_id}/diff")
+async def config_diff(
+    request: Request,
+    tenant_id: TenantIdPath,
+    config_id: ConfigIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    from_version: Annotated[int, Query(alias="from", ge=0)],
+    to_version: Annotated[int, Query(alias="to", ge=0)],
+) -> HTMLResponse:
+    """Two versions side by side: the fields the domain's diff names, before and after."""
+    diff = json.loads(
+        await configs_service.diff_versions(
+            session, tenant_id, config_id, from_version=from_version, to_version=to_version
+        )
+    )
+    return render(
+        request,
+        "config_diff.html",
+        {"tenant_id": tenant_id, "config_id": config_id, "diff": diff},
+    )
+
+
+VersionField = Annotated[int, Form(ge=1)]
+ExpectedField = Annotated[int, Form(ge=0)]
+ReasonField = Annotated[str, Form(min_length=1, max_length=1000)]
+
+
+@router.post("/configs/{tenant_id}/{config_id}/rollback/preview")
+async def rollback_preview(
+    request: Request,
+    tenant_id: TenantIdPath,
+    config_id: ConfigIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    version: VersionField,
+    expected_version: ExpectedField,
+    reason: ReasonField,
+) -> HTMLResponse:
+    """What the rollback would change (the domain's dry run), and the button that makes it."""
+    domain = app_state(request.app).provider_configs
+    body = RollbackRequest(
+        config_id=config_id, version=version, expected_version=expected_version, reason=reason
+    )
+    preview = json.loads(await configs_service.preview_rollback(session, domain, tenant_id, body))
+    return render(
+        request,
+        "rollback_preview.html",
+        {
+            "tenant_id": tenant_id,
+            "config_id": config_id,
+            "preview": preview,
+            "expected_version": expected_version,
+            "reason": reason,
+        },
+    )
+
+
 @router.post("/configs/{tenant_id}/{config_id}/rollback")
 async def rollback(
     request: Request,
@@ -367,9 +425,9 @@ async def rollback(
     config_id: ConfigIdPath,
     console: ConsoleDep,
     session: SessionDep,
-    version: Annotated[int, Form(ge=1)],
-    expected_version: Annotated[int, Form(ge=0)],
-    reason: Annotated[str, Form(min_length=1, max_length=1000)],
+    version: VersionField,
+    expected_version: ExpectedField,
+    reason: ReasonField,
 ) -> Response:
     """Roll back with the version the page showed as `expected_version`: a page left open while
     someone else wrote gets the 409 of optimistic concurrency."""

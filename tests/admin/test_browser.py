@@ -144,6 +144,13 @@ async def test_every_page_after_signing_in_with_an_admin_link(
     await page.wait_for_url(f"**/admin/configs/{tenant_id}/{config_id}")
     assert await page.locator("#history tbody tr").count() == 2
     await screenshot(page, "config-history")
+    await page.get_by_label("From version").select_option("1")
+    await page.get_by_label("To version").select_option("2")
+    await page.get_by_role("button", name="Compare").click()
+    change = page.locator("tr[data-field='config_data.zoom']")
+    await expect(change.locator(".removed")).to_have_text("10")
+    await expect(change.locator(".added")).to_have_text("12")
+    await screenshot(page, "config-diff")
 
     await page.goto(f"{console_server.base_url}/admin/sign-in")
     await screenshot(page, "sign-in")
@@ -245,6 +252,11 @@ async def test_rollback_through_the_console_shows_in_the_api(
     await page.goto(f"{console_server.base_url}/admin/configs/{tenant_id}/{config_id}")
     await page.get_by_label("Version to restore").select_option("1")
     await page.get_by_label("Reason (required)").fill("zoom 12 broke the map")
+    await page.get_by_role("button", name="Preview the rollback").click()
+    change = page.locator("tr[data-field='config_data.zoom']")
+    await expect(change.locator(".removed")).to_have_text("12")
+    await expect(change.locator(".added")).to_have_text("10")
+    await screenshot(page, "config-rollback-preview")
     await page.get_by_role("button", name="Roll back").click()
     await page.get_by_text("Done: rolled back.").wait_for()
     await screenshot(page, "config-rolled-back")
@@ -271,8 +283,12 @@ async def test_a_stale_rollback_page_gets_the_409(
     config_id = await _seed(api, make_token, tenant_id)
     await _sign_in(page, console_server, database_url)
     await page.goto(f"{console_server.base_url}/admin/configs/{tenant_id}/{config_id}")
-    # Someone else writes while the page is open.
     service = bearer(make_token(tenants=[tenant_id], roles=["service"]))
+    await page.get_by_label("Version to restore").select_option("1")
+    await page.get_by_label("Reason (required)").fill("back to 10")
+    await page.get_by_role("button", name="Preview the rollback").click()
+    await page.get_by_role("button", name="Roll back").wait_for()
+    # Someone else writes while the preview is open.
     written = await api.post(
         f"/config/{tenant_id}",
         json={
@@ -281,15 +297,13 @@ async def test_a_stale_rollback_page_gets_the_409(
                     "provider_name": "mapbox",
                     "priority": "primary",
                     "enabled": True,
-                    "config_data": {"zoom": 14},
+                    "config_data": {"zoom": 16},
                 }
             ]
         },
         headers=service,
     )
     assert written.status_code == 200
-    await page.get_by_label("Version to restore").select_option("1")
-    await page.get_by_label("Reason (required)").fill("back to 10")
     async with page.expect_response(lambda r: r.url.endswith("/rollback")) as answer:
         await page.get_by_role("button", name="Roll back").click()
     assert (await answer.value).status == 409
@@ -297,7 +311,7 @@ async def test_a_stale_rollback_page_gets_the_409(
     await screenshot(page, "config-conflict")
     page.console_errors.clear()  # the browser logs the 409 itself
     current = (await api.get(f"/config/{tenant_id}", headers=service)).json()
-    assert current["map_providers"][0]["config_data"] == {"zoom": 14}
+    assert current["map_providers"][0]["config_data"] == {"zoom": 16}
 
 
 async def test_the_session_cookie_without_its_csrf_token_changes_nothing(
