@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from app.admin import sessions
 from app.admin.rendering import is_htmx, render
 from app.admin.sessions import ConsoleSession
+from app.core import permissions
 from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import DomainError, Forbidden, Unauthorized
 
@@ -110,6 +111,8 @@ async def get_console_session(request: Request, session: SessionDep) -> ConsoleS
     console = await sessions.find_session(session, request.cookies.get(sessions.SESSION_COOKIE))
     if console is None:
         raise SignInRequired("sign in to the console first")
+    # The permission table is the enforcement here too: the session stands for its caller.
+    permissions.rule_for(request).check(console.principal)
     if request.method not in SAFE_METHODS and not console.csrf_matches(
         await _presented_csrf(request)
     ):

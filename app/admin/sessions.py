@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.models import KIND_LINK, KIND_SESSION, AdminSession
 from app.core import permissions
+from app.core.auth import ALL_TENANTS, ROLE_ADMIN, Principal
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import TokenRevoked, Unauthorized
@@ -52,6 +53,18 @@ class ConsoleSession:
     subject: str
     csrf_token: str
     expires_at: datetime
+
+    @property
+    def principal(self) -> Principal:
+        """The caller a session stands for: sessions are opened only for an admin of every
+        tenant (app/core/permissions.py checks console routes against it like any caller)."""
+        return Principal(
+            sub=self.subject,
+            tenants=frozenset({ALL_TENANTS}),
+            roles=frozenset({ROLE_ADMIN}),
+            jti=None,
+            expires_at=self.expires_at,
+        )
 
     def csrf_matches(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(presented, self.csrf_token)

@@ -12,7 +12,7 @@ from playwright.async_api import expect
 
 from app.devtools.oauth_provider import LocalOAuthServer
 from tests.admin.conftest import admin_link, screenshot
-from tests.conftest import TokenFactory, bearer
+from tests.conftest import IS_POSTGRES, REDIS_URL, TokenFactory, bearer
 from tests.oauth_fixtures import connect_branch, register_client
 from tests.replica_server import ReplicaServer
 
@@ -359,3 +359,28 @@ async def test_keyboard_reaches_the_navigation_and_forms(
     await page.keyboard.press("Enter")
     await page.keyboard.press("Tab")
     await expect(page.get_by_label("Search by id or name")).to_be_focused()
+
+
+async def test_a_change_through_one_replicas_console_shows_through_the_other(
+    page: Any,
+    console_server: ReplicaServer,
+    database_url: str,
+    api: httpx.AsyncClient,
+    make_token: TokenFactory,
+    tenant_id: str,
+) -> None:
+    admin = bearer(make_token(tenants=["*"], roles=["admin"]))
+    await api.put(f"/api/admin/workspaces/{tenant_id}", json={"tier": "free"}, headers=admin)
+    other = ReplicaServer(database_url, REDIS_URL if IS_POSTGRES else None)
+    try:
+        await _sign_in(page, console_server, database_url)
+        await page.goto(f"{console_server.base_url}/admin/workspaces/{tenant_id}")
+        await page.get_by_label("Workspace tier").select_option("enterprise")
+        await page.get_by_role("button", name="Save the tier").click()
+        await page.get_by_text("Done: tier.").wait_for()
+        # The session is in the database: the other replica knows it (the cookie is per host).
+        await page.goto(f"{other.base_url}/admin/workspaces/{tenant_id}")
+        await expect(page.get_by_label("Workspace tier")).to_have_value("enterprise")
+        await screenshot(page, "workspace-other-replica")
+    finally:
+        other.stop()

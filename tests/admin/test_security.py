@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -205,3 +206,36 @@ async def test_sign_out_ends_the_session(client: httpx.AsyncClient, app: Any) ->
     assert response.status_code == 303
     client.cookies.set(SESSION_COOKIE, session_cookie, path="/admin")
     assert (await client.get("/admin")).status_code == 303
+
+
+class _Controls(HTMLParser):
+    """The form controls of a page and the ids its labels name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: list[dict[str, str | None]] = []
+        self.labelled: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "label" and found.get("for"):
+            self.labelled.add(str(found["for"]))
+        if tag in ("select", "textarea") or (tag == "input" and found.get("type") != "hidden"):
+            self.controls.append(found)
+
+
+async def test_every_form_control_has_a_label(client: httpx.AsyncClient, app: Any) -> None:
+    await _workspace(app, "tenant-a")
+    await signed_in(client, app)
+    pages = ["/admin/sign-in", "/admin", "/admin/workspaces", "/admin/workspaces/tenant-a"]
+    pages.append("/admin/configs?tenant_id=tenant-a")
+    for path in pages:
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        parser = _Controls()
+        parser.feed(response.text)
+        for control in parser.controls:
+            assert control.get("aria-label") or control.get("id") in parser.labelled, (
+                path,
+                control,
+            )
