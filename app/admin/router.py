@@ -35,7 +35,8 @@ router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=
 
 PAGE_SIZE = 50
 EVENTS_SHOWN = 25
-Provider = Annotated[str | None, Query(pattern=PROVIDER_PATTERN)]
+# A filter form's "any" sends an empty value.
+Provider = Annotated[str, Query(pattern=f"({PROVIDER_PATTERN})|^$")]
 Cursor = Annotated[str | None, Query(max_length=1024)]
 
 
@@ -154,7 +155,7 @@ async def _connections_context(
     request: Request,
     session: SessionDep,
     tenant_id: str,
-    provider: str | None,
+    provider: str,
     status: str | None,
     cursor: str | None,
 ) -> dict[str, Any]:
@@ -162,7 +163,7 @@ async def _connections_context(
     listing = await connections.list_connections(
         session,
         ctx.registry,
-        connections.ConnectionFilter(tenant_id, provider, None, status or None),
+        connections.ConnectionFilter(tenant_id, provider or None, None, status or None),
         now=utcnow(),
         limit=PAGE_SIZE,
         cursor=cursor,
@@ -192,7 +193,7 @@ async def workspace(
     console: ConsoleDep,
     session: SessionDep,
     settings: SettingsDep,
-    provider: Provider = None,
+    provider: Provider = "",
     status: StatusFilter = "",
     days: int = 30,
     cursor: Cursor = None,
@@ -202,12 +203,11 @@ async def workspace(
         session, tenant_id, since=None, limit=EVENTS_SHOWN, cursor=None
     )
     days = days if days in RANGES_DAYS else 30
-    context = {
+    context: dict[str, Any] = {
         "workspace": found,
         "tiers": sorted(workspace_service.tier_limits(settings)),
         "events": events,
-        "usage": await usage_chart(session, settings, tenant_id, days=days, now=utcnow()),
-        "ranges": RANGES_DAYS,
+        "days": days,
         **await _connections_context(
             request, session, tenant_id, provider, _status_or_none(status), cursor
         ),
@@ -221,7 +221,7 @@ async def workspace_connections(
     tenant_id: TenantIdPath,
     console: ConsoleDep,
     session: SessionDep,
-    provider: Provider = None,
+    provider: Provider = "",
     status: StatusFilter = "",
     cursor: Cursor = None,
 ) -> HTMLResponse:
@@ -251,6 +251,12 @@ BranchField = Annotated[str, Form(pattern=BRANCH_ID_PATTERN)]
 ProviderField = Annotated[str, Form(pattern=PROVIDER_PATTERN)]
 
 
+def _changed(response: HTMLResponse) -> HTMLResponse:
+    # htmx reloads the connections list (its filters kept) when a connection changed.
+    response.headers["HX-Trigger"] = "connections-changed"
+    return response
+
+
 def _back_to_workspace(tenant_id: str, notice: str) -> RedirectResponse:
     return _see_other(f"/admin/workspaces/{tenant_id}?notice={notice}")
 
@@ -266,7 +272,7 @@ async def force_refresh(
     view = await reads.force_refresh(app_state(request.app).tokens, tenant_id, provider, branch_id)
     if is_htmx(request):
         message = f"Refreshed {provider} / {branch_id}: expires {view.expires_at or 'never'}."
-        return render(request, "_notice.html", {"message": message})
+        return _changed(render(request, "_notice.html", {"message": message}))
     return _back_to_workspace(tenant_id, "refreshed")
 
 
@@ -284,7 +290,7 @@ async def disconnect(
     if is_htmx(request):
         where = "revoked at the provider" if revoked else "deleted"
         message = f"Disconnected {provider} / {branch_id} ({where})."
-        return render(request, "_notice.html", {"message": message})
+        return _changed(render(request, "_notice.html", {"message": message}))
     return _back_to_workspace(tenant_id, "disconnected")
 
 

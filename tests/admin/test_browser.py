@@ -180,6 +180,8 @@ async def test_connections_filter_by_provider_and_status(
     await page.get_by_text("No connection matches.").wait_for()
     await page.get_by_label("Status").select_option("active")
     await expect(rows).to_have_count(1)
+    await page.get_by_label("Provider").select_option("")
+    await expect(rows).to_have_count(2)
 
 
 async def test_force_refresh_from_the_console_reaches_the_oauth_server(
@@ -206,6 +208,11 @@ async def test_force_refresh_from_the_console_reaches_the_oauth_server(
     await page.locator("#connection-notice", has_text="Refreshed local_oauth / branch-1").wait_for()
     assert asked == ["Refresh local_oauth / branch-1 now?"]
     assert oauth_server.refresh_calls == before + 1
+
+    await page.get_by_role("button", name="Disconnect local_oauth / branch-1").click()
+    await page.locator("#connection-notice", has_text="Disconnected local_oauth").wait_for()
+    # The list reloads without the disconnected connection.
+    await expect(page.locator("#connection-table tbody tr[data-provider]")).to_have_count(1)
     await screenshot(page, "workspace-refreshed")
 
 
