@@ -6,6 +6,12 @@ STAMP := $(VENV)/.installed
 # The contract check's TypeScript tools (openapi-typescript, tsc), from their lock file.
 TS_DIR := tests/contract/typescript
 TS_STAMP := $(TS_DIR)/node_modules/.installed
+# The admin console's browser libraries (htmx, uPlot), pinned in their lock file; `make vendor`
+# copies their release files into the package (app/admin/static/vendor), which ships them.
+VENDOR_DIR := tools/admin-vendor
+VENDOR_OUT := app/admin/static/vendor
+# The console's browser tests drive Debian's Chromium, never a browser Playwright downloads.
+CHROMIUM ?= /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
@@ -22,7 +28,7 @@ apt_install = { apt-get install -y -qq $(1) >/dev/null 2>&1 || sudo -n apt-get i
   { (apt-get update -qq || sudo -n apt-get update -qq) >/dev/null 2>&1 && \
     (apt-get install -y -qq $(1) || sudo -n apt-get install -y -qq $(1)) >/dev/null 2>&1; }; }
 
-.PHONY: install lock run test test-sqlite test-postgres pgbouncer lint format bench bench-faults token \
+.PHONY: install lock run test test-sqlite test-postgres pgbouncer chromium vendor lint format bench bench-faults token \
         db-upgrade db-downgrade db-current db-history db-revision clean
 
 $(STAMP): pyproject.toml $(DEV_LOCK)
@@ -54,10 +60,10 @@ run: $(STAMP) var
 # The whole suite twice: embedded SQLite + in-process cache, then PostgreSQL + Redis.
 test: test-sqlite test-postgres
 
-test-sqlite: $(STAMP) $(TS_STAMP)
+test-sqlite: $(STAMP) $(TS_STAMP) chromium
 	JUNCTION_TEST_BACKEND=sqlite $(BIN)/pytest $(ARGS)
 
-test-postgres: $(STAMP) pgbouncer
+test-postgres: $(STAMP) pgbouncer chromium
 	JUNCTION_TEST_BACKEND=postgres JUNCTION_TEST_PG_URL=$(TEST_PG_URL) \
 	JUNCTION_TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(ARGS)
 
@@ -68,6 +74,23 @@ pgbouncer:
 	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || \
 	  $(call apt_install,pgbouncer) || \
 	  echo "pgbouncer could not be installed: the PgBouncer test will fail (apt-get install -y pgbouncer)"
+
+# The admin console's browser tests (tests/admin) launch Debian's Chromium by its path; installed
+# here when it is missing. If it cannot be, those tests fail and say so.
+chromium:
+	@test -x $(CHROMIUM) || $(call apt_install,chromium) || \
+	  echo "chromium could not be installed: the console's browser tests will fail (apt-get install -y chromium)"
+
+# Refresh the vendored htmx and uPlot from their pinned npm releases (after editing
+# $(VENDOR_DIR)/package.json: `npm install` there rewrites the lock, without registry URLs).
+vendor:
+	cd $(VENDOR_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR_OUT)
+	cp $(VENDOR_DIR)/node_modules/htmx.org/dist/htmx.min.js $(VENDOR_OUT)/htmx.min.js
+	cp $(VENDOR_DIR)/node_modules/uplot/dist/uPlot.iife.min.js $(VENDOR_OUT)/uPlot.iife.min.js
+	cp $(VENDOR_DIR)/node_modules/uplot/dist/uPlot.min.css $(VENDOR_OUT)/uPlot.min.css
+	cp $(VENDOR_DIR)/node_modules/htmx.org/LICENSE $(VENDOR_OUT)/htmx.LICENSE
+	cp $(VENDOR_DIR)/node_modules/uplot/LICENSE $(VENDOR_OUT)/uPlot.LICENSE
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench alembic

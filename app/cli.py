@@ -71,6 +71,22 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_link(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.admin.sessions import issue_link, link_url
+    from app.operations.engine import command_app
+
+    async def issue() -> str:
+        async with command_app(Settings()) as state, state.sessionmaker() as session:
+            secret = await issue_link(session, state.settings, subject=args.sub)
+            await session.commit()
+            return secret
+
+    print(link_url(args.base_url, asyncio.run(issue())))
+    return 0
+
+
 def _copy_db(args: argparse.Namespace) -> int:
     from app.operations import copy_db
 
@@ -230,6 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=3600, help="lifetime in seconds (default %(default)s)"
     )
     token.set_defaults(func=_token)
+
+    admin_link = commands.add_parser(
+        "admin-link",
+        help="print a one-time sign-in link to the admin console",
+        description="Print a URL that opens one admin console session (/admin): single use, "
+        "valid ADMIN_LINK_TTL_S seconds (default 600), stored only as its hash.",
+    )
+    admin_link.add_argument(
+        "--base-url",
+        default="http://127.0.0.1:8000",
+        help="where the operator's browser reaches the service (default %(default)s)",
+    )
+    admin_link.add_argument(
+        "--sub",
+        default="console-admin",
+        help="who signs in, as recorded in the history of what they change (default %(default)s)",
+    )
+    admin_link.set_defaults(func=_admin_link)
 
     dev_provider.add_command(commands)
     _add_operations(commands)

@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
+from app.admin import router as admin_router
+from app.admin.rendering import STATIC as ADMIN_STATIC
 from app.auth import router as auth_router
 from app.auth.service import RevocationList
 from app.core import maintenance, openapi, permissions
@@ -213,8 +216,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         platforms_router.router,
         monitoring_router.router,
         usage_router.router,
+        admin_router.router,
     ):
         app.include_router(router)
+    # The console's scripts and styles (its own and the vendored htmx and uPlot): no CDN.
+    app.mount("/admin/static", StaticFiles(directory=ADMIN_STATIC), name="admin-static")
     # Every route has its entry in the one permission table, which is then what get_principal
     # enforces and what the OpenAPI document shows.
     permissions.install(app)

@@ -1,5 +1,6 @@
 """Every table, imported in one place so Alembic and the tests see the whole schema."""
 
+from app.admin import models as admin_models
 from app.auth import models as auth_models
 from app.core.db import Base
 from app.monitoring import models as monitoring_models
@@ -11,6 +12,7 @@ from app.workspaces import models as workspaces_models
 
 __all__ = [
     "Base",
+    "admin_models",
     "auth_models",
     "monitoring_models",
     "platforms_models",

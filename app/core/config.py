@@ -205,6 +205,12 @@ class Settings(BaseSettings):
     # `refresh_token_expiring` is raised, so a user can be asked to reconnect in time.
     refresh_token_expiry_warning_s: float = Field(default=7 * 86400.0, ge=0)
 
+    # --- the admin console (app/admin) ---------------------------------------------------
+    # A `junction admin-link` URL opens a session once, within this many seconds.
+    admin_link_ttl_s: int = Field(default=600, ge=10, le=86400)
+    # A console session lasts this long (one opened with a bearer token no longer than it).
+    admin_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
+
     # --- monitoring (app/monitoring) -----------------------------------------------------
     monitor_enabled: bool = True
     monitor_interval_s: float = Field(default=60.0, gt=0)

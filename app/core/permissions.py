@@ -105,6 +105,8 @@ REVEAL_CONFIG_SECRETS = Condition("with `include_secrets=true`", SERVICE)
 REVOKE_BY_JTI = Condition("with a `jti` other than the presented token's", ADMIN_OF_ALL_TENANTS)
 
 _SENDS_SECRETS = "the server sends stored secrets to the URLs this sets"
+_CONSOLE = "the console spans every tenant (session cookie and CSRF token)"
+_CONSOLE_SIGN_IN = "signing in to the console: no session yet"
 
 PERMISSIONS: dict[str, Operation] = {
     # health and operations
@@ -209,6 +211,35 @@ PERMISSIONS: dict[str, Operation] = {
     "GET /api/admin/workspace-deletions": Operation(
         ADMIN_OF_ALL_TENANTS, "the record outlives the tenants it names"
     ),
+    # the admin console (app/admin): pages and forms, not in the OpenAPI document. A console
+    # session is opened only for an admin of every tenant (a one-time link from the operator's
+    # shell, or such a bearer token) and stands for that caller; its forms carry a CSRF token.
+    "GET /admin/sign-in": Operation(PUBLIC, _CONSOLE_SIGN_IN),
+    "POST /admin/sign-in": Operation(PUBLIC, _CONSOLE_SIGN_IN),
+    "GET /admin/link": Operation(PUBLIC, _CONSOLE_SIGN_IN),
+    "POST /admin/link": Operation(PUBLIC, _CONSOLE_SIGN_IN),
+    "POST /admin/sign-out": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin/workspaces": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin/workspaces/{tenant_id}": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin/workspaces/{tenant_id}/connections": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin/workspaces/{tenant_id}/usage": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "POST /admin/workspaces/{tenant_id}/connections/refresh": Operation(
+        ADMIN_OF_ALL_TENANTS, _CONSOLE
+    ),
+    "POST /admin/workspaces/{tenant_id}/connections/disconnect": Operation(
+        ADMIN_OF_ALL_TENANTS, _CONSOLE
+    ),
+    "POST /admin/workspaces/{tenant_id}/tier": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin/configs": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin/configs/{tenant_id}/{config_id}": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "GET /admin/configs/{tenant_id}/{config_id}/diff": Operation(ADMIN_OF_ALL_TENANTS, _CONSOLE),
+    "POST /admin/configs/{tenant_id}/{config_id}/rollback/preview": Operation(
+        ADMIN_OF_ALL_TENANTS, _CONSOLE
+    ),
+    "POST /admin/configs/{tenant_id}/{config_id}/rollback": Operation(
+        ADMIN_OF_ALL_TENANTS, _CONSOLE
+    ),
 }
 
 # Filled by `install`: the rule of each operation, keyed by its endpoint (Starlette puts the
@@ -225,7 +256,8 @@ def install(app: FastAPI) -> None:
     """Check the table against `app`'s routes, make each entry enforced and documented."""
     listed: set[str] = set()
     for route in iter_route_contexts(app.routes):
-        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+        # Every operation, those outside the OpenAPI document (the console's pages) included.
+        if not isinstance(route.original_route, APIRoute):
             continue
         keys = [operation_key(method, str(route.path_format)) for method in route.methods or ()]
         missing = sorted(key for key in keys if key not in PERMISSIONS)

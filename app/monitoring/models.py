@@ -41,6 +41,8 @@ class MonitoringEvent(Base):
     __table_args__ = (
         # The listing: one tenant's events, newest first, keyset-paginated on (occurred_at, id).
         Index("ix_monitoring_events_tenant_id_occurred_at", "tenant_id", "occurred_at", "id"),
+        # The console's overview: the newest events of every tenant.
+        Index("ix_monitoring_events_occurred_at", "occurred_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -180,6 +180,14 @@ async def list_events(
     return rows, next_cursor
 
 
+async def latest_events(session: AsyncSession, *, limit: int) -> list[MonitoringEvent]:
+    """The newest events of every tenant (the console's overview): an index range scan."""
+    query = select(MonitoringEvent).order_by(
+        MonitoringEvent.occurred_at.desc(), MonitoringEvent.id.desc()
+    )
+    return list((await session.scalars(query.limit(limit))).all())
+
+
 # --- status ----------------------------------------------------------------------------------
 
 

@@ -327,29 +327,47 @@ async def current_quota(
     session: AsyncSession, settings: Settings, tenant_id: str, *, now: datetime
 ) -> PeriodQuota:
     """The tenant's counters for the current month against its tier's limits."""
-    period = period_of(now)
     tier = await workspace_service.get_tier(session, tenant_id)
-    limits = workspace_service.tier_limits(settings).get(tier, {})
+    quotas = await current_quotas(session, settings, {tenant_id: tier}, now=now)
+    return quotas[tenant_id]
+
+
+async def current_quotas(
+    session: AsyncSession, settings: Settings, tiers: dict[str, str], *, now: datetime
+) -> dict[str, PeriodQuota]:
+    """Several tenants' counters for the current month against their tiers' limits (`tiers`:
+    tenant id to tier), in one grouped query (the console's workspace list)."""
+    period = period_of(now)
     counter = counters_table.c
     used = await session.execute(
         select(
+            counter.tenant_id,
             cast(func.coalesce(func.sum(counter.total_tokens), 0), BigInteger),
             cast(func.coalesce(func.sum(counter.calls), 0), BigInteger),
-        ).where(counter.tenant_id == tenant_id, counter.period == period)
+        )
+        .where(counter.tenant_id.in_(list(tiers)), counter.period == period)
+        .group_by(counter.tenant_id)
     )
-    used_tokens, used_calls = used.one()
-    token_limit, call_limit = limits.get("tokens"), limits.get("calls")
-    return PeriodQuota(
-        period=period,
-        tier=tier,
-        limits=LimitFigures(tokens=token_limit, calls=call_limit),
-        used=LimitFigures(tokens=used_tokens, calls=used_calls),
-        remaining=LimitFigures(
-            tokens=_remaining(token_limit, used_tokens), calls=_remaining(call_limit, used_calls)
-        ),
-        exceeded=_over(token_limit, used_tokens) or _over(call_limit, used_calls),
-        resets_at=period_bounds(now)[1],
-    )
+    used_by_tenant = {tenant_id: (tokens, calls) for tenant_id, tokens, calls in used.all()}
+    all_limits = workspace_service.tier_limits(settings)
+    quotas: dict[str, PeriodQuota] = {}
+    for tenant_id, tier in tiers.items():
+        limits = all_limits.get(tier, {})
+        used_tokens, used_calls = used_by_tenant.get(tenant_id, (0, 0))
+        token_limit, call_limit = limits.get("tokens"), limits.get("calls")
+        quotas[tenant_id] = PeriodQuota(
+            period=period,
+            tier=tier,
+            limits=LimitFigures(tokens=token_limit, calls=call_limit),
+            used=LimitFigures(tokens=used_tokens, calls=used_calls),
+            remaining=LimitFigures(
+                tokens=_remaining(token_limit, used_tokens),
+                calls=_remaining(call_limit, used_calls),
+            ),
+            exceeded=_over(token_limit, used_tokens) or _over(call_limit, used_calls),
+            resets_at=period_bounds(now)[1],
+        )
+    return quotas
 
 
 def _remaining(limit: int | None, used: int) -> int | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -57,12 +57,28 @@ def check_tier(settings: Settings, tier: str | None) -> None:
 
 
 async def list_workspaces(
-    session: AsyncSession, *, tier: str | None, limit: int, cursor: str | None
+    session: AsyncSession,
+    *,
+    tier: str | None,
+    limit: int,
+    cursor: str | None,
+    search: str | None = None,
 ) -> tuple[list[Workspace], str | None]:
-    """Every workspace, newest first; keyset-paginated on (created_at, id)."""
+    """Every workspace, newest first; keyset-paginated on (created_at, id). `search` keeps those
+    whose id or name contains it (any case)."""
     query = select(Workspace)
     if tier is not None:
         query = query.where(Workspace.tier == tier)
+    if search:
+        pattern = (
+            "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        query = query.where(
+            or_(
+                func.lower(Workspace.id).like(pattern, escape="\\"),
+                func.lower(func.coalesce(Workspace.name, "")).like(pattern, escape="\\"),
+            )
+        )
     if cursor:
         after = TimeIdCursor.decode(cursor)
         query = query.where(tuple_(Workspace.created_at, Workspace.id) < (after.at, after.id))

@@ -1,0 +1,445 @@
+"""The console's pages and actions (HTTP only): each calls the services the API calls."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.admin import sessions
+from app.admin.rendering import is_htmx, render
+from app.admin.security import (
+    SIGN_IN_PATH,
+    ConsoleDep,
+    ConsoleRoute,
+    SignInFormChecked,
+    cookie_options,
+    set_session_cookie,
+)
+from app.admin.usage_chart import RANGES_DAYS, usage_chart
+from app.core.db import utcnow
+from app.core.deps import TENANT_ID_PATTERN, SessionDep, SettingsDep, TenantIdPath
+from app.monitoring import service as monitoring_service
+from app.provider_configs import service as configs_service
+from app.provider_configs.schemas import PROVIDER_TYPES, RollbackRequest, list_field
+from app.state import app_state
+from app.tokens import clients, connections, reads, timing
+from app.tokens.models import STORED_STATUSES
+from app.tokens.schemas import BRANCH_ID_PATTERN, PROVIDER_PATTERN
+from app.usage import service as usage_service
+from app.workspaces import service as workspace_service
+
+router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
+
+PAGE_SIZE = 50
+EVENTS_SHOWN = 25
+# A filter form's "any" sends an empty value.
+Provider = Annotated[str, Query(pattern=f"({PROVIDER_PATTERN})|^$")]
+Cursor = Annotated[str | None, Query(max_length=1024)]
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+# --- signing in and out ----------------------------------------------------------------------
+
+
+def _sign_in_form(request: Request, template: str, context: dict[str, Any]) -> HTMLResponse:
+    settings = app_state(request.app).settings
+    form_token = sessions.new_secret()
+    response = render(request, template, {"form_token": form_token, **context})
+    response.set_cookie(
+        sessions.SIGN_IN_COOKIE, form_token, max_age=600, **cookie_options(not settings.is_dev)
+    )
+    return response
+
+
+@router.get("/sign-in")
+async def sign_in_page(request: Request) -> HTMLResponse:
+    return _sign_in_form(request, "sign_in.html", {})
+
+
+@router.post("/sign-in", dependencies=[SignInFormChecked])
+async def sign_in_with_token(
+    request: Request,
+    session: SessionDep,
+    bearer_token: Annotated[str, Form(min_length=1, max_length=8192)],
+) -> Response:
+    opened = await sessions.sign_in_with_bearer(session, app_state(request.app), bearer_token)
+    response = _see_other("/admin")
+    set_session_cookie(response, opened, secure=not app_state(request.app).settings.is_dev)
+    return response
+
+
+@router.get("/link")
+async def link_page(
+    request: Request, token: Annotated[str, Query(min_length=1, max_length=256)]
+) -> HTMLResponse:
+    """A page with one button: following the printed link spends nothing by itself (a link
+    previewer fetching it does not sign anyone in)."""
+    return _sign_in_form(request, "link.html", {"link_token": token})
+
+
+@router.post("/link", dependencies=[SignInFormChecked])
+async def redeem_link(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str, Form(min_length=1, max_length=256)],
+) -> Response:
+    opened = await sessions.redeem_link(session, settings, token)
+    response = _see_other("/admin")
+    set_session_cookie(response, opened, secure=not settings.is_dev)
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(
+    request: Request, console: ConsoleDep, session: SessionDep, settings: SettingsDep
+) -> Response:
+    await sessions.close_session(session, request.cookies.get(sessions.SESSION_COOKIE, ""))
+    response = _see_other(SIGN_IN_PATH)
+    response.delete_cookie(sessions.SESSION_COOKIE, **cookie_options(not settings.is_dev))
+    return response
+
+
+# --- overview ----------------------------------------------------------------------------------
+
+
+@router.get("")
+async def overview(request: Request, console: ConsoleDep, session: SessionDep) -> HTMLResponse:
+    state = app_state(request.app)
+    counts = await monitoring_service.connection_status_counts(session)
+    monitor = state.monitoring.loop
+    return render(
+        request,
+        "overview.html",
+        {
+            "statuses": STORED_STATUSES,
+            "providers": sorted(counts.items()),
+            "monitor": monitor,
+            "tick": monitor.last_tick if monitor is not None else None,
+            "interval_s": state.settings.monitor_interval_s,
+            "events": await monitoring_service.latest_events(session, limit=EVENTS_SHOWN),
+        },
+    )
+
+
+# --- workspaces --------------------------------------------------------------------------------
+
+
+@router.get("/workspaces")
+async def workspaces(
+    request: Request,
+    console: ConsoleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    q: Annotated[str, Query(max_length=128)] = "",
+    cursor: Cursor = None,
+) -> HTMLResponse:
+    rows, next_cursor = await workspace_service.list_workspaces(
+        session, tier=None, limit=PAGE_SIZE, cursor=cursor, search=q.strip() or None
+    )
+    quotas = await usage_service.current_quotas(
+        session, settings, {row.id: row.tier for row in rows}, now=utcnow()
+    )
+    context = {"workspaces": rows, "quotas": quotas, "q": q, "next_cursor": next_cursor}
+    template = "_workspace_rows.html" if is_htmx(request) else "workspaces.html"
+    return render(request, template, context)
+
+
+async def _connections_context(
+    request: Request,
+    session: SessionDep,
+    tenant_id: str,
+    provider: str,
+    status: str | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    ctx = app_state(request.app).tokens
+    listing = await connections.list_connections(
+        session,
+        ctx.registry,
+        connections.ConnectionFilter(tenant_id, provider or None, None, status or None),
+        now=utcnow(),
+        limit=PAGE_SIZE,
+        cursor=cursor,
+    )
+    return {
+        "tenant_id": tenant_id,
+        "listing": listing,
+        "provider": provider or "",
+        "status": status or "",
+        "statuses": timing.CONNECTION_STATUSES,
+        # The providers the tenant has a client for: those its connections can be with.
+        "providers": sorted({c.provider for c in await clients.list_clients(session, tenant_id)}),
+    }
+
+
+StatusFilter = Annotated[str, Query(max_length=32)]
+
+
+def _status_or_none(status: str) -> str | None:
+    return status if status in timing.CONNECTION_STATUSES else None
+
+
+@router.get("/workspaces/{tenant_id}")
+async def workspace(
+    request: Request,
+    tenant_id: TenantIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    provider: Provider = "",
+    status: StatusFilter = "",
+    days: int = 30,
+    cursor: Cursor = None,
+) -> HTMLResponse:
+    found = await workspace_service.get_workspace(session, tenant_id)
+    events, _ = await monitoring_service.list_events(
+        session, tenant_id, since=None, limit=EVENTS_SHOWN, cursor=None
+    )
+    days = days if days in RANGES_DAYS else 30
+    context: dict[str, Any] = {
+        "workspace": found,
+        "tiers": sorted(workspace_service.tier_limits(settings)),
+        "events": events,
+        "days": days,
+        **await _connections_context(
+            request, session, tenant_id, provider, _status_or_none(status), cursor
+        ),
+    }
+    return render(request, "workspace.html", context)
+
+
+@router.get("/workspaces/{tenant_id}/connections")
+async def workspace_connections(
+    request: Request,
+    tenant_id: TenantIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    provider: Provider = "",
+    status: StatusFilter = "",
+    cursor: Cursor = None,
+) -> HTMLResponse:
+    context = await _connections_context(
+        request, session, tenant_id, provider, _status_or_none(status), cursor
+    )
+    return render(request, "_connections.html", context)
+
+
+@router.get("/workspaces/{tenant_id}/usage")
+async def workspace_usage(
+    request: Request,
+    tenant_id: TenantIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    days: int = 30,
+) -> HTMLResponse:
+    days = days if days in RANGES_DAYS else 30
+    chart = await usage_chart(session, settings, tenant_id, days=days, now=utcnow())
+    return render(
+        request, "_usage.html", {"tenant_id": tenant_id, "usage": chart, "ranges": RANGES_DAYS}
+    )
+
+
+BranchField = Annotated[str, Form(pattern=BRANCH_ID_PATTERN)]
+ProviderField = Annotated[str, Form(pattern=PROVIDER_PATTERN)]
+
+
+def _changed(response: HTMLResponse) -> HTMLResponse:
+    # htmx reloads the connections list (its filters kept) when a connection changed.
+    response.headers["HX-Trigger"] = "connections-changed"
+    return response
+
+
+def _back_to_workspace(tenant_id: str, notice: str) -> RedirectResponse:
+    return _see_other(f"/admin/workspaces/{tenant_id}?notice={notice}")
+
+
+@router.post("/workspaces/{tenant_id}/connections/refresh")
+async def force_refresh(
+    request: Request,
+    tenant_id: TenantIdPath,
+    console: ConsoleDep,
+    provider: ProviderField,
+    branch_id: BranchField,
+) -> Response:
+    view = await reads.force_refresh(app_state(request.app).tokens, tenant_id, provider, branch_id)
+    if is_htmx(request):
+        message = f"Refreshed {provider} / {branch_id}: expires {view.expires_at or 'never'}."
+        return _changed(render(request, "_notice.html", {"message": message}))
+    return _back_to_workspace(tenant_id, "refreshed")
+
+
+@router.post("/workspaces/{tenant_id}/connections/disconnect")
+async def disconnect(
+    request: Request,
+    tenant_id: TenantIdPath,
+    console: ConsoleDep,
+    provider: ProviderField,
+    branch_id: BranchField,
+) -> Response:
+    revoked = await connections.disconnect(
+        app_state(request.app).tokens, tenant_id, provider, branch_id
+    )
+    if is_htmx(request):
+        where = "revoked at the provider" if revoked else "deleted"
+        message = f"Disconnected {provider} / {branch_id} ({where})."
+        return _changed(render(request, "_notice.html", {"message": message}))
+    return _back_to_workspace(tenant_id, "disconnected")
+
+
+@router.post("/workspaces/{tenant_id}/tier")
+async def change_tier(
+    tenant_id: TenantIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    tier: Annotated[str, Form(min_length=1, max_length=32)],
+) -> Response:
+    await workspace_service.update_workspace(session, settings, tenant_id, name=None, tier=tier)
+    return _back_to_workspace(tenant_id, "tier")
+
+
+# --- provider configurations -------------------------------------------------------------------
+
+
+TenantQuery = Annotated[str, Query(pattern=f"({TENANT_ID_PATTERN})|^$")]
+ConfigIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+@router.get("/configs")
+async def configs(
+    request: Request,
+    console: ConsoleDep,
+    session: SessionDep,
+    tenant_id: TenantQuery = "",
+) -> HTMLResponse:
+    document = None
+    if tenant_id:
+        domain = app_state(request.app).provider_configs
+        raw = await configs_service.read_document(session, domain.defaults, tenant_id, None)
+        document = json.loads(raw.body)
+    return render(
+        request,
+        "configs.html",
+        {
+            "tenant_id": tenant_id,
+            "document": document,
+            "lists": [(kind, list_field(kind)) for kind in PROVIDER_TYPES],
+        },
+    )
+
+
+async def _history(session: SessionDep, tenant_id: str, config_id: str) -> list[dict[str, Any]]:
+    page = await configs_service.history(
+        session,
+        tenant_id,
+        provider_type=None,
+        provider_name=None,
+        config_id=config_id,
+        limit=200,
+        cursor=None,
+    )
+    items: list[dict[str, Any]] = json.loads(page)["items"]
+    return items
+
+
+@router.get("/configs/{tenant_id}/{config_id}")
+async def config_history(
+    request: Request,
+    tenant_id: TenantIdPath,
+    config_id: ConfigIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+) -> HTMLResponse:
+    items = await _history(session, tenant_id, config_id)
+    return render(
+        request,
+        "config.html",
+        {"tenant_id": tenant_id, "config_id": config_id, "items": items},
+    )
+
+
+@router.get("/configs/{tenant_id}/{config_id}/diff")
+async def config_diff(
+    request: Request,
+    tenant_id: TenantIdPath,
+    config_id: ConfigIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    from_version: Annotated[int, Query(alias="from", ge=0)],
+    to_version: Annotated[int, Query(alias="to", ge=0)],
+) -> HTMLResponse:
+    """Two versions side by side: the fields the domain's diff names, before and after."""
+    diff = json.loads(
+        await configs_service.diff_versions(
+            session, tenant_id, config_id, from_version=from_version, to_version=to_version
+        )
+    )
+    return render(
+        request,
+        "config_diff.html",
+        {"tenant_id": tenant_id, "config_id": config_id, "diff": diff},
+    )
+
+
+VersionField = Annotated[int, Form(ge=1)]
+ExpectedField = Annotated[int, Form(ge=0)]
+ReasonField = Annotated[str, Form(min_length=1, max_length=1000)]
+
+
+@router.post("/configs/{tenant_id}/{config_id}/rollback/preview")
+async def rollback_preview(
+    request: Request,
+    tenant_id: TenantIdPath,
+    config_id: ConfigIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    version: VersionField,
+    expected_version: ExpectedField,
+    reason: ReasonField,
+) -> HTMLResponse:
+    """What the rollback would change (the domain's dry run), and the button that makes it."""
+    domain = app_state(request.app).provider_configs
+    body = RollbackRequest(
+        config_id=config_id, version=version, expected_version=expected_version, reason=reason
+    )
+    preview = json.loads(await configs_service.preview_rollback(session, domain, tenant_id, body))
+    return render(
+        request,
+        "rollback_preview.html",
+        {
+            "tenant_id": tenant_id,
+            "config_id": config_id,
+            "preview": preview,
+            "expected_version": expected_version,
+            "reason": reason,
+        },
+    )
+
+
+@router.post("/configs/{tenant_id}/{config_id}/rollback")
+async def rollback(
+    request: Request,
+    tenant_id: TenantIdPath,
+    config_id: ConfigIdPath,
+    console: ConsoleDep,
+    session: SessionDep,
+    version: VersionField,
+    expected_version: ExpectedField,
+    reason: ReasonField,
+) -> Response:
+    """Roll back with the version the page showed as `expected_version`: a page left open while
+    someone else wrote gets the 409 of optimistic concurrency."""
+    domain = app_state(request.app).provider_configs
+    body = RollbackRequest(
+        config_id=config_id, version=version, expected_version=expected_version, reason=reason
+    )
+    await configs_service.rollback(session, domain, tenant_id, body, changed_by=console.subject)
+    return _see_other(f"/admin/configs/{tenant_id}/{config_id}?notice=rolled_back")
