@@ -1,6 +1,7 @@
 """Refresh cost: the monitoring loop's refreshes per second against the local provider, over raw
-refresh grants per second to the same provider at the same concurrency (both measured in this
-run), and the database round trips the loop's refreshes make.
+refresh grants per second to the same provider at the same concurrency (measured in this run,
+just before and just after the loop, their mean), and the database round trips the loop's
+refreshes make.
 
 What is counted: every round trip Junction's engine makes to PostgreSQL while the loop refreshes
 every connection once (`RoundTripCounter`: statements, first preparations, and the BEGIN, COMMIT
@@ -237,8 +238,13 @@ async def run(ctx: BenchContext) -> None:
         async with _provider_process() as provider:
             await _raw_refresh_rate(provider, 4)  # warm the provider process
             for concurrency in CONCURRENCY:
-                raw = await _raw_refresh_rate(provider, concurrency)
+                # Raw grants just before and just after the loop, their mean the reference: on
+                # a machine whose load drifts, the loop is not compared with another moment's.
+                before = await _raw_refresh_rate(provider, concurrency)
                 rate, counter = await _loop_refresh_rate(ctx, url, provider, concurrency)
+                after = await _raw_refresh_rate(provider, concurrency)
+                raw = (before + after) / 2
+                print(f"    raw before / after the loop: {before:.0f} / {after:.0f} call/s")
                 ctx.report(f"raw refresh grants/s, {concurrency} at a time", raw, "call/s")
                 ctx.report(f"loop refreshes/s, {concurrency} at a time", rate, "refresh/s")
                 ctx.report(
