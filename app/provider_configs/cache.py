@@ -132,9 +132,10 @@ class ConfigCache:
             self.shared_reads.misses += 1
             return await self._load(tenant_id, provider_type)
         shared, generation = found
-        if shared is not None:
+        document = None if shared is None else RenderedDocument.from_bytes(shared)
+        # An entry stored before entries carried their tags is a miss: loaded and replaced.
+        if document is not None and document.etag is not None:
             self.shared_reads.hits += 1
-            document = RenderedDocument.from_bytes(shared)
             self._local.put(key, document, epoch)
             return document
         self.shared_reads.misses += 1

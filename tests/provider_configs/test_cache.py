@@ -141,6 +141,25 @@ async def test_with_redis_unreachable_reads_and_writes_still_work(
 
 
 @postgres_only
+async def test_a_shared_entry_without_a_tag_is_read_again_from_the_database(
+    client: httpx.AsyncClient, editor: dict
+) -> None:
+    # What a replica of the previous release stored: the body alone, no entity tag before it.
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await post_config(client, editor, sms=[provider("twilio")])
+        await redis.set(f"provider_config:{TENANT}:sms", b'{"tenant_id":"stale"}', ex=300)
+        response = await client.get(f"/config/{TENANT}?provider_type=sms", headers=editor)
+        assert response.status_code == 200
+        assert response.json()["tenant_id"] == TENANT
+        assert response.headers["etag"].startswith('"sms.')
+        stored = await redis.get(f"provider_config:{TENANT}:sms")
+        assert stored is not None and stored.startswith(b'"sms.')
+    finally:
+        await redis.aclose()
+
+
+@postgres_only
 async def test_a_typed_read_fills_the_redis_key_and_a_write_deletes_it(
     client: httpx.AsyncClient, editor: dict
 ) -> None:
