@@ -59,6 +59,7 @@ def _decimal_text(value: Decimal) -> str:
 
 _NORMALISE: dict[values.Kind, Callable[[Any], Any] | None] = {
     "datetime": _microseconds,
+    "date": None,  # a date from both (decoded from SQLite's text)
     "json": _json_text,
     "boolean": int,
     "numeric": _decimal_text,

@@ -2,13 +2,14 @@
 
 The copy and the checksum read rows as the drivers return them (no SQLAlchemy type processing:
 at a million rows it is most of the cost) and bring each column to one canonical Python value:
-an aware UTC datetime, a parsed JSON document, a bool, a Decimal at the column's scale, or the
+an aware UTC datetime, a date, a parsed JSON document, a bool, a Decimal at the column's scale, or the
 str/int both drivers already agree on. From there a value is written to either database, and
 hashed (app/operations/checksum.py). What differs between the drivers:
 
 | column   | SQLite (as SQLAlchemy stores it)        | PostgreSQL (asyncpg)             |
 |----------|-----------------------------------------|----------------------------------|
 | datetime | text `YYYY-MM-DD HH:MM:SS.ffffff`, UTC  | aware datetime                   |
+| date     | text `YYYY-MM-DD`                       | date                             |
 | JSON     | text                                    | parsed out, text in (SQLAlchemy) |
 | boolean  | 0 / 1                                   | bool                             |
 | numeric  | REAL (an int when integral)             | Decimal                          |
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Numeric, Table
+from sqlalchemy import JSON, Boolean, Column, Date, DateTime, Numeric, Table
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-Kind = Literal["datetime", "json", "boolean", "numeric", "plain"]
+Kind = Literal["datetime", "date", "json", "boolean", "numeric", "plain"]
 Convert = Callable[[Any], Any]
 
 
@@ -41,6 +42,8 @@ def column_kind(column: Column[Any]) -> Kind:
         return "json"
     if isinstance(base, DateTime):
         return "datetime"
+    if isinstance(base, Date):  # the usage rollups' day
+        return "date"
     if isinstance(base, Boolean):
         return "boolean"
     if isinstance(base, Numeric):  # Float is a Numeric too; the schema has none
@@ -94,6 +97,7 @@ def _decoder(column: Column[Any], dialect: str) -> Convert | None:
     if dialect == "sqlite":
         by_kind: dict[Kind, Convert] = {
             "datetime": _sqlite_datetime,
+            "date": date.fromisoformat,
             "json": _parsed_json,
             "boolean": bool,
             "numeric": _decimal_at(numeric_scale(column)),
@@ -113,6 +117,7 @@ def _encoder(column: Column[Any], dialect: str) -> Convert | None:
     if dialect == "sqlite":
         by_kind: dict[Kind, Convert] = {
             "datetime": _sqlite_datetime_text,
+            "date": date.isoformat,
             "numeric": _float,
             "boolean": int,
         }
