@@ -2,8 +2,8 @@
 
 The copy and the checksum read rows as the drivers return them (no SQLAlchemy type processing:
 at a million rows it is most of the cost) and bring each column to one canonical Python value:
-an aware UTC datetime, a date, a parsed JSON document, a bool, a Decimal at the column's scale, or the
-str/int both drivers already agree on. From there a value is written to either database, and
+an aware UTC datetime, a date, a parsed JSON document, a bool, a Decimal at the column's scale,
+or the str/int both drivers already agree on. From there a value is written to either database, and
 hashed (app/operations/checksum.py). What differs between the drivers:
 
 | column   | SQLite (as SQLAlchemy stores it)        | PostgreSQL (asyncpg)             |
