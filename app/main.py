@@ -44,6 +44,7 @@ from app.tokens import router as tokens_router
 from app.tokens.context import TokenContext
 from app.usage import folding as usage_folding
 from app.usage import router as usage_router
+from app.usage.batcher import group_commit
 from app.usage.prices import PriceTable
 from app.workspaces import router as workspaces_router
 
@@ -97,6 +98,10 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
         await stack.enter_async_context(
             usage_folding.folding_loop(sessionmaker, settings.usage_rollup_fold_interval_s)
         )
+        # Entered after the engine's disposal was pushed: at shutdown it drains first.
+        usage_batcher = await stack.enter_async_context(
+            group_commit(sessionmaker, settings, usage_prices)
+        )
         monitoring = await stack.enter_async_context(
             monitoring_lifecycle.lifespan(settings, sessionmaker, keyring, http, tokens)
         )
@@ -121,6 +126,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
             monitoring=monitoring,
             key_check=key_check,
             rate_limiter=rate_limiter,
+            usage_batcher=usage_batcher,
         )
         # Subscriptions are registered by now; open the cache bus once for all of them.
         await cache.start()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from app.operations.keys import UnknownKeyCheck
     from app.provider_configs.service import Domain as ProviderConfigs
     from app.tokens.context import TokenContext
+    from app.usage.batcher import UsageBatcher
     from app.usage.prices import PriceTable
 
 
@@ -45,6 +46,7 @@ class AppState:
     monitoring: Monitoring
     key_check: UnknownKeyCheck
     rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT unset
+    usage_batcher: UsageBatcher | None = None  # None: USAGE_GROUP_COMMIT_MAX_EVENTS=0
 
 
 def keep_state(app: Starlette, state: AppState) -> None:

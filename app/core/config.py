@@ -240,6 +240,10 @@ class Settings(BaseSettings):
     usage_model_prices: dict[str, dict[str, float | str] | list[dict[str, float | str]]] = Field(
         default_factory=dict
     )
+    # Group commit of single-event POST /usage/openai: a replica's concurrent requests share one
+    # transaction, collected for up to WAIT_MS or MAX_EVENTS (0: every request commits its own).
+    usage_group_commit_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    usage_group_commit_max_events: int = Field(default=200, ge=0, le=1000)
     # How often each replica folds closed days' rollup shards into one row (0: never).
     usage_rollup_fold_interval_s: float = Field(default=600.0, ge=0)
     # {"free": {"tokens": 100000, "calls": 1000}}: monthly limits, merged over defaults

@@ -100,19 +100,28 @@ async def record_openai_usage(
     session: SessionDep,
     prices: Annotated[PriceTable, Depends(get_prices)],
     settings: SettingsDep,
+    request: Request,
     response: Response,
 ) -> Any:
     """Record one AI call, or a list of up to 1,000 (all or nothing).
 
     201 when at least one event was new; 200 when all were repeats (the first events are
     returned unchanged and the counters do not move). A list answers `{items, created,
-    duplicates}` in the order sent.
+    duplicates}` in the order sent. A single event may share its transaction with other
+    requests to the same replica (group commit); it is answered after that commit.
     """
     for tenant_id in {event.tenant_id for event in body.events}:
         principal.require_tenant(tenant_id)
-    recorded = await service.record_events(
-        session, settings, prices, body.events, now=utcnow(), indexed=body.is_batch
-    )
+    batcher = app_state(request.app).usage_batcher
+    if batcher is not None and not body.is_batch:
+        # One event: checked here (its errors are its own), then written in this replica's next
+        # group commit; answered once that has committed.
+        service.check_event(prices, body.events[0], now=utcnow())
+        recorded = [await batcher.record(body.events[0])]
+    else:
+        recorded = await service.record_events(
+            session, settings, prices, body.events, now=utcnow(), indexed=body.is_batch
+        )
     created = sum(not event.duplicate for event in recorded)
     if created == 0:
         response.status_code = 200

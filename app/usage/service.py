@@ -110,6 +110,11 @@ async def record_events(
     return results
 
 
+def check_event(prices: PriceTable, event: UsageEventIn, *, now: datetime) -> None:
+    """Raise InvalidUsageInput as record_events would for this event, without writing."""
+    _event_row(prices, event, now, "")
+
+
 def _added(rows: list[dict[str, Any]], inserted: set[str]) -> list[alerts.Added]:
     sums: dict[tuple[str, str], list[int]] = {}
     for row in rows:

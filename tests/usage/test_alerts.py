@@ -190,9 +190,6 @@ async def test_concurrent_writers_on_two_replicas_cross_each_threshold_exactly_o
     # 100 x 1,000 tokens: every tenth of the 100,000 once; 100 calls: 10% of 1,000 once.
     assert percents(found) == steps
     assert percents(found, "calls") == [10]
-    # Each crossing saw the total its own event made: the one that reached the threshold.
-    assert all(
-        d["threshold"] <= d["used"] < d["threshold"] + 1_000
-        for d in found
-        if d["metric"] == "tokens"
-    )
+    # Each was recorded by the transaction whose total reached it (a group commit of several
+    # events may reach several at once).
+    assert all(d["used"] >= d["threshold"] for d in found)
