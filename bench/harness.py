@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.core.auth import mint_token
 from app.core.config import Settings
@@ -78,6 +81,22 @@ class BenchContext:
 
     def token(self, tenants: list[str], roles: list[str] | None = None, ttl_s: int = 7200) -> str:
         return mint_token(self.settings, sub="bench", tenants=tenants, roles=roles, ttl_s=ttl_s)
+
+    def database(self, name: str) -> str:
+        """The URL of another database on the bench's PostgreSQL server."""
+        return self.database_url.rsplit("/", 1)[0] + f"/{name}"
+
+    async def admin(self, statement: str) -> None:
+        """One statement on the server's `postgres` database, outside a transaction (CREATE or
+        DROP DATABASE)."""
+        engine = create_async_engine(
+            self.database("postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
 
     def report(self, label: str, value: float, unit: str = "", target: str | None = None) -> None:
         self.reports.append(Report(self.section, label, value, unit, target))

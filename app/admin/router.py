@@ -22,6 +22,8 @@ from app.admin.usage_chart import RANGES_DAYS, usage_chart
 from app.core.db import utcnow
 from app.core.deps import TENANT_ID_PATTERN, SessionDep, SettingsDep, TenantIdPath
 from app.monitoring import service as monitoring_service
+from app.provider_configs import history as configs_history
+from app.provider_configs import reads as configs_reads
 from app.provider_configs import service as configs_service
 from app.provider_configs.schemas import PROVIDER_TYPES, RollbackRequest, list_field
 from app.state import app_state
@@ -323,7 +325,7 @@ async def configs(
     document = None
     if tenant_id:
         domain = app_state(request.app).provider_configs
-        raw = await configs_service.read_document(session, domain.defaults, tenant_id, None)
+        raw = await configs_reads.read_document(session, domain.defaults, tenant_id, None)
         document = json.loads(raw.body)
     return render(
         request,
@@ -337,7 +339,7 @@ async def configs(
 
 
 async def _history(session: SessionDep, tenant_id: str, config_id: str) -> list[dict[str, Any]]:
-    page = await configs_service.history(
+    page = await configs_history.history(
         session,
         tenant_id,
         provider_type=None,
@@ -378,7 +380,7 @@ async def config_diff(
 ) -> HTMLResponse:
     """Two versions side by side: the fields the domain's diff names, before and after."""
     diff = json.loads(
-        await configs_service.diff_versions(
+        await configs_history.diff_versions(
             session, tenant_id, config_id, from_version=from_version, to_version=to_version
         )
     )

@@ -12,8 +12,9 @@ from app.core.cache import Cache
 from app.core.config import ConfigurationError, Settings
 from app.core.crypto import Keyring
 from app.provider_configs.cache import ConfigCache
+from app.provider_configs.reads import document_loader
 from app.provider_configs.rendering import Defaults
-from app.provider_configs.service import Domain, document_loader
+from app.provider_configs.service import Domain
 from app.provider_configs.stream import ChangeFeed, ChangeSignals, StreamSlots
 
 

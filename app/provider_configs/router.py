@@ -20,7 +20,7 @@ from app.core.deps import (
 from app.core.pagination import PageCursor
 from app.core.routing import DirectRoute, PathParam, QueryFlag, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
-from app.provider_configs import service
+from app.provider_configs import history, reads, service
 from app.provider_configs.rendering import RenderedDocument
 from app.provider_configs.schemas import (
     MAX_HISTORY_LIMIT,
@@ -144,7 +144,7 @@ async def get_config(request: Request) -> Response:
     if include_secrets:
         permissions.REVEAL_CONFIG_SECRETS.check(principal)
         async with domain.sessionmaker() as session:
-            document = await service.read_document(
+            document = await reads.read_document(
                 session, domain.defaults, tenant_id, provider_type, keyring=domain.keyring
             )
         return _document(document)
@@ -256,7 +256,7 @@ async def config_history(
 ) -> Response:
     """Version rows, newest first, with secrets masked."""
     principal.require_tenant(tenant_id)
-    page = await service.history(
+    page = await history.history(
         session,
         tenant_id,
         provider_type=provider_type,
@@ -311,7 +311,7 @@ async def config_diff(
     Secrets (`api_key`, `api_secret`) are shown only as changed, never with their values.
     """
     principal.require_tenant(tenant_id)
-    diff = await service.diff_versions(
+    diff = await history.diff_versions(
         session, tenant_id, config_id, from_version=from_version, to_version=to_version
     )
     return _json(diff)

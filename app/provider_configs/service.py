@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.conditional import if_match_tags
 from app.core.crypto import DecryptionError, Keyring, mask
-from app.core.db import after_commit, is_postgres, single_statement_reader, utcnow
+from app.core.db import after_commit, is_postgres, utcnow
 from app.core.errors import InvalidField, PreconditionFailed
-from app.core.pagination import RowIdCursor
 from app.core.secret_fields import MaskedSecretField
 from app.provider_configs import repository
 from app.provider_configs.cache import ConfigCache
@@ -22,24 +20,18 @@ from app.provider_configs.diff import diff_snapshots
 from app.provider_configs.exceptions import (
     ConfigNotFound,
     NotRestorable,
-    SecretUndecryptable,
     VersionConflict,
     VersionNotFound,
 )
 from app.provider_configs.models import ProviderConfig, ProviderConfigVersion
+from app.provider_configs.reads import read_document
 from app.provider_configs.rendering import (
     ALL_SCOPE,
-    API_KEY,
-    API_SECRET,
     SECRET_FIELDS,
     Defaults,
     RenderedDocument,
-    Reveal,
     document_etag,
     etag_scope,
-    render_diff,
-    render_document,
-    render_history,
     render_rollback_preview,
 )
 from app.provider_configs.schemas import (
@@ -54,64 +46,6 @@ from app.provider_configs.stream import ChangeFeed
 from app.workspaces import service as workspace_service
 
 _MAX_CHANGED_BY = 255
-
-# --- reads -------------------------------------------------------------------------------------
-
-
-def _revealer(keyring: Keyring, tenant_id: str) -> Reveal:
-    def open_secret(row: Row[Any], field: MaskedSecretField) -> str | None:
-        stored = field.stored(row)
-        if not stored:
-            return None
-        try:
-            return field.open(keyring, tenant_id, row.id, stored)
-        except DecryptionError:
-            # An operator problem (a removed key) or a moved ciphertext: a clear 409, not a 500.
-            raise SecretUndecryptable(
-                f"{field.name} of {row.provider_type} provider '{row.provider_name}' cannot be "
-                "decrypted; store it again",
-                provider_type=row.provider_type,
-                provider_name=row.provider_name,
-            ) from None
-
-    def reveal(row: Row[Any]) -> tuple[str | None, str | None]:
-        return open_secret(row, API_KEY), open_secret(row, API_SECRET)
-
-    return reveal
-
-
-async def read_document(
-    session: AsyncSession,
-    defaults: Defaults,
-    tenant_id: str,
-    provider_type: str | None,
-    *,
-    keyring: Keyring | None = None,
-) -> RenderedDocument:
-    """The serialized document; secrets in clear when a keyring is given, masked otherwise."""
-    rows = await repository.fetch_live_configs(
-        session, tenant_id, provider_type, with_secrets=keyring is not None
-    )
-    reveal = None if keyring is None else _revealer(keyring, tenant_id)
-    return render_document(tenant_id, rows, defaults, provider_type, reveal)
-
-
-def document_loader(engine: AsyncEngine, defaults: Defaults) -> Callable[[str, str | None], Any]:
-    """What the cache calls on a miss: one select, serialized once.
-
-    A pooled connection in autocommit rather than an ORM session in a transaction: one SELECT is
-    atomic and reads one snapshot on its own, and BEGIN and ROLLBACK would be two round trips of
-    the three an uncached read costs (behind PgBouncer they are paid: see single_statement_reader).
-    """
-    reader = single_statement_reader(engine)
-
-    async def load(tenant_id: str, provider_type: str | None) -> RenderedDocument:
-        async with reader.connect() as connection:
-            rows = await repository.fetch_live_configs(connection, tenant_id, provider_type)
-        return render_document(tenant_id, rows, defaults, provider_type)
-
-    return load
-
 
 # --- writes ------------------------------------------------------------------------------------
 
@@ -507,64 +441,3 @@ async def preview_rollback(
     restored = {**snapshot, "deleted": False}
     changes = diff_snapshots(snapshot_of(config), restored)
     return render_rollback_preview(config, request.version, changes)
-
-
-# --- history -----------------------------------------------------------------------------------
-
-
-async def history(
-    session: AsyncSession,
-    tenant_id: str,
-    *,
-    provider_type: str | None,
-    provider_name: str | None,
-    config_id: str | None,
-    limit: int,
-    cursor: str | None,
-) -> bytes:
-    """Version rows newest first, serialized; `next_cursor` continues after the last item."""
-    before_id = RowIdCursor.decode(cursor).row_id if cursor else None
-    if config_id is not None and not await repository.config_exists(session, tenant_id, config_id):
-        raise ConfigNotFound(f"configuration '{config_id}' not found")
-    rows = await repository.history_page(
-        session,
-        tenant_id,
-        provider_type=provider_type,
-        provider_name=provider_name,
-        config_id=config_id,
-        before_id=before_id,
-        limit=limit + 1,
-    )
-    page = rows[:limit]
-    next_cursor = RowIdCursor(page[-1].id).encode() if len(rows) > limit else None
-    previous = await repository.version_snapshots(
-        session, ((row.config_id, row.version - 1) for row in page)
-    )
-    return render_history(page, previous, next_cursor)
-
-
-async def diff_versions(
-    session: AsyncSession,
-    tenant_id: str,
-    config_id: str,
-    *,
-    from_version: int | None,
-    to_version: int | None,
-) -> bytes:
-    """What changed from one version of a configuration to another (either order; version 0 is
-    the state before it existed). `to` defaults to the current version, `from` to the one
-    before `to`."""
-    config = await repository.find_config(session, tenant_id, config_id)
-    if config is None or config.version == 0:
-        raise ConfigNotFound(f"configuration '{config_id}' not found")
-    to = config.version if to_version is None else to_version
-    start = max(to - 1, 0) if from_version is None else from_version
-    for number in (start, to):
-        if number > config.version:
-            raise VersionNotFound(
-                f"configuration '{config_id}' has no version {number}",
-                current_version=config.version,
-            )
-    snapshots = await repository.version_snapshots(session, [(config_id, start), (config_id, to)])
-    changes = diff_snapshots(snapshots.get((config_id, start)), snapshots.get((config_id, to)))
-    return render_diff(config, start, to, changes)

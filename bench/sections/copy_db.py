@@ -24,10 +24,6 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
-
 from app.core import migrations
 from app.operations.copy_db import copy_database
 from app.operations.verify_db import verify_databases
@@ -183,24 +179,11 @@ def _load() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-async def _admin(ctx: BenchContext, statement: str) -> None:
-    engine = create_async_engine(
-        ctx.database_url.rsplit("/", 1)[0] + "/postgres",
-        poolclass=NullPool,
-        isolation_level="AUTOCOMMIT",
-    )
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 async def run(ctx: BenchContext) -> None:
     root = Path(tempfile.mkdtemp(prefix="junction-bench-copy-"))
     source, back = root / "source.db", root / "back.db"
     database = f"junction_bench_copy_{os.getpid()}"
-    postgres = ctx.database_url.rsplit("/", 1)[0] + f"/{database}"
+    postgres = ctx.database(database)
     started = time.perf_counter()
     rows = await asyncio.to_thread(seed_sqlite, source, EVENTS)
     print(f"  load average before the copies: {_load()}", flush=True)
@@ -209,8 +192,8 @@ async def run(ctx: BenchContext) -> None:
         f"{time.perf_counter() - started:.1f} s",
         flush=True,
     )
-    await _admin(ctx, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    await _admin(ctx, f'CREATE DATABASE "{database}"')
+    await ctx.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    await ctx.admin(f'CREATE DATABASE "{database}"')
     try:
         for label, src, dst in (
             ("SQLite -> PostgreSQL", f"sqlite:///{source}", postgres),
@@ -242,7 +225,7 @@ async def run(ctx: BenchContext) -> None:
         )
         print(f"  load average after the copies: {_load()}", flush=True)
     finally:
-        await _admin(ctx, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await ctx.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         for path in root.iterdir():
             path.unlink()
         root.rmdir()

@@ -72,21 +72,6 @@ EXPLAIN_DUE = text(
 )
 
 
-def _url(ctx: BenchContext, database: str) -> str:
-    return ctx.database_url.rsplit("/", 1)[0] + f"/{database}"
-
-
-async def _admin(ctx: BenchContext, statement: str) -> None:
-    engine = create_async_engine(
-        _url(ctx, "postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
-    )
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 async def _populate(url: str, rows: int) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
     try:
@@ -282,10 +267,10 @@ async def _refresh_rate(
 
 
 async def run(ctx: BenchContext) -> None:
-    small_url, large_url = _url(ctx, f"{DATABASE}_10k"), _url(ctx, f"{DATABASE}_1m")
+    small_url, large_url = ctx.database(f"{DATABASE}_10k"), ctx.database(f"{DATABASE}_1m")
     for database in (f"{DATABASE}_10k", f"{DATABASE}_1m"):
-        await _admin(ctx, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await _admin(ctx, f'CREATE DATABASE "{database}"')
+        await ctx.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await ctx.admin(f'CREATE DATABASE "{database}"')
     try:
         for url in (small_url, large_url):
             await asyncio.to_thread(migrations.upgrade, url)
@@ -300,4 +285,4 @@ async def run(ctx: BenchContext) -> None:
                 )
     finally:
         for database in (f"{DATABASE}_10k", f"{DATABASE}_1m"):
-            await _admin(ctx, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await ctx.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

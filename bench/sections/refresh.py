@@ -25,8 +25,6 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import httpx
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from app.core import migrations
 from app.core.config import Settings
@@ -41,21 +39,6 @@ from tests.oauth_fixtures import REDIRECT_URI, connect_branch
 DATABASE = "junction_bench_refresh"
 CONNECTIONS = 200
 CONCURRENCY = (4, 16)
-
-
-def _url(ctx: BenchContext, database: str) -> str:
-    return ctx.database_url.rsplit("/", 1)[0] + f"/{database}"
-
-
-async def _admin(ctx: BenchContext, statement: str) -> None:
-    engine = create_async_engine(
-        _url(ctx, "postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
-    )
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 # --- raw refresh grants ---------------------------------------------------------------------
@@ -230,9 +213,9 @@ async def _loop_refresh_rate(
 
 
 async def run(ctx: BenchContext) -> None:
-    url = _url(ctx, DATABASE)
-    await _admin(ctx, f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    await _admin(ctx, f'CREATE DATABASE "{DATABASE}"')
+    url = ctx.database(DATABASE)
+    await ctx.admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    await ctx.admin(f'CREATE DATABASE "{DATABASE}"')
     try:
         await asyncio.to_thread(migrations.upgrade, url)
         async with _provider_process() as provider:
@@ -262,4 +245,4 @@ async def run(ctx: BenchContext) -> None:
                 )
                 print(f"    per refresh: {breakdown}")
     finally:
-        await _admin(ctx, f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await ctx.admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
