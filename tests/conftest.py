@@ -12,11 +12,12 @@ import functools
 import os
 import socket
 import ssl
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import httpx._transports.default
@@ -33,6 +34,8 @@ from app.devtools.oauth_provider import LocalOAuthServer
 from app.main import create_app
 from app.models import Base
 from app.state import app_state
+
+T = TypeVar("T")
 
 BACKEND = os.environ.get("JUNCTION_TEST_BACKEND", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -157,11 +160,51 @@ async def _clean_state(database_url: str) -> AsyncIterator[None]:
     yield
 
 
+async def _until_coherent(app: Any) -> None:
+    """Start-up waits for the first heartbeat only briefly; on a loaded machine a test could then
+    begin before the local tiers may serve. With the bus connected, wait for it here."""
+    cache = app_state(app).cache
+    deadline = time.monotonic() + 10
+    while cache.shared and cache.bus_connected and not cache.coherent:
+        if time.monotonic() > deadline:
+            raise AssertionError("the cache bus is connected but never became coherent")
+        await asyncio.sleep(0.02)
+
+
+async def while_coherent(apps: Sequence[Any], attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` until one run passes with every app's local tiers trusted throughout.
+
+    Under a loaded machine a replica can miss heartbeats for longer than its coherence lease and
+    then, by design, read the database instead of its local tiers; a test of what a cached read
+    does is about the other case. A run during which some app's trust lapsed is repeated (up to
+    three times); its own assertions still decide the run that counts."""
+    for _ in range(3):
+        for app in apps:
+            await _until_coherent(app)
+        before = [app_state(app).cache.lapses for app in apps]
+        try:
+            result = await attempt()
+        except AssertionError:
+            if not await _lapsed(apps, before):
+                raise
+            continue
+        if not await _lapsed(apps, before):
+            return result
+    raise AssertionError("the cache lease lapsed in every attempt")
+
+
+async def _lapsed(apps: Sequence[Any], before: list[int]) -> bool:
+    for app in apps:
+        await _until_coherent(app)  # a lapse is counted when trust returns
+    return [app_state(app).cache.lapses for app in apps] != before
+
+
 @asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """An app with its lifespan running, and a client that talks to it in-process."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        await _until_coherent(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://junction.test"

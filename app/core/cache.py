@@ -97,6 +97,9 @@ class Cache:
         answering, this process subscribed and its coherence lease current."""
         return True
 
+    # How many times this process stopped trusting its local tiers (lease lapsed, bus lost).
+    lapses = 0
+
     def coherent_at(self, now: float) -> bool:
         """`coherent` for a caller that already read `time.monotonic()`."""
         return True

@@ -436,6 +436,8 @@ class RedisCache(Cache):
             return
         now = time.monotonic()
         if now >= self._trusted_until:
+            if self._ever_trusted:
+                self.lapses += 1
             # The lease had lapsed (or this is the first): trust again after the grace, so that
             # what other replicas could not announce meanwhile is replayed first. At start-up
             # there is nothing of ours to distrust.

@@ -22,6 +22,7 @@ from tests.conftest import (
     postgres_only,
     recorded_statements,
     running_app,
+    while_coherent,
 )
 from tests.provider_configs.conftest import TENANT, find, post_config, provider
 
@@ -38,12 +39,16 @@ async def test_a_warm_read_does_not_touch_the_database(
     app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
     await post_config(client, editor, map=[provider("google")])
-    await client.get(f"/config/{TENANT}", headers=editor)
-    with config_selects(app) as selects:
-        for _ in range(5):
-            response = await client.get(f"/config/{TENANT}", headers=editor)
-            assert response.status_code == 200
-    assert selects == []
+
+    async def warm_reads() -> None:
+        await client.get(f"/config/{TENANT}", headers=editor)
+        with config_selects(app) as selects:
+            for _ in range(5):
+                response = await client.get(f"/config/{TENANT}", headers=editor)
+                assert response.status_code == 200
+        assert selects == []
+
+    await while_coherent([app], warm_reads)
 
 
 async def _cache_operations(client: httpx.AsyncClient, tier: str, result: str) -> float:
@@ -198,13 +203,17 @@ async def test_the_second_instance_reads_a_warm_document_from_redis(
     settings: Settings, make_token: TokenFactory
 ) -> None:
     headers = bearer(make_token([TENANT], roles=["service"]))
-    async with running_app(settings) as (_, first), running_app(settings) as (app2, second):
-        await post_config(first, headers, map=[provider("google")])
-        await first.get(f"/config/{TENANT}", headers=headers)
-        with config_selects(app2) as selects:
-            response = await second.get(f"/config/{TENANT}", headers=headers)
-        assert response.status_code == 200
-        assert selects == []
+    async with running_app(settings) as (app1, first), running_app(settings) as (app2, second):
+
+        async def write_then_read_on_both() -> None:
+            await post_config(first, headers, map=[provider("google")])
+            await first.get(f"/config/{TENANT}", headers=headers)
+            with config_selects(app2) as selects:
+                response = await second.get(f"/config/{TENANT}", headers=headers)
+            assert response.status_code == 200
+            assert selects == []
+
+        await while_coherent([app1, app2], write_then_read_on_both)
 
 
 async def test_a_load_that_straddles_a_write_is_not_kept(app: Any) -> None:
