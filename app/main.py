@@ -209,10 +209,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CorsMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware)
     # Starlette tries routes in order, at a cost per route tried: the hot reads (provider
-    # configurations, fresh tokens) come first, on the app itself, then their domains' routers.
+    # configurations, fresh tokens) and the hot write (usage events) come first, on the app
+    # itself, then their domains' routers.
     # No two routes share a path and method, so the order is free.
     tokens_router.add_hot_routes(app)
     provider_configs_router.add_hot_routes(app)
+    usage_router.add_hot_routes(app)
     for router in (
         provider_configs_router.router,
         tokens_router.router,

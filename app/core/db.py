@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 import weakref
@@ -236,6 +237,7 @@ async def run_after_commit(session: AsyncSession) -> None:
             )
 
 
+@contextlib.asynccontextmanager
 async def unit_of_work(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:

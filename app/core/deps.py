@@ -19,7 +19,7 @@ from app.state import app_state
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in unit_of_work(app_state(request.app).sessionmaker):
+    async with unit_of_work(app_state(request.app).sessionmaker) as session:
         yield session
 
 

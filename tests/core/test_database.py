@@ -33,7 +33,7 @@ async def test_the_unit_of_work_commits_then_runs_after_commit_callbacks(databas
     ran: list[str] = []
     async with running_app(settings) as (app, _):
         sessionmaker = create_sessionmaker(app_state(app).engine)
-        async for session in unit_of_work(sessionmaker):
+        async with unit_of_work(sessionmaker) as session:
             session.add(Workspace(id="uow-tenant"))
 
             async def callback() -> None:
@@ -50,7 +50,7 @@ async def test_the_unit_of_work_rolls_back_on_error_and_skips_callbacks(database
     async with running_app(settings) as (app, _):
         sessionmaker = create_sessionmaker(app_state(app).engine)
         try:
-            async for session in unit_of_work(sessionmaker):
+            async with unit_of_work(sessionmaker) as session:
                 session.add(Workspace(id="rolled-back"))
                 await session.flush()
 
@@ -75,7 +75,7 @@ async def test_a_failing_after_commit_step_is_logged_once_with_the_request_id_an
         sessionmaker = create_sessionmaker(app_state(app).engine)
         token = request_id_var.set("req-after-commit")
         try:
-            async for session in unit_of_work(sessionmaker):
+            async with unit_of_work(sessionmaker) as session:
                 session.add(Workspace(id="committed"))
 
                 async def failing() -> None:
