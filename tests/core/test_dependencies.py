@@ -22,10 +22,9 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
 
 
 def _runs_on_the_loop(call: Any) -> bool:
-    target = getattr(call, "__call__", None) if not inspect.isroutine(call) else call
-    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(target) or (
-        inspect.isasyncgenfunction(call)
-    )
+    """A coroutine or async generator function, or an instance whose `__call__` is one."""
+    candidates = [call] if inspect.isroutine(call) else [call, type(call).__call__]
+    return any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in candidates)
 
 
 def test_every_endpoint_and_dependency_runs_on_the_event_loop(settings: Settings) -> None:
