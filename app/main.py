@@ -157,14 +157,19 @@ class JunctionApp(FastAPI):
 
 
 def _serve_hot_reads(app: JunctionApp, settings: Settings) -> None:
-    """Serve the app's `DirectRoute` GETs past the stack, unless a middleware that must see every
-    request is configured (rate limiting, CORS)."""
+    """Serve the app's `DirectRoute`s past the stack, unless a middleware that must see every
+    request is configured (rate limiting, CORS); in maintenance mode only the reads."""
     if settings.rate_limit or settings.cors_origins or app.root_path:
         return
     limit = settings.request_max_header_bytes
-    hot_reads = HotReads(lambda scope: head_too_large(scope, limit))
+    options = RequestLimitsMiddleware.options(settings)
+    hot_reads = HotReads(
+        lambda scope: head_too_large(scope, limit),
+        lambda endpoint: RequestLimitsMiddleware(endpoint, **options),
+    )
+    methods = {"GET"} if settings.read_only else {"GET", "POST"}
     for route in app.router.routes:
-        if isinstance(route, DirectRoute) and route.methods == {"GET"}:
+        if isinstance(route, DirectRoute) and route.methods and route.methods <= methods:
             hot_reads.add(route)
     hot_reads.use_exception_handlers(app.exception_handlers)
     app.hot_reads = hot_reads
