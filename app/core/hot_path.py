@@ -1,12 +1,12 @@
-"""The front door of the hottest reads: their `DirectRoute`s served without the middleware stack.
+"""The front door of the hottest routes: their `DirectRoute`s served without the middleware stack.
 
 A warm `GET /config/{tenant_id}` or fresh-token read is a dict lookup after authentication; what
 it cost beyond that was the stack around it: FastAPI's and Starlette's middlewares (the error
 middleware, the telemetry check that reads the environment, the body limit, the exception
-middleware, the exit stack), Starlette's routing, and Junction's own pure-ASGI middlewares. For a
-GET on one of the routes registered here (`HotReads.add`), the app's `__call__` hands the request
-to `HotReads.serve` instead, which does for that request what the stack would have done, and no
-more:
+middleware, the exit stack), Starlette's routing, and Junction's own pure-ASGI middlewares. For
+a request for one of the routes registered here (`HotRoutes.add`), the app's `__call__` hands
+the request to `HotRoutes.serve` instead, which does for that request what the stack would have
+done, and no more (for a GET; a hot write gets its body limits too, as the end of this says):
 - the request context (request id in and out, security headers, per-route metrics, the access
   log): the same `RequestContext` `RequestContextMiddleware` uses;
 - the head-size limit (`RequestLimitsMiddleware.head_too_large`): a request over it goes the
@@ -52,7 +52,7 @@ class _HotRoute:
     method: str
 
 
-class HotReads:
+class HotRoutes:
     """The routes served past the stack, and what serving them needs of the app."""
 
     def __init__(

@@ -30,8 +30,8 @@ def _count(text: str, route: str, status: int, method: str = "GET") -> float:
 
 def test_the_direct_routes_are_the_hot_routes(settings: Settings) -> None:
     app = create_app(settings)
-    assert app.hot_reads is not None
-    paths = {(hot.method, hot.route.path) for hot in app.hot_reads._routes}
+    assert app.hot_routes is not None
+    paths = {(hot.method, hot.route.path) for hot in app.hot_routes._routes}
     assert paths == {
         ("GET", "/config/{tenant_id}"),
         ("GET", "/token-management/tokens/{branch_id}"),
@@ -41,21 +41,21 @@ def test_the_direct_routes_are_the_hot_routes(settings: Settings) -> None:
 
 def test_in_maintenance_the_hot_write_goes_through_the_stack(database_url: str) -> None:
     app = create_app(build_settings(database_url, maintenance_mode="read_only"))
-    assert app.hot_reads is not None
-    assert {hot.method for hot in app.hot_reads._routes} == {"GET"}
+    assert app.hot_routes is not None
+    assert {hot.method for hot in app.hot_routes._routes} == {"GET"}
 
 
-def test_no_hot_reads_when_a_middleware_must_see_every_request(database_url: str) -> None:
+def test_no_hot_routes_when_a_middleware_must_see_every_request(database_url: str) -> None:
     limited = create_app(build_settings(database_url, rate_limit="100/second"))
-    assert limited.hot_reads is None
+    assert limited.hot_routes is None
     cors = create_app(build_settings(database_url, cors_allow_origins="https://app.example"))
-    assert cors.hot_reads is None
+    assert cors.hot_routes is None
 
 
 async def test_a_hot_read_carries_a_request_id_and_the_security_headers(
     app: Any, client: httpx.AsyncClient, make_token: TokenFactory
 ) -> None:
-    assert app.hot_reads is not None
+    assert app.hot_routes is not None
     headers = bearer(make_token([TENANT]))
     response = await client.get(CONFIG, headers=headers)
     assert response.status_code == 200
@@ -66,7 +66,7 @@ async def test_a_hot_read_carries_a_request_id_and_the_security_headers(
     assert given.headers["x-request-id"] == "trace-123"
 
 
-async def test_hot_reads_are_counted_under_their_route(
+async def test_hot_routes_are_counted_under_their_route(
     client: httpx.AsyncClient, make_token: TokenFactory
 ) -> None:
     headers = bearer(make_token([TENANT]))
@@ -152,7 +152,7 @@ async def test_a_hot_write_keeps_the_body_limits(
     settings = build_settings(database_url, request_max_batch_body_bytes=4096)
     headers = bearer(make_token([TENANT], roles=["service"]))
     async with running_app(settings) as (app, client):
-        assert app.hot_reads is not None
+        assert app.hot_routes is not None
         too_large = await client.post(USAGE, json=[_EVENT] * 100, headers=headers)
         nested = await client.post(
             USAGE,
