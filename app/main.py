@@ -23,7 +23,7 @@ from app.core.cors import CorsMiddleware
 from app.core.crypto import Keyring
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
-from app.core.hot_path import HotReads
+from app.core.hot_path import HotRoutes
 from app.core.http import build_http_client
 from app.core.limits import RequestLimitsMiddleware, head_too_large
 from app.core.logging import configure_logging, secrets
@@ -141,33 +141,38 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
 
 
 class JunctionApp(FastAPI):
-    """The service's app: a GET on one of its hot reads is served past the middleware stack
+    """The service's app: a request for one of its hot routes is served past the middleware stack
     (app/core/hot_path.py), everything else the usual way."""
 
-    hot_reads: HotReads | None = None
+    hot_routes: HotRoutes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot_reads = self.hot_reads
-        if hot_reads is not None and scope["type"] == "http":
-            found = hot_reads.match(scope)
+        hot_routes = self.hot_routes
+        if hot_routes is not None and scope["type"] == "http":
+            found = hot_routes.match(scope)
             if found is not None:
-                await hot_reads.serve(self, *found, scope, receive, send)
+                await hot_routes.serve(self, *found, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
 
-def _serve_hot_reads(app: JunctionApp, settings: Settings) -> None:
-    """Serve the app's `DirectRoute` GETs past the stack, unless a middleware that must see every
-    request is configured (rate limiting, CORS)."""
+def _serve_hot_routes(app: JunctionApp, settings: Settings) -> None:
+    """Serve the app's `DirectRoute`s past the stack, unless a middleware that must see every
+    request is configured (rate limiting, CORS); in maintenance mode only the reads."""
     if settings.rate_limit or settings.cors_origins or app.root_path:
         return
     limit = settings.request_max_header_bytes
-    hot_reads = HotReads(lambda scope: head_too_large(scope, limit))
+    options = RequestLimitsMiddleware.options(settings)
+    hot_routes = HotRoutes(
+        lambda scope: head_too_large(scope, limit),
+        lambda endpoint: RequestLimitsMiddleware(endpoint, **options),
+    )
+    methods = {"GET"} if settings.read_only else {"GET", "POST"}
     for route in app.router.routes:
-        if isinstance(route, DirectRoute) and route.methods == {"GET"}:
-            hot_reads.add(route)
-    hot_reads.use_exception_handlers(app.exception_handlers)
-    app.hot_reads = hot_reads
+        if isinstance(route, DirectRoute) and route.methods and route.methods <= methods:
+            hot_routes.add(route)
+    hot_routes.use_exception_handlers(app.exception_handlers)
+    app.hot_routes = hot_routes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -234,7 +239,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     permissions.install(app)
     openapi.install(app)
     _docs_routes_last(app)
-    _serve_hot_reads(app, settings)
+    _serve_hot_routes(app, settings)
     return app
 
 

@@ -1,12 +1,12 @@
-"""The front door of the hottest reads: their `DirectRoute`s served without the middleware stack.
+"""The front door of the hottest routes: their `DirectRoute`s served without the middleware stack.
 
 A warm `GET /config/{tenant_id}` or fresh-token read is a dict lookup after authentication; what
 it cost beyond that was the stack around it: FastAPI's and Starlette's middlewares (the error
 middleware, the telemetry check that reads the environment, the body limit, the exception
-middleware, the exit stack), Starlette's routing, and Junction's own pure-ASGI middlewares. For a
-GET on one of the routes registered here (`HotReads.add`), the app's `__call__` hands the request
-to `HotReads.serve` instead, which does for that request what the stack would have done, and no
-more:
+middleware, the exit stack), Starlette's routing, and Junction's own pure-ASGI middlewares. For
+a request for one of the routes registered here (`HotRoutes.add`), the app's `__call__` hands
+the request to `HotRoutes.serve` instead, which does for that request what the stack would have
+done, and no more (for a GET; a hot write gets its body limits too, as the end of this says):
 - the request context (request id in and out, security headers, per-route metrics, the access
   log): the same `RequestContext` `RequestContextMiddleware` uses;
 - the head-size limit (`RequestLimitsMiddleware.head_too_large`): a request over it goes the
@@ -17,8 +17,13 @@ more:
 - an error the endpoint raises is answered by the app's own exception handlers, looked up as the
   exception middleware looks them up; an unexpected one as the error middleware answers it (the
   500 handler, then raised for the server to log).
+A hot write (a POST `DirectRoute`: usage events) is served the same way, with the request
+limits in front of its endpoint: the same `RequestLimitsMiddleware` the stack runs, so its 413,
+400 and nested-JSON 422 come from one owner.
+
 Requests that a middleware could answer differently never come here: the app installs no hot
-reads when rate limiting or CORS is configured (those middlewares must see every request).
+routes when rate limiting or CORS is configured (those middlewares must see every request), and
+no hot writes in maintenance mode (its middleware refuses writes).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.metrics import RequestContext
 
@@ -44,21 +49,35 @@ class _HotRoute:
     route: APIRoute
     endpoint: Endpoint
     prefix: str
+    method: str
 
 
-class HotReads:
-    """The GET routes served past the stack, and what serving them needs of the app."""
+class HotRoutes:
+    """The routes served past the stack, and what serving them needs of the app."""
 
-    def __init__(self, head_too_large: Callable[[Scope], bool]) -> None:
+    def __init__(
+        self,
+        head_too_large: Callable[[Scope], bool],
+        body_limits: Callable[[ASGIApp], ASGIApp] | None = None,
+    ) -> None:
         self._routes: list[_HotRoute] = []
         self._head_too_large = head_too_large
         self._handlers: dict[Any, Handler] = {}
+        # A write's body goes through the request limits before its endpoint reads it.
+        self._limited_endpoint = body_limits(self._run_endpoint) if body_limits else None
 
     def add(self, route: APIRoute) -> None:
-        """Serve `route` (a GET `DirectRoute` whose endpoint takes the request) past the stack."""
+        """Serve `route` (a `DirectRoute` whose endpoint takes the request: a GET, or a POST
+        when body limits were given) past the stack."""
+        methods = sorted(route.methods or ())
+        if len(methods) != 1:
+            raise ValueError("a hot route answers one method")
+        method = methods[0]
+        if method != "GET" and self._limited_endpoint is None:
+            raise ValueError("a hot write needs the request limits in front of it")
         # The literal start of its path: most requests are told apart by it without a regex.
         prefix = route.path.split("{", 1)[0]
-        self._routes.append(_HotRoute(route, route.endpoint, prefix))
+        self._routes.append(_HotRoute(route, route.endpoint, prefix, method))
 
     def use_exception_handlers(self, handlers: dict[Any, Handler]) -> None:
         self._handlers = handlers
@@ -66,11 +85,10 @@ class HotReads:
     def match(self, scope: Scope) -> tuple[_HotRoute, dict[str, Any]] | None:
         """The hot route a request is for, with its path parameters; None: not a hot read (or
         one the normal way must answer)."""
-        if scope["method"] != "GET":
-            return None
+        method = scope["method"]
         path: str = scope["path"]
         for hot in self._routes:
-            if not path.startswith(hot.prefix):
+            if hot.method != method or not path.startswith(hot.prefix):
                 continue
             found = hot.route.path_regex.match(path)
             if found is None:
@@ -106,27 +124,35 @@ class HotReads:
         scope["path_params"] = params
         context = RequestContext(scope, send)
         try:
-            request = Request(scope, receive)
-            try:
-                response = await hot.endpoint(request)
-            except Exception as exc:
-                handler = self._handler_for(exc)
-                if handler is None:
-                    await self._answer(self._handlers.get(Exception), request, exc, scope, context)
-                    raise
-                await self._answer(handler, request, exc, scope, context)
-                return
-            await response(scope, receive, context.send)
+            if hot.method == "GET":
+                await self._run_endpoint(scope, receive, context.send)
+            else:
+                assert self._limited_endpoint is not None
+                await self._limited_endpoint(scope, receive, context.send)
         finally:
             context.finish(scope)
 
+    async def _run_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint `serve` put in the scope, its errors answered by the app's handlers."""
+        request = Request(scope, receive)
+        try:
+            response = await scope["endpoint"](request)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is None:
+                await self._answer(self._handlers.get(Exception), request, exc, scope, send)
+                raise
+            await self._answer(handler, request, exc, scope, send)
+            return
+        await response(scope, receive, send)
+
     @staticmethod
     async def _answer(
-        handler: Handler | None, request: Request, exc: Exception, scope: Scope, context: Any
+        handler: Handler | None, request: Request, exc: Exception, scope: Scope, send: Send
     ) -> None:
         if handler is None:
             response: Response = Response("Internal Server Error", status_code=500)
         else:
             answered = handler(request, exc)
             response = await answered if inspect.isawaitable(answered) else answered
-        await response(scope, request.receive, context.send)
+        await response(scope, request.receive, send)

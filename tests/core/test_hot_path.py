@@ -1,6 +1,6 @@
-"""The hot reads served past the middleware stack (app/core/hot_path.py) keep what the stack
-gave them: request ids, security headers, metrics, the head limit, authentication, revocation,
-tenant checks and the one error shape."""
+"""The hot routes served past the middleware stack (app/core/hot_path.py) keep what the stack
+gave them: request ids, security headers, metrics, the head and body limits, authentication,
+revocation, tenant checks, maintenance mode and the one error shape."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ TENANT = "tenant-a"
 CONFIG = f"/config/{TENANT}"
 
 
-def _count(text: str, route: str, status: int) -> float:
+def _count(text: str, route: str, status: int, method: str = "GET") -> float:
     pattern = (
-        r'junction_http_requests_total\{method="GET",route="'
+        rf'junction_http_requests_total\{{method="{method}",route="'
         + re.escape(route)
         + rf'",status="{status}"\}} ([0-9.e+]+)'
     )
@@ -28,24 +28,34 @@ def _count(text: str, route: str, status: int) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_the_direct_routes_are_the_hot_reads(settings: Settings) -> None:
+def test_the_direct_routes_are_the_hot_routes(settings: Settings) -> None:
     app = create_app(settings)
-    assert app.hot_reads is not None
-    paths = {hot.route.path for hot in app.hot_reads._routes}
-    assert paths == {"/config/{tenant_id}", "/token-management/tokens/{branch_id}"}
+    assert app.hot_routes is not None
+    paths = {(hot.method, hot.route.path) for hot in app.hot_routes._routes}
+    assert paths == {
+        ("GET", "/config/{tenant_id}"),
+        ("GET", "/token-management/tokens/{branch_id}"),
+        ("POST", "/usage/openai"),
+    }
 
 
-def test_no_hot_reads_when_a_middleware_must_see_every_request(database_url: str) -> None:
+def test_in_maintenance_the_hot_write_goes_through_the_stack(database_url: str) -> None:
+    app = create_app(build_settings(database_url, maintenance_mode="read_only"))
+    assert app.hot_routes is not None
+    assert {hot.method for hot in app.hot_routes._routes} == {"GET"}
+
+
+def test_no_hot_routes_when_a_middleware_must_see_every_request(database_url: str) -> None:
     limited = create_app(build_settings(database_url, rate_limit="100/second"))
-    assert limited.hot_reads is None
+    assert limited.hot_routes is None
     cors = create_app(build_settings(database_url, cors_allow_origins="https://app.example"))
-    assert cors.hot_reads is None
+    assert cors.hot_routes is None
 
 
 async def test_a_hot_read_carries_a_request_id_and_the_security_headers(
     app: Any, client: httpx.AsyncClient, make_token: TokenFactory
 ) -> None:
-    assert app.hot_reads is not None
+    assert app.hot_routes is not None
     headers = bearer(make_token([TENANT]))
     response = await client.get(CONFIG, headers=headers)
     assert response.status_code == 200
@@ -56,7 +66,7 @@ async def test_a_hot_read_carries_a_request_id_and_the_security_headers(
     assert given.headers["x-request-id"] == "trace-123"
 
 
-async def test_hot_reads_are_counted_under_their_route(
+async def test_hot_routes_are_counted_under_their_route(
     client: httpx.AsyncClient, make_token: TokenFactory
 ) -> None:
     headers = bearer(make_token([TENANT]))
@@ -110,3 +120,65 @@ async def test_a_head_over_the_limit_still_answers_431(database_url: str) -> Non
     async with running_app(settings) as (_, client):
         response = await client.get(CONFIG, headers={"X-Padding": "p" * 4096})
     assert response.status_code == 431
+
+
+USAGE = "/usage/openai"
+_EVENT = {
+    "tenant_id": TENANT,
+    "model": "gpt-4o-mini",
+    "prompt_tokens": 3,
+    "completion_tokens": 2,
+    "source": "ai_reply",
+}
+
+
+async def test_a_hot_write_carries_a_request_id_and_is_counted(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    headers = bearer(make_token([TENANT], roles=["service"]))
+    before = (await client.get("/metrics")).text
+    response = await client.post(USAGE, json=_EVENT, headers={**headers, "X-Request-ID": "ev-1"})
+    assert response.status_code == 201, response.text
+    assert response.headers["x-request-id"] == "ev-1"
+    for name, value in SECURITY_HEADER_DICT.items():
+        assert response.headers[name] == value
+    after = (await client.get("/metrics")).text
+    assert _count(after, USAGE, 201, "POST") == _count(before, USAGE, 201, "POST") + 1
+
+
+async def test_a_hot_write_keeps_the_body_limits(
+    database_url: str, make_token: TokenFactory
+) -> None:
+    settings = build_settings(database_url, request_max_batch_body_bytes=4096)
+    headers = bearer(make_token([TENANT], roles=["service"]))
+    async with running_app(settings) as (app, client):
+        assert app.hot_routes is not None
+        too_large = await client.post(USAGE, json=[_EVENT] * 100, headers=headers)
+        nested = await client.post(
+            USAGE,
+            content=b"[" * 40 + b"]" * 40,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        bad_length = await client.post(
+            USAGE, content=b"{}", headers={**headers, "Content-Length": "x2"}
+        )
+        wrong = await client.post(USAGE, json={**_EVENT, "prompt_tokens": -1}, headers=headers)
+    assert too_large.status_code == 413 and too_large.json()["error"] == "payload_too_large"
+    assert nested.status_code == 422 and "nested deeper" in nested.json()["detail"]
+    assert bad_length.status_code == 400
+    assert wrong.status_code == 422 and wrong.json()["fields"][0]["field"] == "prompt_tokens"
+    for refused in (too_large, nested, bad_length, wrong):
+        assert re.fullmatch(r"[0-9a-f]{32}", refused.headers["x-request-id"])
+
+
+async def test_a_hot_write_is_refused_without_the_service_role(
+    client: httpx.AsyncClient, make_token: TokenFactory
+) -> None:
+    anonymous = await client.post(USAGE, json=_EVENT)
+    reader = await client.post(USAGE, json=_EVENT, headers=bearer(make_token([TENANT])))
+    other = await client.post(
+        USAGE, json=_EVENT, headers=bearer(make_token(["tenant-b"], roles=["service"]))
+    )
+    assert anonymous.status_code == 401
+    assert reader.status_code == 403
+    assert other.status_code == 403
