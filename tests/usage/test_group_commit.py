@@ -4,13 +4,18 @@ answered after the commit that stored it, repeats stay exact, and shutdown drain
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.core.config import Settings
 from app.state import app_state
 from app.usage.batcher import UsageBatcher
 from app.usage.schemas import UsageEventIn
-from tests.conftest import TokenFactory, bearer, build_settings, running_app
+from tests.conftest import TokenFactory, bearer, build_settings, postgres_only, running_app
 from tests.usage.conftest import Summary, event_body
 
 
@@ -97,3 +102,41 @@ async def test_group_commit_off_commits_each_request_itself(
         response = await client.post("/usage/openai", json=event_body(), headers=headers)
     assert response.status_code == 201
     assert (await summary())["current_period"]["used"]["calls"] == 1
+
+
+@postgres_only
+async def test_a_failed_group_commit_retries_each_event_on_its_own(
+    settings: Settings, make_token: TokenFactory, summary: Summary
+) -> None:
+    """A batch whose transaction fails (here: its counter upsert waits on a table lock past the
+    statement timeout) is not the requests' failure: each event is written again in a
+    transaction of its own, and counted once."""
+    custom = _wide_window(settings).model_copy(update={"db_statement_timeout_ms": 500})
+    headers = bearer(make_token(tenants=["tenant-a"], roles=["service"]))
+    holder = create_async_engine(settings.database_url, poolclass=NullPool)
+    try:
+        async with running_app(custom) as (app, client), holder.connect() as locker:
+            batcher = app_state(app).usage_batcher
+            assert batcher is not None
+            lock = await locker.begin()
+            await locker.execute(text("LOCK TABLE usage_counters IN EXCLUSIVE MODE"))
+            sending = asyncio.gather(
+                *(
+                    client.post("/usage/openai", json=event_body(prompt_tokens=i), headers=headers)
+                    for i in range(1, 6)
+                )
+            )
+            deadline = time.monotonic() + 20
+            while batcher.figures.retried_alone < 5:
+                assert time.monotonic() < deadline, "the locked batch never failed"
+                await asyncio.sleep(0.01)
+            await lock.rollback()  # the retries, one transaction each, get the table
+            responses = await sending
+            figures = batcher.figures
+    finally:
+        await holder.dispose()
+    assert [r.status_code for r in responses] == [201] * 5, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 5
+    assert (figures.retried_alone, figures.events, figures.transactions) == (5, 5, 5)
+    used = (await summary())["current_period"]["used"]
+    assert used == {"tokens": 1 + 2 + 3 + 4 + 5 + 5 * 500, "calls": 5}
