@@ -60,29 +60,40 @@ async def _cache_operations(client: httpx.AsyncClient, tier: str, result: str) -
 
 
 async def test_cache_metrics_count_the_hits_and_misses_of_reads(
-    client: httpx.AsyncClient, editor: dict
+    app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, editor, map=[provider("google")])
-    hits = await _cache_operations(client, "local", "hit")
-    misses = await _cache_operations(client, "local", "miss")
-    await client.get(f"/config/{TENANT}", headers=editor)  # cold: a local miss
-    for _ in range(3):
-        await client.get(f"/config/{TENANT}", headers=editor)
-    assert await _cache_operations(client, "local", "miss") == misses + 1
-    assert await _cache_operations(client, "local", "hit") == hits + 3
+    writes = iter(range(100))
+
+    async def cold_then_warm_reads() -> None:
+        # A write first: the next read is cold again, whichever attempt this is.
+        await post_config(client, editor, map=[provider("google", config_data={"n": next(writes)})])
+        hits = await _cache_operations(client, "local", "hit")
+        misses = await _cache_operations(client, "local", "miss")
+        await client.get(f"/config/{TENANT}", headers=editor)  # cold: a local miss
+        for _ in range(3):
+            await client.get(f"/config/{TENANT}", headers=editor)
+        assert await _cache_operations(client, "local", "miss") == misses + 1
+        assert await _cache_operations(client, "local", "hit") == hits + 3
+
+    await while_coherent([app], cold_then_warm_reads)
 
 
 async def test_concurrent_cold_reads_cost_one_database_read(
     app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
-    await post_config(client, editor, map=[provider("google")])
-    with config_selects(app) as selects:
-        responses = await asyncio.gather(
-            *(client.get(f"/config/{TENANT}", headers=editor) for _ in range(30))
-        )
-    assert {r.status_code for r in responses} == {200}
-    assert len({r.content for r in responses}) == 1
-    assert len(selects) == 1
+    writes = iter(range(100))
+
+    async def concurrent_cold_reads() -> None:
+        await post_config(client, editor, map=[provider("google", config_data={"n": next(writes)})])
+        with config_selects(app) as selects:
+            responses = await asyncio.gather(
+                *(client.get(f"/config/{TENANT}", headers=editor) for _ in range(30))
+            )
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.content for r in responses}) == 1
+        assert len(selects) == 1
+
+    await while_coherent([app], concurrent_cold_reads)
 
 
 async def test_a_write_is_visible_on_the_next_read(client: httpx.AsyncClient, editor: dict) -> None:
@@ -147,12 +158,15 @@ async def test_with_redis_unreachable_reads_and_writes_still_work(
 
 @postgres_only
 async def test_a_shared_entry_without_a_tag_is_read_again_from_the_database(
-    client: httpx.AsyncClient, editor: dict
+    app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
     # What a replica of the previous release stored: the body alone, no entity tag before it.
     redis = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await post_config(client, editor, sms=[provider("twilio")])
+    writes = iter(range(100))
+
+    async def read_over_an_untagged_entry() -> None:
+        twilio = provider("twilio", config_data={"n": next(writes)})
+        await post_config(client, editor, sms=[twilio])
         await redis.set(f"provider_config:{TENANT}:sms", b'{"tenant_id":"stale"}', ex=300)
         response = await client.get(f"/config/{TENANT}?provider_type=sms", headers=editor)
         assert response.status_code == 200
@@ -160,23 +174,30 @@ async def test_a_shared_entry_without_a_tag_is_read_again_from_the_database(
         assert response.headers["etag"].startswith('"sms.')
         stored = await redis.get(f"provider_config:{TENANT}:sms")
         assert stored is not None and stored.startswith(b'"sms.')
+
+    try:
+        await while_coherent([app], read_over_an_untagged_entry)
     finally:
         await redis.aclose()
 
 
 @postgres_only
 async def test_a_typed_read_fills_the_redis_key_and_a_write_deletes_it(
-    client: httpx.AsyncClient, editor: dict
+    app: Any, client: httpx.AsyncClient, editor: dict
 ) -> None:
     redis = aioredis.Redis.from_url(REDIS_URL)
-    try:
+    key = f"provider_config:{TENANT}:sms"
+
+    async def fill_then_write() -> None:
         await post_config(client, editor, sms=[provider("twilio")])
         await client.get(f"/config/{TENANT}?provider_type=sms", headers=editor)
-        key = f"provider_config:{TENANT}:sms"
         assert await redis.exists(key)
         assert 0 < await redis.ttl(key) <= 300
         await post_config(client, editor, sms=[provider("twilio", enabled=False)])
         assert not await redis.exists(key)
+
+    try:
+        await while_coherent([app], fill_then_write)
     finally:
         await redis.aclose()
 
