@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import maintenance
 from app.core.config import Settings
 from app.core.crypto import DecryptionError
 from app.core.db import utcnow
-from app.tokens import clients, metrics, oauth, repository, timing
+from app.tokens import clients, metrics, oauth, refresh_store, repository, timing
 from app.tokens.context import (
     NOTICE_REFRESH_TOKEN_EXPIRING,
     ClientStatusChange,
@@ -37,7 +33,7 @@ from app.tokens.providers import ProviderSpec
 from app.tokens.refresh_lock import RefreshLock, refresh_lock, single_statement_session
 from app.tokens.refresh_outcome import RefreshOutcome, RefreshResult
 from app.tokens.refresh_writes import apply_failure, apply_token_set, mark_refresh_token_warning
-from app.tokens.sealing import open_client_secret, open_refresh_token, open_stored_refresh_token
+from app.tokens.sealing import open_client_secret, open_refresh_token
 
 # Importers of the refresh path find its outcome here too.
 __all__ = [
@@ -426,7 +422,9 @@ async def _store(
             await recorder(lock.row_session)
         await lock.row_session.commit()
         return True, False
-    stored = await _store_if_unchanged(ctx, lock, attempt, recorder)
+    stored = await refresh_store.store_if_unchanged(
+        ctx, lock, attempt.connection, attempt.used_refresh_enc, recorder
+    )
     return stored, stored and lock.lease_owner is not None
 
 
@@ -507,86 +505,6 @@ async def _grant_replaced_meanwhile(
         connection_id,
     )
     return RefreshOutcome(connection_id, RefreshResult.SKIPPED, current.status, None)
-
-
-async def _store_if_unchanged(
-    ctx: TokenContext,
-    lock: RefreshLock,
-    attempt: _Attempt,
-    record: Callable[[AsyncSession], Awaitable[None]] | None,
-) -> bool:
-    """Without a row lock (SQLite, or the loop's lease): one compare-and-set UPDATE of what the
-    refresh changed, where the stored refresh token is still the one used, and the listeners'
-    rows (`record`), in one commit. Under the loop's lease the UPDATE is also fenced by the
-    lease and releases it (`repository.release_lease`); with nothing to record it is sent on
-    its own in autocommit on PostgreSQL: one round trip for the whole write.
-
-    A stored refresh token that changed only its ciphertext (`junction keys rewrap` re-encrypted
-    the same token meanwhile) is still the one used: the update is tried again against it, or
-    the provider's answer, perhaps a rotated refresh token, would be lost.
-    """
-    connection, owner = attempt.connection, lock.lease_owner
-    changed = _changed_columns(connection)
-    expected = attempt.used_refresh_enc
-    for _attempt in range(3):
-        async with _write_session(ctx, transactional=record is not None) as session:
-            fence = OAuthConnection.refresh_token_enc.is_not_distinct_from(expected)
-            if owner is not None:
-                statement = repository.release_lease([connection.id], owner)
-            else:
-                statement = update(OAuthConnection).where(OAuthConnection.id == connection.id)
-            statement = statement.where(fence).values(changed)
-            statement = statement.execution_options(synchronize_session=False)
-            if (await session.execute(statement)).rowcount == 1:  # type: ignore[attr-defined]
-                if record is not None:
-                    await record(session)
-                return True
-            current = (
-                await session.execute(
-                    select(OAuthConnection.refresh_token_enc, OAuthConnection.lease_owner).where(
-                        OAuthConnection.id == connection.id
-                    )
-                )
-            ).first()
-        if current is None or (owner is not None and current.lease_owner != owner):
-            return False  # deleted, or the lease lapsed and was taken over
-        if not _same_refresh_token(ctx, connection, expected, current.refresh_token_enc):
-            return False
-        expected = current.refresh_token_enc
-    return False
-
-
-@contextlib.asynccontextmanager
-async def _write_session(ctx: TokenContext, *, transactional: bool) -> AsyncIterator[AsyncSession]:
-    """A transaction for a write of several statements; for a lone UPDATE on PostgreSQL a
-    `single_statement_session` (it is atomic by itself: no BEGIN or COMMIT to send)."""
-    if transactional or ctx.settings.is_sqlite:
-        async with ctx.sessionmaker() as session, session.begin():
-            yield session
-        return
-    async with single_statement_session(ctx) as session:
-        yield session
-
-
-def _same_refresh_token(
-    ctx: TokenContext, connection: OAuthConnection, used: str | None, current: str | None
-) -> bool:
-    """Whether two ciphertexts of the connection's refresh token hold the same token."""
-    if used is None or current is None:
-        return False
-    try:
-        opened = [
-            open_stored_refresh_token(ctx.keyring, connection.tenant_id, connection.id, value)
-            for value in (used, current)
-        ]
-    except DecryptionError:
-        return False
-    return opened[0] == opened[1]
-
-
-def _changed_columns(connection: OAuthConnection) -> dict[str, Any]:
-    state = inspect(connection)
-    return {attr.key: attr.value for attr in state.attrs if attr.history.has_changes()}
 
 
 async def _lost_race(ctx: TokenContext, connection_id: str) -> RefreshOutcome:
