@@ -29,11 +29,13 @@ no hot writes in maintenance mode (its middleware refuses writes).
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.routing import APIRoute
+from starlette.convertors import StringConvertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,12 +46,34 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, Exception], Any]
 
 
+# A path whose one parameter is its last segment, a plain string: matched without the regex.
+_LAST_SEGMENT = re.compile(r"([^{}]*/)\{(\w+)\}")
+
+
 @dataclass(frozen=True, slots=True)
 class _HotRoute:
     route: APIRoute
     endpoint: Endpoint
     prefix: str
     method: str
+    # The parameter's name when the path is `prefix` + one `{name}` segment of any text.
+    last_segment: str | None
+
+    def params(self, path: str) -> dict[str, Any] | None:
+        """The path parameters of `path` for this route; None: not this route's path."""
+        if not path.startswith(self.prefix):
+            return None
+        if self.last_segment is not None:
+            value = path[len(self.prefix) :]
+            # What Starlette's `[^/]+` for a `str` parameter would accept.
+            return {self.last_segment: value} if value and "/" not in value else None
+        if not self.route.param_convertors:
+            return {} if path == self.prefix else None
+        found = self.route.path_regex.match(path)
+        if found is None:
+            return None
+        convertors = self.route.param_convertors
+        return {k: convertors[k].convert(v) for k, v in found.groupdict().items()}
 
 
 class HotRoutes:
@@ -77,7 +101,11 @@ class HotRoutes:
             raise ValueError("a hot write needs the request limits in front of it")
         # The literal start of its path: most requests are told apart by it without a regex.
         prefix = route.path.split("{", 1)[0]
-        self._routes.append(_HotRoute(route, route.endpoint, prefix, method))
+        whole = _LAST_SEGMENT.fullmatch(route.path)
+        last_segment = None
+        if whole is not None and type(route.param_convertors[whole[2]]) is StringConvertor:
+            last_segment = whole[2]
+        self._routes.append(_HotRoute(route, route.endpoint, prefix, method, last_segment))
 
     def use_exception_handlers(self, handlers: dict[Any, Handler]) -> None:
         self._handlers = handlers
@@ -88,15 +116,13 @@ class HotRoutes:
         method = scope["method"]
         path: str = scope["path"]
         for hot in self._routes:
-            if hot.method != method or not path.startswith(hot.prefix):
+            if hot.method != method:
                 continue
-            found = hot.route.path_regex.match(path)
-            if found is None:
+            params = hot.params(path)
+            if params is None:
                 continue
             if self._head_too_large(scope):
                 return None
-            convertors = hot.route.param_convertors
-            params = {k: convertors[k].convert(v) for k, v in found.groupdict().items()}
             return hot, params
         return None
 

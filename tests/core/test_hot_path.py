@@ -39,6 +39,34 @@ def test_the_direct_routes_are_the_hot_routes(settings: Settings) -> None:
     }
 
 
+def test_a_hot_route_matches_the_paths_its_route_would(settings: Settings) -> None:
+    # The matcher reads a last-segment parameter without the route's regex: it must take and
+    # refuse exactly what the regex does, with the same parameters.
+    app = create_app(settings)
+    assert app.hot_routes is not None
+    paths = [
+        "/config/tenant-a",
+        "/config/",
+        "/config",
+        "/config/a/b",
+        "/config/a/",
+        "/config/%2F",
+        "/config/a b",
+        "/config/tenant-a\n",
+        "/configs/tenant-a",
+        "/token-management/tokens/branch-1",
+        "/token-management/tokens/",
+        "/usage/openai",
+        "/usage/openai/",
+        "/usage/openaix",
+    ]
+    for hot in app.hot_routes._routes:
+        for path in paths:
+            found = hot.route.path_regex.match(path)
+            expected = None if found is None else found.groupdict()
+            assert hot.params(path) == expected, (hot.route.path, path)
+
+
 def test_in_maintenance_the_hot_write_goes_through_the_stack(database_url: str) -> None:
     app = create_app(build_settings(database_url, maintenance_mode="read_only"))
     assert app.hot_routes is not None
