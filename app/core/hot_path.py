@@ -47,7 +47,7 @@ Handler = Callable[[Request, Exception], Any]
 
 
 # A path whose one parameter is its last segment, a plain string: matched without the regex.
-_LAST_SEGMENT = re.compile(r"([^{}]*/)\{(\w+)\}")
+_LAST_SEGMENT = re.compile(r"[^{}]*/\{(\w+)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +103,8 @@ class HotRoutes:
         prefix = route.path.split("{", 1)[0]
         whole = _LAST_SEGMENT.fullmatch(route.path)
         last_segment = None
-        if whole is not None and type(route.param_convertors[whole[2]]) is StringConvertor:
-            last_segment = whole[2]
+        if whole is not None and type(route.param_convertors[whole[1]]) is StringConvertor:
+            last_segment = whole[1]
         self._routes.append(_HotRoute(route, route.endpoint, prefix, method, last_segment))
 
     def use_exception_handlers(self, handlers: dict[Any, Handler]) -> None:

@@ -191,6 +191,7 @@ class _RequestFigures:
         self._buckets: dict[tuple[str, str], list[int]] = {}
         self._sums: dict[tuple[str, str], float] = {}
         self._shared: tuple[Counter, Histogram] | None = None
+        self._shared_children: dict[tuple[Any, ...], Any] = {}
         if MULTIPROCESS:
             self._shared = (
                 Counter(
@@ -207,9 +208,7 @@ class _RequestFigures:
 
     def count(self, template: str, method: str, status: int, elapsed: float) -> None:
         if self._shared is not None:
-            requests, latency = self._shared
-            requests.labels(template, method, str(status)).inc()
-            latency.labels(template, method).observe(elapsed)
+            self._count_shared(template, method, status, elapsed)
             return
         key = (template, method, status)
         self._counts[key] = self._counts.get(key, 0) + 1
@@ -220,6 +219,20 @@ class _RequestFigures:
             self._sums[route] = 0.0
         buckets[bisect.bisect_left(_LATENCY_BUCKETS, elapsed)] += 1
         self._sums[route] += elapsed
+
+    def _count_shared(self, template: str, method: str, status: int, elapsed: float) -> None:
+        # The labelled children, kept by their labels: `labels()` takes a lock and builds a key.
+        assert self._shared is not None
+        counter = self._shared_children.get((template, method, status))
+        if counter is None:
+            counter = self._shared[0].labels(template, method, str(status))
+            self._shared_children[(template, method, status)] = counter
+        counter.inc()
+        latency = self._shared_children.get((template, method))
+        if latency is None:
+            latency = self._shared[1].labels(template, method)
+            self._shared_children[(template, method)] = latency
+        latency.observe(elapsed)
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
