@@ -13,16 +13,14 @@ from app.core import maintenance
 from app.core.config import Settings
 from app.core.crypto import DecryptionError
 from app.core.db import utcnow
-from app.tokens import clients, metrics, oauth, refresh_store, repository, timing
+from app.tokens import metrics, oauth, refresh_refusals, refresh_store, repository, timing
 from app.tokens.context import (
     NOTICE_REFRESH_TOKEN_EXPIRING,
-    ClientStatusChange,
     PreparedStatusChange,
     TokenContext,
 )
 from app.tokens.exceptions import ProviderError
 from app.tokens.models import (
-    CLIENT_ACTIVE,
     CLIENT_MISCONFIGURED,
     STATUS_ACTIVE,
     STATUS_NEEDS_REAUTH,
@@ -136,27 +134,13 @@ def _busy(connection_id: str) -> RefreshOutcome:
     return RefreshOutcome(connection_id, RefreshResult.SKIPPED, "unknown", "refresh_in_progress")
 
 
-@dataclass(frozen=True)
-class _ClientInfo:
-    """What the failure paths need of the client, copied while its row is loaded (a rollback
-    on the row lock's session expires the ORM object)."""
-
-    id: str
-    tenant_id: str
-    provider: str
-    status: str
-    status_reason: str | None
-    # The client as read: it is marked misconfigured only if not edited since.
-    updated_at: datetime
-
-
 @dataclass
 class _Attempt:
     """A refresh about to call the provider: the row as read, and what the call and the write
     that follows need of it."""
 
     connection: OAuthConnection
-    client: _ClientInfo
+    client: refresh_refusals.ClientInfo
     spec: ProviderSpec
     # None: expired and nothing to refresh it with (only a new login helps).
     refresh_token: str | None
@@ -207,7 +191,9 @@ async def _refresh_locked(
     if answer.error is not None:
         # A failure answer carries no new refresh token to lose: these paths may do I/O before
         # their commit.
-        settled = await _settle_refusal(ctx, lock, connection_id, attempt, answer.error)
+        settled = await refresh_refusals.settle_refusal(
+            ctx, lock, connection_id, attempt, answer.error
+        )
         if settled is not None:
             return settled
     # From the provider's answer to the commit nothing is awaited but the commit: a replica
@@ -277,7 +263,7 @@ async def _prepare_attempt(
             prepared = await ctx.prepare_status_change(session, connection.tenant_id)
         return _Attempt(
             connection=connection,
-            client=_ClientInfo(
+            client=refresh_refusals.ClientInfo(
                 client.id,
                 client.tenant_id,
                 client.provider,
@@ -310,7 +296,7 @@ def _skip_reason(
         return RefreshOutcome(connection_id, RefreshResult.NEEDS_REAUTH, status, last_error)
     if client.status == CLIENT_MISCONFIGURED:
         # Its provider refused the app itself: no call until the client is edited.
-        return _client_refused(connection_id, status, client.status_reason)
+        return refresh_refusals.client_refused(connection_id, status, client.status_reason)
     if lock.lease_only and connection.lease_owner != lock.lease_owner:
         # The lease lapsed and was taken over before this refresh began: the new owner's.
         return RefreshOutcome(connection_id, RefreshResult.SKIPPED, status, "lease_lost")
@@ -348,22 +334,6 @@ async def _call_provider(ctx: TokenContext, attempt: _Attempt) -> _Answer:
     except ProviderError as exc:
         return _Answer(None, exc, time.perf_counter())
     return _Answer(tokens, None, time.perf_counter())
-
-
-async def _settle_refusal(
-    ctx: TokenContext,
-    lock: RefreshLock,
-    connection_id: str,
-    attempt: _Attempt,
-    error: ProviderError,
-) -> RefreshOutcome | None:
-    """The failures that do not end as a failure of this connection: the client refused (a
-    client problem), or `invalid_grant` for a refresh token already replaced. None: neither."""
-    if error.rejects_client:
-        return await _client_rejected(ctx, lock, connection_id, attempt, error)
-    if error.code == "invalid_grant":
-        return await _grant_replaced_meanwhile(ctx, lock, connection_id, attempt.used_refresh_enc)
-    return None
 
 
 def _apply_answer(ctx: TokenContext, attempt: _Attempt, answer: _Answer) -> _Applied:
@@ -426,85 +396,6 @@ async def _store(
         ctx, lock, attempt.connection, attempt.used_refresh_enc, recorder
     )
     return stored, stored and lock.lease_owner is not None
-
-
-def _client_refused(connection_id: str, status: str, reason: str | None) -> RefreshOutcome:
-    return RefreshOutcome(
-        connection_id, RefreshResult.CLIENT_MISCONFIGURED, status, reason or CLIENT_MISCONFIGURED
-    )
-
-
-async def _client_rejected(
-    ctx: TokenContext,
-    lock: RefreshLock,
-    connection_id: str,
-    attempt: _Attempt,
-    error: ProviderError,
-) -> RefreshOutcome:
-    """The provider refused the client itself: mark the client misconfigured (one conditional
-    UPDATE, so of many connections failing at once exactly one raises its event) and leave the
-    connection as it was: one client problem, not one failure per connection."""
-    client, prepared, status = attempt.client, attempt.prepared, attempt.previous_status
-    now = utcnow()
-    async with lock.transaction() as session:
-        refused = await clients.mark_misconfigured(
-            session, client.id, error.code, now, read_at_version=client.updated_at
-        )
-        if refused:
-            if prepared is None:
-                # A failure answer: nothing rotated, the listeners may look up now.
-                prepared = await ctx.prepare_status_change(session, client.tenant_id)
-            change = ClientStatusChange(
-                tenant_id=client.tenant_id,
-                provider=client.provider,
-                client_id=client.id,
-                previous_status=CLIENT_ACTIVE,
-                new_status=CLIENT_MISCONFIGURED,
-                reason=error.code,
-                occurred_at=now,
-            )
-            prepared.emit(session, change)
-            logger.warning(
-                "client %s marked misconfigured: provider=%s reason=%s",
-                client.id,
-                client.provider,
-                error.code,
-            )
-        if lock.row_session is not None:
-            await lock.row_session.commit()
-    return _client_refused(connection_id, status, error.code)
-
-
-async def _grant_replaced_meanwhile(
-    ctx: TokenContext, lock: RefreshLock, connection_id: str, used_refresh_enc: str | None
-) -> RefreshOutcome | None:
-    """After `invalid_grant`, re-read the row before declaring the grant dead: when it no longer
-    holds the refresh token this refresh used (a login stored a new grant meanwhile), the
-    provider refused a token that is already gone, and the row's new tokens stand.
-
-    On SQLite and under the loop's lease alone no transaction was open during the call, so a
-    login may have written the row. Otherwise, on PostgreSQL, the row lock kept every writer
-    out through the call: the lock's transaction
-    (which wrote nothing) is ended first, so a login that was waiting on the lock goes first,
-    and the row is read and locked again in a new transaction (refreshing the session's copy
-    of it in place), which the caller then writes.
-    Returns the outcome when the grant was replaced (or the row deleted), None otherwise.
-    """
-    if lock.row_session is not None:
-        await lock.row_session.rollback()
-        current = await repository.get_connection(lock.row_session, connection_id, for_update=True)
-    else:
-        async with ctx.sessionmaker() as session:
-            current = await repository.get_connection(session, connection_id)
-    if current is None:
-        return RefreshOutcome(connection_id, RefreshResult.NOT_FOUND, "unknown", None)
-    if current.refresh_token_enc == used_refresh_enc:
-        return None
-    logger.info(
-        "invalid_grant for a refresh token already replaced: connection=%s keeps its new grant",
-        connection_id,
-    )
-    return RefreshOutcome(connection_id, RefreshResult.SKIPPED, current.status, None)
 
 
 async def _lost_race(ctx: TokenContext, connection_id: str) -> RefreshOutcome:
