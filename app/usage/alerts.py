@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, cast, func, select, text
+from sqlalchemy import BigInteger, bindparam, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -16,6 +16,7 @@ from app.core.db import dialect_insert, is_postgres
 from app.monitoring import service as monitoring_service
 from app.usage.models import UsageAlertSettings, UsageCounter, UsageThresholdCrossing
 from app.workspaces import service as workspace_service
+from app.workspaces.models import DEFAULT_TIER, Workspace
 
 DEFAULT_ALERT_PERCENTS = (50, 80, 100)
 EVENT_THRESHOLD_CROSSED = "usage_threshold_crossed"
@@ -32,6 +33,11 @@ async def get_alert_settings(session: AsyncSession, tenant_id: str) -> AlertSett
     percents = await session.scalar(
         select(UsageAlertSettings.percents).where(UsageAlertSettings.tenant_id == tenant_id)
     )
+    return _alert_settings_of(percents)
+
+
+def _alert_settings_of(percents: list[int] | None) -> AlertSettings:
+    """A stored row's thresholds; no row: the defaults."""
     if percents is None:
         return AlertSettings(percents=list(DEFAULT_ALERT_PERCENTS), is_default=True)
     return AlertSettings(percents=sorted(percents), is_default=False)
@@ -81,11 +87,10 @@ async def record_crossings(
     """
     limits_by_tier = workspace_service.tier_limits(settings)
     for item in sorted(added, key=lambda a: (a.tenant_id, a.period)):
-        tier = await workspace_service.get_tier(session, item.tenant_id)
+        tier, alert = await _tier_and_alert_settings(session, item.tenant_id)
         limits = {m: limits_by_tier.get(tier, {}).get(m) for m in METRICS}
         if all(limit is None for limit in limits.values()):
             continue
-        alert = await get_alert_settings(session, item.tenant_id)
         if not alert.percents:
             continue
         await _serialize(session, item.tenant_id, item.period)
@@ -103,24 +108,45 @@ async def record_crossings(
                     )
 
 
+# The statements each recorded event batch runs, built once (constructing them per batch cost
+# more Python time than running them).
+_workspaces = Workspace.__table__
+_alert_settings = UsageAlertSettings.__table__
+_counters = UsageCounter.__table__
+_TIER_AND_PERCENTS = (
+    select(_workspaces.c.tier, _alert_settings.c.percents)
+    .select_from(
+        _workspaces.outerjoin(_alert_settings, _alert_settings.c.tenant_id == _workspaces.c.id)
+    )
+    .where(_workspaces.c.id == bindparam("tenant_id"))
+)
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_PERIOD_TOTALS = select(
+    cast(func.coalesce(func.sum(_counters.c.total_tokens), 0), BigInteger),
+    cast(func.coalesce(func.sum(_counters.c.calls), 0), BigInteger),
+).where(_counters.c.tenant_id == bindparam("tenant_id"), _counters.c.period == bindparam("period"))
+
+
+async def _tier_and_alert_settings(
+    session: AsyncSession, tenant_id: str
+) -> tuple[str, AlertSettings]:
+    """The workspace's tier and thresholds in one query (get_tier and get_alert_settings)."""
+    row = (await session.execute(_TIER_AND_PERCENTS, {"tenant_id": tenant_id})).first()
+    tier, percents = (None, None) if row is None else row
+    return tier or DEFAULT_TIER, _alert_settings_of(percents)
+
+
 async def _serialize(session: AsyncSession, tenant_id: str, period: str) -> None:
     if not is_postgres(session):
         return  # SQLite has one writer at a time
     digest = hashlib.sha256(f"usage-alerts:{tenant_id}:{period}".encode()).digest()
     key = int.from_bytes(digest[:8], "big", signed=True)
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    await session.execute(_LOCK, {"key": key})
 
 
 async def _period_totals(session: AsyncSession, tenant_id: str, period: str) -> dict[str, int]:
-    counter = UsageCounter.__table__.c
-    row = (
-        await session.execute(
-            select(
-                cast(func.coalesce(func.sum(counter.total_tokens), 0), BigInteger),
-                cast(func.coalesce(func.sum(counter.calls), 0), BigInteger),
-            ).where(counter.tenant_id == tenant_id, counter.period == period)
-        )
-    ).one()
+    params = {"tenant_id": tenant_id, "period": period}
+    row = (await session.execute(_PERIOD_TOTALS, params)).one()
     return {"tokens": int(row[0]), "calls": int(row[1])}
 
 

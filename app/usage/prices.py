@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 
 from app.core.config import Settings
@@ -40,7 +41,7 @@ class PriceVersion:
     effective_from: date
     price: ModelPrice
 
-    @property
+    @cached_property
     def label(self) -> str:
         """What an event stores as the version it was costed with: the model's name, the date
         and a fingerprint of the rates, so a corrected rate on the same date is a new version."""
@@ -126,8 +127,9 @@ class PriceTable:
     def version_at(self, model: str, at: datetime | None = None) -> PriceVersion | None:
         """The version in effect on the UTC day of `at` (default: the latest), or None."""
         name = self.priced_name(model)
-        if name is None:
-            return None
+        return None if name is None else self._version_of(name, at)
+
+    def _version_of(self, name: str, at: datetime | None) -> PriceVersion | None:
         versions = self._versions[name]
         if at is None:
             return versions[-1]
@@ -151,7 +153,8 @@ class PriceTable:
     ) -> Quote | None:
         """The call's cost at the price in effect when it happened, and that price's version;
         None when the model has no price then (stored as unknown)."""
-        version = self.version_at(model, at)
+        name = self.priced_name(model)
+        version = None if name is None else self._version_of(name, at)
         if version is None:
             return None
         price = version.price
@@ -165,7 +168,7 @@ class PriceTable:
         ) / ONE_MILLION
         return Quote(
             cost=cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN),
-            version=f"{self.priced_name(model)}@{version.label}",
+            version=f"{name}@{version.label}",
         )
 
     def cost_of(

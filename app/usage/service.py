@@ -6,14 +6,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Date,
-    SmallInteger,
-    bindparam,
     cast,
     func,
     literal_column,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
-from app.core.db import UTCDateTime, dialect_insert, is_postgres, new_id
+from app.core.db import dialect_insert, is_postgres, new_id
 from app.usage import alerts
 from app.usage.exceptions import InvalidUsageInput
 from app.usage.models import (
@@ -51,7 +50,9 @@ rollups_table = UsageDailyRollup.__table__
 
 
 def period_of(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m")
+    utc = moment.astimezone(UTC)
+    # strftime("%Y-%m") at a third of its cost, and as it writes years before 1000 (unpadded).
+    return f"{utc.year}-{utc.month:02d}"
 
 
 def period_bounds(moment: datetime) -> tuple[datetime, datetime]:
@@ -83,8 +84,7 @@ async def record_events(
         _event_row(prices, event, now, f"[{i}]." if indexed else "")
         for i, event in enumerate(events)
     ]
-    for tenant_id in sorted({row["tenant_id"] for row in rows}):
-        await workspace_service.ensure_workspace(session, tenant_id)
+    await workspace_service.ensure_workspaces(session, {row["tenant_id"] for row in rows})
 
     # Rows as execute() parameters, not .values(rows): the statement is compiled once and cached,
     # and SQLAlchemy packs the rows into multi-row INSERTs itself ("insertmanyvalues").
@@ -95,9 +95,10 @@ async def record_events(
         (await session.execute(_statements(session).insert_events, in_key_order)).scalars()
     )
     if inserted:
-        await _add_to_counters_and_rollups(session, inserted, now)
+        added = [row for row in rows if row["id"] in inserted]
+        await _add_to_counters_and_rollups(session, added, now)
         # Last: its lock on the tenant's period is held only from here to the commit.
-        await alerts.record_crossings(session, settings, _added(rows, inserted), now=now)
+        await alerts.record_crossings(session, settings, _added(added), now=now)
 
     firsts = await _first_events(session, [row for row in rows if row["id"] not in inserted])
     results: list[UsageEventRead] = []
@@ -115,13 +116,12 @@ def check_event(prices: PriceTable, event: UsageEventIn, *, now: datetime) -> No
     _event_row(prices, event, now, "")
 
 
-def _added(rows: list[dict[str, Any]], inserted: set[str]) -> list[alerts.Added]:
+def _added(added: list[dict[str, Any]]) -> list[alerts.Added]:
     sums: dict[tuple[str, str], list[int]] = {}
-    for row in rows:
-        if row["id"] in inserted:
-            figures = sums.setdefault((row["tenant_id"], row["period"]), [0, 0])
-            figures[0] += row["total_tokens"]
-            figures[1] += 1
+    for row in added:
+        figures = sums.setdefault((row["tenant_id"], row["period"]), [0, 0])
+        figures[0] += row["total_tokens"]
+        figures[1] += 1
     return [
         alerts.Added(tenant_id=tenant_id, period=period, tokens=tokens, calls=calls)
         for (tenant_id, period), (tokens, calls) in sums.items()
@@ -175,23 +175,71 @@ def _event_row(
 
 
 async def _add_to_counters_and_rollups(
-    session: AsyncSession, event_ids: set[str], now: datetime
+    session: AsyncSession, added: list[dict[str, Any]], now: datetime
 ) -> None:
     """One adding upsert per (tenant, period) counter and per (tenant, day, model, source) rollup,
-    summed in SQL from the rows just inserted.
+    of the figures of the rows just inserted (summed here: they are in hand, and reading them
+    back cost a query each that the planner could turn into a scan of a fast-growing table).
 
     Never read-modify-write: each writer adds its own figures to one of the shard rows (picked at
     random, so concurrent writers seldom wait on each other). A request uses one shard for all its
     rows and locks them in key order, counters before rollups, so two batches cannot deadlock.
     """
+    counters: dict[tuple[Any, ...], dict[str, Any]] = {}
+    rollups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    with localcontext(_EXACT):
+        for row in added:
+            _add_figures(counters, (row["tenant_id"], row["period"]), row)
+            # occurred_at is UTC already: its date is the UTC day the rollups key.
+            day = row["occurred_at"].date()
+            _add_figures(rollups, (row["tenant_id"], day, row["model"], row["source"]), row)
+    shard = random.randrange(COUNTER_SHARDS)
     statements = _statements(session)
-    parameters = {
-        "event_ids": list(event_ids),
-        "shard": random.randrange(COUNTER_SHARDS),
-        "now": now,
-    }
-    await session.execute(statements.add_to_counters, parameters)
-    await session.execute(statements.add_to_rollups, parameters)
+    await session.execute(
+        statements.add_to_counters,
+        [
+            {"tenant_id": tenant_id, "period": period, "shard": shard, **figures, "updated_at": now}
+            for (tenant_id, period), figures in sorted(counters.items())
+        ],
+    )
+    await session.execute(
+        statements.add_to_rollups,
+        [
+            {
+                "tenant_id": tenant_id,
+                "day": day,
+                "model": model,
+                "source": source,
+                "shard": shard,
+                **figures,
+                "updated_at": now,
+            }
+            for (tenant_id, day, model, source), figures in sorted(rollups.items())
+        ],
+    )
+
+
+def _add_figures(
+    sums: dict[tuple[Any, ...], dict[str, Any]], key: tuple[Any, ...], row: dict[str, Any]
+) -> None:
+    """Add one event row to its group's figures: what `event_aggregates` computes in SQL.
+
+    Exact: token counts are ints, and each cost is already quantized to the column's scale, so
+    Decimal addition loses nothing under the caller's `_EXACT` context (wide enough for any sum
+    the column can hold).
+    """
+    figures = sums.get(key)
+    if figures is None:
+        figures = sums[key] = dict.fromkeys(FIGURES, 0)
+        figures["estimated_cost_usd"] = Decimal(0)
+    figures["calls"] += 1
+    for name in _TOKEN_FIGURES:
+        figures[name] += row[name]
+    cost = row["estimated_cost_usd"]
+    if cost is None:
+        figures["unpriced_calls"] += 1
+    else:
+        figures["estimated_cost_usd"] += cost
 
 
 @dataclass(frozen=True)
@@ -212,6 +260,14 @@ FIGURES = (
     "estimated_cost_usd",
     "unpriced_calls",
 )
+_TOKEN_FIGURES = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+)
+_EXACT = Context(prec=80)
 
 
 def _statements(session: AsyncSession) -> _Statements:
@@ -230,55 +286,22 @@ def _build_statements(session: AsyncSession) -> _Statements:
         .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
         .returning(ev.id)
     )
-    figures = (
-        select(
-            ev.tenant_id,
-            ev.period,
-            bindparam("shard", type_=SmallInteger()),
-            *event_aggregates().values(),
-            bindparam("now", type_=UTCDateTime()),
-        )
-        .where(ev.id.in_(bindparam("event_ids", expanding=True)))
-        .group_by(ev.tenant_id, ev.period)
-        .order_by(ev.tenant_id, ev.period)
-    )
-    columns = ["tenant_id", "period", "shard", *FIGURES, "updated_at"]
-    upsert = dialect_insert(session, counters_table).from_select(columns, figures)
-    counter = counters_table.c
-    added = {name: counter[name] + upsert.excluded[name] for name in FIGURES}
-    add_to_counters = upsert.on_conflict_do_update(
-        index_elements=["tenant_id", "period", "shard"],
-        set_={**added, "updated_at": upsert.excluded.updated_at},
-    )
     return _Statements(
         insert_events=insert_events,
-        add_to_counters=add_to_counters,
-        add_to_rollups=_build_add_to_rollups(session),
+        add_to_counters=_adding_upsert(session, counters_table, ["tenant_id", "period", "shard"]),
+        add_to_rollups=_adding_upsert(
+            session, rollups_table, ["tenant_id", "day", "model", "source", "shard"]
+        ),
     )
 
 
-def _build_add_to_rollups(session: AsyncSession) -> Any:
-    ev = events_table.c
-    day = utc_day(session, ev.occurred_at)
-    keys = (ev.tenant_id, day, ev.model, ev.source)
-    figures = (
-        select(
-            *keys,
-            bindparam("shard", type_=SmallInteger()),
-            *event_aggregates().values(),
-            bindparam("now", type_=UTCDateTime()),
-        )
-        .where(ev.id.in_(bindparam("event_ids", expanding=True)))
-        .group_by(*keys)
-        .order_by(*keys)
-    )
-    columns = ["tenant_id", "day", "model", "source", "shard", *FIGURES, "updated_at"]
-    upsert = dialect_insert(session, rollups_table).from_select(columns, figures)
-    rollup = rollups_table.c
+def _adding_upsert(session: AsyncSession, table: Any, key: list[str]) -> Any:
+    """INSERT of a row of figures that, when its key exists, adds them to the stored row."""
+    upsert = dialect_insert(session, table)
     return upsert.on_conflict_do_update(
-        index_elements=["tenant_id", "day", "model", "source", "shard"],
+        index_elements=key,
         set_={
-            **{name: rollup[name] + upsert.excluded[name] for name in FIGURES},
+            **{name: table.c[name] + upsert.excluded[name] for name in FIGURES},
             "updated_at": upsert.excluded.updated_at,
         },
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,12 +32,32 @@ def tier_limits(settings: Settings) -> dict[str, dict[str, int]]:
 
 async def ensure_workspace(session: AsyncSession, tenant_id: str) -> None:
     """Create the tenant's row on first use; a no-op (no lock, no error) when it exists."""
-    statement = (
-        dialect_insert(session, Workspace)
-        .values(id=tenant_id, tier=DEFAULT_TIER, created_at=utcnow(), updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["id"])
-    )
-    await session.execute(statement)
+    await ensure_workspaces(session, [tenant_id])
+
+
+async def ensure_workspaces(session: AsyncSession, tenant_ids: Iterable[str]) -> None:
+    """ensure_workspace for several tenants in one statement, in id order (two transactions
+    creating the same new tenants wait on each other rather than deadlock)."""
+    now = utcnow()
+    rows = [
+        {"id": tenant_id, "tier": DEFAULT_TIER, "created_at": now, "updated_at": now}
+        for tenant_id in sorted(set(tenant_ids))
+    ]
+    if rows:
+        await session.execute(_ensure_statement(session), rows)
+
+
+def _ensure_statement(session: AsyncSession) -> Any:
+    # Built once per dialect: constructing it per call cost more than running it.
+    name = session.get_bind().dialect.name
+    if name not in _ENSURE:
+        _ENSURE[name] = dialect_insert(session, Workspace.__table__).on_conflict_do_nothing(
+            index_elements=["id"]
+        )
+    return _ENSURE[name]
+
+
+_ENSURE: dict[str, Any] = {}
 
 
 async def find_workspace(session: AsyncSession, tenant_id: str) -> Workspace | None:
