@@ -99,9 +99,7 @@ async def started(settings: Settings) -> AsyncIterator[AppState]:
             usage_folding.folding_loop(sessionmaker, settings.usage_rollup_fold_interval_s)
         )
         # Entered after the engine's disposal was pushed: at shutdown it drains first.
-        usage_batcher = await stack.enter_async_context(
-            group_commit(sessionmaker, settings, usage_prices)
-        )
+        usage_batcher = await stack.enter_async_context(group_commit(sessionmaker, settings))
         monitoring = await stack.enter_async_context(
             monitoring_lifecycle.lifespan(settings, sessionmaker, keyring, http, tokens)
         )

@@ -4,7 +4,7 @@ once per period as a `usage_threshold_crossed` monitoring event (delivered by it
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -72,8 +72,30 @@ class Added:
     calls: int
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A workspace's tier and alert thresholds, as a recording transaction reads them."""
+
+    tier: str
+    alerts: AlertSettings
+
+
+async def budgets(session: AsyncSession, tenant_ids: Iterable[str]) -> dict[str, Budget]:
+    """The tier and thresholds of each of these tenants that has a workspace, in one query."""
+    rows = await session.execute(_BUDGETS, {"tenant_ids": sorted(tenant_ids)})
+    return {
+        tenant_id: Budget(tier=tier or DEFAULT_TIER, alerts=_alert_settings_of(percents))
+        for tenant_id, tier, percents in rows
+    }
+
+
 async def record_crossings(
-    session: AsyncSession, settings: Settings, added: Sequence[Added], *, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    added: Sequence[Added],
+    budgets: Mapping[str, Budget],
+    *,
+    now: datetime,
 ) -> None:
     """Record each threshold the added usage crossed, in the caller's transaction.
 
@@ -84,10 +106,12 @@ async def record_crossings(
     range (total - added, total] then follows the previous one's without a gap or an overlap,
     and a threshold is crossed by exactly one transaction. The crossing's primary key
     (tenant, period, metric, percent) is the second guard: once per threshold per period.
+    `budgets` has each tenant's tier and thresholds, read earlier in the same transaction.
     """
     limits_by_tier = workspace_service.tier_limits(settings)
     for item in sorted(added, key=lambda a: (a.tenant_id, a.period)):
-        tier, alert = await _tier_and_alert_settings(session, item.tenant_id)
+        budget = budgets[item.tenant_id]
+        tier, alert = budget.tier, budget.alerts
         limits = {m: limits_by_tier.get(tier, {}).get(m) for m in METRICS}
         if all(limit is None for limit in limits.values()):
             continue
@@ -113,27 +137,18 @@ async def record_crossings(
 _workspaces = Workspace.__table__
 _alert_settings = UsageAlertSettings.__table__
 _counters = UsageCounter.__table__
-_TIER_AND_PERCENTS = (
-    select(_workspaces.c.tier, _alert_settings.c.percents)
+_BUDGETS = (
+    select(_workspaces.c.id, _workspaces.c.tier, _alert_settings.c.percents)
     .select_from(
         _workspaces.outerjoin(_alert_settings, _alert_settings.c.tenant_id == _workspaces.c.id)
     )
-    .where(_workspaces.c.id == bindparam("tenant_id"))
+    .where(_workspaces.c.id.in_(bindparam("tenant_ids", expanding=True)))
 )
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _PERIOD_TOTALS = select(
     cast(func.coalesce(func.sum(_counters.c.total_tokens), 0), BigInteger),
     cast(func.coalesce(func.sum(_counters.c.calls), 0), BigInteger),
 ).where(_counters.c.tenant_id == bindparam("tenant_id"), _counters.c.period == bindparam("period"))
-
-
-async def _tier_and_alert_settings(
-    session: AsyncSession, tenant_id: str
-) -> tuple[str, AlertSettings]:
-    """The workspace's tier and thresholds in one query (get_tier and get_alert_settings)."""
-    row = (await session.execute(_TIER_AND_PERCENTS, {"tenant_id": tenant_id})).first()
-    tier, percents = (None, None) if row is None else row
-    return tier or DEFAULT_TIER, _alert_settings_of(percents)
 
 
 async def _serialize(session: AsyncSession, tenant_id: str, period: str) -> None:

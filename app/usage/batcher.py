@@ -14,15 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.usage import service
-from app.usage.prices import PriceTable
-from app.usage.schemas import UsageEventIn, UsageEventRead
+from app.usage.schemas import UsageEventRead
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class _Pending:
-    event: UsageEventIn
+    row: service.EventRow
     answer: asyncio.Future[UsageEventRead] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -43,21 +42,20 @@ class UsageBatcher:
     request_id repeated by two requests of one batch is stored once and the second answers the
     first event (duplicate), as in one list. When the batch's transaction fails, each event is
     retried in a transaction of its own, so one event's failure is its request's alone. Events
-    are validated before they are queued (`service.check_event`): a bad one never joins a batch.
+    are checked and priced before they are queued (`service.event_row`): a bad one never joins a
+    batch.
     """
 
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
-        prices: PriceTable,
         *,
         wait_s: float,
         max_events: int,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
-        self._prices = prices
         self._wait_s = wait_s
         self._max_events = max_events
         self._queue: list[_Pending] = []
@@ -76,12 +74,12 @@ class UsageBatcher:
         if self._task is not None:
             await self._task
 
-    async def record(self, event: UsageEventIn) -> UsageEventRead:
-        """Queue one event and wait for the commit that stores it."""
+    async def record(self, row: service.EventRow) -> UsageEventRead:
+        """Queue one event's row (`service.event_row`) and wait for the commit that stores it."""
         if self._closing:
             # Draining: written on its own rather than refused.
-            return (await self._write_alone([_Pending(event)]))[0]
-        pending = _Pending(event)
+            return (await self._write_alone([_Pending(row)]))[0]
+        pending = _Pending(row)
         self._queue.append(pending)
         if len(self._queue) >= self._max_events:
             self._wakeup.set()
@@ -139,8 +137,8 @@ class UsageBatcher:
 
     async def _transaction(self, batch: list[_Pending]) -> list[UsageEventRead]:
         async with self._sessionmaker() as session, session.begin():
-            results = await service.record_events(
-                session, self._settings, self._prices, [p.event for p in batch], now=utcnow()
+            results = await service.record_rows(
+                session, self._settings, [p.row for p in batch], now=utcnow()
             )
         self.figures.events += len(batch)
         self.figures.transactions += 1
@@ -149,7 +147,7 @@ class UsageBatcher:
 
 @contextlib.asynccontextmanager
 async def group_commit(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, prices: PriceTable
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
 ) -> AsyncIterator[UsageBatcher | None]:
     """The replica's batcher while the app runs (None when USAGE_GROUP_COMMIT_MAX_EVENTS is 0),
     drained at shutdown."""
@@ -159,7 +157,6 @@ async def group_commit(
     batcher = UsageBatcher(
         sessionmaker,
         settings,
-        prices,
         wait_s=settings.usage_group_commit_wait_ms / 1000,
         max_events=settings.usage_group_commit_max_events,
     )

@@ -102,10 +102,10 @@ async def record_openai_usage(request: Request) -> Response:
     state = app_state(request.app)
     batcher = state.usage_batcher
     if batcher is not None and not body.is_batch:
-        # One event: checked here (its errors are its own), then written in this replica's next
-        # group commit; answered once that has committed.
-        service.check_event(state.usage_prices, body.events[0], now=utcnow())
-        recorded = [await batcher.record(body.events[0])]
+        # One event: checked and priced here (its errors are its own), then written in this
+        # replica's next group commit; answered once that has committed.
+        row = service.event_row(state.usage_prices, body.events[0], now=utcnow())
+        recorded = [await batcher.record(row)]
     else:
         async with unit_of_work(state.sessionmaker) as session:
             recorded = await service.record_events(

@@ -81,10 +81,23 @@ async def record_events(
     event.
     """
     rows = [
-        _event_row(prices, event, now, f"[{i}]." if indexed else "")
+        event_row(prices, event, now=now, field=f"[{i}]." if indexed else "")
         for i, event in enumerate(events)
     ]
-    await workspace_service.ensure_workspaces(session, {row["tenant_id"] for row in rows})
+    return await record_rows(session, settings, rows, now=now)
+
+
+async def record_rows(
+    session: AsyncSession, settings: Settings, rows: Sequence[EventRow], *, now: datetime
+) -> list[UsageEventRead]:
+    """record_events for rows already checked and priced by `event_row` (the group commit
+    prices each event once, when its request arrives)."""
+    tenant_ids = {row["tenant_id"] for row in rows}
+    budgets = await alerts.budgets(session, tenant_ids)
+    if missing := tenant_ids - budgets.keys():
+        # A tenant's first event: its workspace is created (at the default tier) with it.
+        await workspace_service.ensure_workspaces(session, missing)
+        budgets.update(await alerts.budgets(session, missing))
 
     # Rows as execute() parameters, not .values(rows): the statement is compiled once and cached,
     # and SQLAlchemy packs the rows into multi-row INSERTs itself ("insertmanyvalues").
@@ -98,7 +111,7 @@ async def record_events(
         added = [row for row in rows if row["id"] in inserted]
         await _add_to_counters_and_rollups(session, added, now)
         # Last: its lock on the tenant's period is held only from here to the commit.
-        await alerts.record_crossings(session, settings, _added(added), now=now)
+        await alerts.record_crossings(session, settings, _added(added), budgets, now=now)
 
     firsts = await _first_events(session, [row for row in rows if row["id"] not in inserted])
     results: list[UsageEventRead] = []
@@ -111,9 +124,8 @@ async def record_events(
     return results
 
 
-def check_event(prices: PriceTable, event: UsageEventIn, *, now: datetime) -> None:
-    """Raise InvalidUsageInput as record_events would for this event, without writing."""
-    _event_row(prices, event, now, "")
+# An event as its row of usage_events (`event_row`).
+EventRow = dict[str, Any]
 
 
 def _added(added: list[dict[str, Any]]) -> list[alerts.Added]:
@@ -128,9 +140,11 @@ def _added(added: list[dict[str, Any]]) -> list[alerts.Added]:
     ]
 
 
-def _event_row(
-    prices: PriceTable, event: UsageEventIn, now: datetime, field: str
-) -> dict[str, Any]:
+def event_row(
+    prices: PriceTable, event: UsageEventIn, *, now: datetime, field: str = ""
+) -> EventRow:
+    """The event checked (InvalidUsageInput names the field, after `field`, a prefix such as
+    "[3]." in a list) and priced at the price in effect when it happened, as the row to insert."""
     try:
         occurred_at = (event.occurred_at or now).astimezone(UTC)
     except OverflowError:

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.core.config import Settings
+from app.core.db import utcnow
 from app.state import app_state
+from app.usage import service
 from app.usage.batcher import UsageBatcher
 from app.usage.schemas import UsageEventIn
 from tests.conftest import TokenFactory, bearer, build_settings, postgres_only, running_app
@@ -77,14 +79,15 @@ async def test_a_bad_event_is_refused_alone(
 
 async def test_stopping_writes_every_queued_event_first(app: Any, summary: Summary) -> None:
     state = app_state(app)
-    batcher = UsageBatcher(
-        state.sessionmaker, state.settings, state.usage_prices, wait_s=60, max_events=1000
-    )
+    batcher = UsageBatcher(state.sessionmaker, state.settings, wait_s=60, max_events=1000)
     batcher.start()
-    pending = [
-        asyncio.create_task(batcher.record(UsageEventIn(**event_body(request_id=None))))
+    rows = [
+        service.event_row(
+            state.usage_prices, UsageEventIn(**event_body(request_id=None)), now=utcnow()
+        )
         for _ in range(5)
     ]
+    pending = [asyncio.create_task(batcher.record(row)) for row in rows]
     await asyncio.sleep(0)  # queued, inside a window that would last a minute
     await batcher.stop()
     assert all(task.done() and not task.cancelled() for task in pending)
