@@ -97,6 +97,7 @@ def create_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
         connect_args.update(_PGBOUNCER_CONNECT_ARGS)
     else:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+        server_settings.update(SHORT_QUERY_SETTINGS)
     # hide_parameters: a logged database error never carries the values bound to it. No
     # pre-ping (a round trip per checkout): a dead connection fails its statement, is
     # invalidated by the pool and answers 503; recycling keeps idle ones from going stale.
@@ -110,6 +111,16 @@ def create_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
     if settings.db_pgbouncer:
         _set_statement_timeout_per_transaction(engine, settings.db_statement_timeout_ms)
     return engine
+
+
+# The service's queries are meant to take milliseconds, and PostgreSQL's two remedies for long
+# ones cost more than that: a plan whose estimate passes jit_above_cost is compiled (~100 ms
+# here), and a parallel plan starts worker processes (~30 ms on 2 cores). Estimates pass those
+# bars by mistake where the data is new: a usage summary's partial day at the end of its range
+# was estimated at 30x its rows and took 80-100 ms instead of 4 (the first five runs of it on each
+# pooled connection, until the prepared statement's generic plan took over). Operators'
+# commands (`create_tool_engine`) keep the server's defaults.
+SHORT_QUERY_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
 
 
 # PgBouncer in transaction pooling mode gives each transaction whichever server connection is
@@ -130,11 +141,16 @@ _TIMEOUT_PER_TRANSACTION: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _set_statement_timeout_per_transaction(engine: AsyncEngine, timeout_ms: int) -> None:
-    """`SET LOCAL statement_timeout` first in every transaction: a connection setting would stay
-    on whichever server connection PgBouncer happened to open, and startup parameters other than
-    a handful are refused by PgBouncer. One more round trip per transaction."""
+    """The statement timeout and SHORT_QUERY_SETTINGS set first in every transaction, local to
+    it (set_config's `is_local`, as SET LOCAL): a connection setting would stay on whichever
+    server connection PgBouncer happened to open, and startup parameters other than a handful
+    are refused by PgBouncer. One more round trip per transaction, for all of them."""
     _TIMEOUT_PER_TRANSACTION.add(engine.sync_engine)
-    statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
+    local = {"statement_timeout": str(int(timeout_ms)), **SHORT_QUERY_SETTINGS}
+    # The names and values are this module's constants and an int: nothing from outside.
+    statement = "SELECT " + ", ".join(
+        f"set_config('{name}', '{value}', true)" for name, value in local.items()
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:

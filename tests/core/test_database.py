@@ -22,6 +22,18 @@ async def test_the_statement_timeout_is_set_on_each_postgresql_connection(
 
 
 @postgres_only
+async def test_no_jit_and_no_parallel_workers_on_the_services_connections(
+    database_url: str,
+) -> None:
+    """Both cost more than the service's queries take (app/core/db.py, SHORT_QUERY_SETTINGS)."""
+    settings = build_settings(database_url)
+    async with running_app(settings) as (app, _), app_state(app).engine.connect() as conn:
+        assert (await conn.execute(text("SHOW jit"))).scalar() == "off"
+        workers = await conn.execute(text("SHOW max_parallel_workers_per_gather"))
+        assert workers.scalar() == "0"
+
+
+@postgres_only
 async def test_the_pool_size_comes_from_settings(database_url: str) -> None:
     settings = build_settings(database_url, db_pool_size=7)
     async with running_app(settings) as (app, _):

@@ -182,17 +182,23 @@ async def test_the_statement_timeout_holds_in_every_transaction_and_stays_there(
         engine = app_state(app).engine
         async with engine.connect() as conn:
             assert (await conn.execute(text("SHOW statement_timeout"))).scalar() == "300ms"
+            assert (await conn.execute(text("SHOW jit"))).scalar() == "off"
+            workers = await conn.execute(text("SHOW max_parallel_workers_per_gather"))
+            assert workers.scalar() == "0"
         with pytest.raises(DBAPIError, match="statement timeout"):
             async with app_state(app).sessionmaker() as session:
                 await session.execute(text("SELECT pg_sleep(30)"))
         # The pool's connection is usable again, in a transaction of its own.
         async with engine.begin() as conn:
             assert (await conn.execute(text("SELECT 1"))).scalar() == 1
-    # SET LOCAL, not SET: nothing stays behind on the server connections PgBouncer shares.
+    # Local to the transaction, not SET: nothing stays behind on the server connections
+    # PgBouncer shares.
     raw = await _raw_connection(pgbouncer, bounced_database.rsplit("/", 1)[1])
     try:
         for _ in range(4):
             assert await raw.fetchval("SHOW statement_timeout") == "0"
+            jit_default = "SELECT reset_val FROM pg_settings WHERE name = 'jit'"
+            assert await raw.fetchval("SHOW jit") == await raw.fetchval(jit_default)
     finally:
         await raw.close()
 
@@ -210,5 +216,5 @@ async def test_a_configuration_read_from_the_database_runs_under_the_timeout(
         ) as seen:
             response = await client.get("/config/tenant-cold", headers=headers)
     assert response.status_code == 200
-    assert seen[0] == "SET LOCAL statement_timeout = 4321"
+    assert seen[0].startswith("SELECT set_config('statement_timeout', '4321', true)")
     assert any("FROM provider_configs" in s for s in seen[1:])
