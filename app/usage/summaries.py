@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Date, cast, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, ColumnElement, Date, bindparam, cast, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -139,13 +139,50 @@ async def aggregate(
     against).
     """
     split = split_range(window) if use_rollups else _Split(None, [(window.start, window.end)])
-    parts = [_raw_part(session, tenant_id, start, end, dimensions) for start, end in split.raw]
+    # The statement depends only on the range's shape; its instants and days are parameters, so
+    # it is built once per shape (building it cost more Python time than PostgreSQL took to run
+    # it) and stays one prepared statement.
+    one_day = tuple(DAY in dimensions and _within_one_day(start, end) for start, end in split.raw)
+    shape = (
+        session.get_bind().dialect.name,
+        tuple(dimensions),
+        one_day,
+        split.days is not None,
+    )
+    statement = _AGGREGATES.get(shape)
+    if statement is None:
+        statement = _AGGREGATES[shape] = _build_aggregate(session, dimensions, one_day, split)
+    parameters: dict[str, Any] = {"tenant_id": tenant_id}
+    for i, (start, end) in enumerate(split.raw):
+        parameters[f"raw_start_{i}"], parameters[f"raw_end_{i}"] = start, end
+        if one_day[i]:
+            parameters[f"raw_day_{i}"] = start.astimezone(UTC).date()
     if split.days is not None:
-        parts.append(_rollup_part(tenant_id, *split.days, dimensions))
+        parameters["first_day"], parameters["end_day"] = split.days
+    rows = (await session.execute(statement, parameters)).mappings().all()
+    return [dict(row) for row in rows]
+
+
+_AGGREGATES: dict[tuple[Any, ...], Any] = {}
+
+
+def _within_one_day(start: datetime, end: datetime) -> bool:
+    return _midnight(start) == _midnight(end - timedelta(microseconds=1))
+
+
+def _build_aggregate(
+    session: AsyncSession,
+    dimensions: Sequence[Dimension],
+    one_day: tuple[bool, ...],
+    split: _Split,
+) -> Any:
+    parts = [_raw_part(session, i, dimensions, within) for i, within in enumerate(one_day)]
+    if split.days is not None:
+        parts.append(_rollup_part(dimensions))
     union = parts[0].subquery() if len(parts) == 1 else parts[0].union_all(*parts[1:]).subquery()
     keys = [union.c[name] for name in dimensions]
     sums: dict[str, ColumnElement[Any]] = {name: func.sum(union.c[name]) for name in FIGURES}
-    statement = select(
+    return select(
         *keys,
         *[_typed(name, expr).label(name) for name, expr in sums.items()],
         # The totals ride on every group's row as window sums over the groups: no second pass.
@@ -154,26 +191,20 @@ async def aggregate(
             for name, expr in sums.items()
         ],
     ).group_by(*keys)
-    rows = (await session.execute(statement)).mappings().all()
-    return [dict(row) for row in rows]
 
 
 def _raw_part(
-    session: AsyncSession,
-    tenant_id: str,
-    start: datetime,
-    end: datetime,
-    dimensions: Sequence[Dimension],
+    session: AsyncSession, index: int, dimensions: Sequence[Dimension], one_day: bool
 ) -> Any:
+    """The events of the range's `index`-th raw edge, [raw_start_i, raw_end_i), grouped."""
     ev = events_table.c
     columns: dict[Dimension, ColumnElement[Any]] = {MODEL: ev.model, SOURCE: ev.source}
     grouped = [name for name in dimensions if name != DAY]
     if DAY in dimensions:
-        one_day = _midnight(start) == _midnight(end - timedelta(microseconds=1))
         if one_day:
             # An edge of the range lies within one UTC day: its day is a constant, and grouping
             # by it would only make PostgreSQL sort every row for a single group.
-            columns[DAY] = literal(start.astimezone(UTC).date(), Date())
+            columns[DAY] = bindparam(f"raw_day_{index}", type_=Date())
         else:
             columns[DAY] = utc_day(session, ev.occurred_at)
             grouped.append(DAY)
@@ -182,16 +213,19 @@ def _raw_part(
             *[columns[name].label(name) for name in dimensions],
             *[expr.label(name) for name, expr in event_aggregates().items()],
         )
-        .where(ev.tenant_id == tenant_id, ev.occurred_at >= start, ev.occurred_at < end)
+        .where(
+            ev.tenant_id == bindparam("tenant_id"),
+            ev.occurred_at >= bindparam(f"raw_start_{index}"),
+            ev.occurred_at < bindparam(f"raw_end_{index}"),
+        )
         .group_by(*[columns[name] for name in grouped])
         # Without a grouped column the aggregate answers one row even for no events at all.
         .having(func.count() > 0)
     )
 
 
-def _rollup_part(
-    tenant_id: str, first_day: date, end_day: date, dimensions: Sequence[Dimension]
-) -> Any:
+def _rollup_part(dimensions: Sequence[Dimension]) -> Any:
+    """The rollups of the range's whole days, [first_day, end_day), grouped."""
     rollup = rollups_table.c
     keys = [rollup[name] for name in dimensions]
     return (
@@ -199,7 +233,11 @@ def _rollup_part(
             *[key.label(key.name) for key in keys],
             *[func.sum(rollup[name]).label(name) for name in FIGURES],
         )
-        .where(rollup.tenant_id == tenant_id, rollup.day >= first_day, rollup.day < end_day)
+        .where(
+            rollup.tenant_id == bindparam("tenant_id"),
+            rollup.day >= bindparam("first_day"),
+            rollup.day < bindparam("end_day"),
+        )
         .group_by(*keys)
     )
 
