@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -159,6 +160,22 @@ CACHE_UP = Gauge(
     registry=registry,
     multiprocess_mode="livemin",
 )
+
+CACHE_COHERENT = Gauge(
+    "junction_cache_coherent",
+    "1 while this process trusts its local cache tiers (its coherence lease is current); 0: "
+    "cached reads go to Redis or the database",
+    registry=registry,
+    multiprocess_mode="livemin",
+)
+CACHE_LAPSES = Counter(
+    "junction_cache_coherence_lapses",
+    "Times this process stopped trusting its local cache tiers and regained trust (a missed "
+    "heartbeat lease: Redis stalled or unreachable, or this process's event loop stalled)",
+    registry=registry,
+)
+# What of each cache's `lapses` the counter has already been given (published at scrape).
+_LAPSES_PUBLISHED: weakref.WeakKeyDictionary[Cache, int] = weakref.WeakKeyDictionary()
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -356,6 +373,11 @@ def _publish_figures(engine: AsyncEngine, cache: Cache) -> None:
         DB_POOL.labels("size").set(pool.size())
         DB_POOL.labels("overflow").set(max(0, pool.overflow()))
     CACHE_UP.set(1 if cache.available else 0)
+    CACHE_COHERENT.set(1 if cache.coherent else 0)
+    published = _LAPSES_PUBLISHED.get(cache, 0)
+    if cache.lapses > published:
+        CACHE_LAPSES.inc(cache.lapses - published)
+        _LAPSES_PUBLISHED[cache] = cache.lapses
     CACHE_OPS.publish()
 
 

@@ -138,9 +138,13 @@ async def test_health_says_recovering_until_the_local_tiers_are_trusted_again(
     )
     async with running_app(settings) as (app, client):
         assert (await client.get("/api/v1/health")).json()["checks"]["cache"] == "redis:ok"
+        lapses_before = await _metric(client, "junction_cache_coherence_lapses_total")
+        assert await _metric(client, "junction_cache_coherent") == 1
         process.send_signal(signal.SIGSTOP)
         try:
             await _until(lambda: _not_coherent(app))
+            # An operator sees it: the gauge says the local tiers are not trusted.
+            assert await _metric(client, "junction_cache_coherent") == 0
         finally:
             process.send_signal(signal.SIGCONT)
         checks: list[str] = []
@@ -150,8 +154,18 @@ async def test_health_says_recovering_until_the_local_tiers_are_trusted_again(
             return checks[-1] == "redis:ok"
 
         await _until(healthy)
+        # Trust regained: counted once as a lapse, and the gauge is back.
+        assert await _metric(client, "junction_cache_coherence_lapses_total") == lapses_before + 1
+        assert await _metric(client, "junction_cache_coherent") == 1
     # Redis answered pings again well before the grace ended: health said so honestly.
     assert "redis:recovering" in checks, checks
+
+
+async def _metric(client: httpx.AsyncClient, name: str) -> float:
+    """The value of an unlabelled sample in this process's /metrics."""
+    text = (await client.get("/metrics")).text
+    [value] = [line.split()[1] for line in text.splitlines() if line.split(" ")[0] == name]
+    return float(value)
 
 
 async def _not_coherent(app: Any) -> bool:
