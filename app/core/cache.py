@@ -97,8 +97,11 @@ class Cache:
         answering, this process subscribed and its coherence lease current."""
         return True
 
-    # How many times this process stopped trusting its local tiers (lease lapsed, bus lost).
-    lapses = 0
+    @property
+    def lapses(self) -> int:
+        """How many times this process stopped trusting its local tiers (lease lapsed, bus
+        lost) and regained trust."""
+        return 0
 
     def coherent_at(self, now: float) -> bool:
         """`coherent` for a caller that already read `time.monotonic()`."""

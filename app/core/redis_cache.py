@@ -1,4 +1,4 @@
-"""The shared cache over Redis: breaker, backlog, pub/sub bus and the coherence lease.
+"""The shared cache over Redis: breaker, backlog, pub/sub bus and the coherence lease's heartbeat.
 
 Redis is an accelerator and the cross-replica lock and message bus, never a source of truth: its
 calls have short socket timeouts, no retries, and sit behind one circuit breaker, so a dead Redis
@@ -10,18 +10,8 @@ announces an invalidation) waits in one backlog and is replayed, in order and be
 else, by the first call that finds Redis answering again, whichever call that is, and at the
 latest by the heartbeat below, which tries every `HEARTBEAT_S` while the breaker allows a call.
 
-Coherence lease. A per-process tier may serve an entry only while this process is known to hear
-the bus: each replica publishes a heartbeat of its own every `HEARTBEAT_S` and, on hearing it back,
-trusts its local entries until `COHERENCE_LEASE_S` after the heartbeat was *sent*. Redis delivers
-one subscriber's messages in the order it received them, so hearing a heartbeat sent at `s` means
-every invalidation that reached Redis before `s` has been applied. A writer that announced an
-invalidation answers only after every replica acknowledged it or `COHERENCE_LEASE_S` passed (the
-acknowledgement wait is at least that long), and one that could not announce it waits out the
-lease: by then a replica that did not apply it (paused, behind a backlog, cut off from a stalled
-Redis) has stopped serving its local tier, and reads go to the database. After a lapse, trust
-returns only after a grace (`regain_grace_s`: the breaker's reset time, two heartbeats and the
-lease), so that other replicas' backlogs (writes they could not announce while Redis was away)
-have been replayed and heard first.
+The coherence lease (app/core/coherence_lease.py) says when this process may trust its local
+tiers; this module sends its heartbeats over the bus and hears them back.
 """
 
 from __future__ import annotations
@@ -48,17 +38,15 @@ from app.core.cache import (
     ResetHandler,
     ms,
 )
+from app.core.cache_backlog import Backlog
+from app.core.coherence_lease import COHERENCE_LEASE_S, HEARTBEAT_S, CoherenceLease
 
 logger = logging.getLogger("junction.cache")
 
 T = TypeVar("T")
 
 _BUS_HEALTH_CHECK_S = 5
-HEARTBEAT_S = 0.1
-COHERENCE_LEASE_S = 0.4
 _HEARTBEAT_CHANNEL = "junction:heartbeat"
-# Past this many messages waiting for one channel, they are replaced by its backlog message.
-MAX_BACKLOG_MESSAGES = 256
 
 # Compare-and-delete: release a lock only if we still own it.
 _RELEASE_IF_OWNER = """
@@ -80,55 +68,6 @@ if (g == false and ARGV[1] == '') or g == ARGV[1] then
 end
 return 0
 """
-
-
-class _Backlog:
-    """What could not reach Redis, replayed as one transaction once it answers.
-
-    Bumps and deletes commute with each other and all precede the messages, so a replica that
-    hears a replayed invalidation finds the shared entries already gone. The messages keep their
-    order; past `MAX_BACKLOG_MESSAGES` on one channel they become that channel's backlog message
-    (for the invalidation bus: "drop everything"), which also absorbs the channel's later ones.
-    """
-
-    def __init__(self) -> None:
-        self.batch = Batch()
-        self._collapsed: set[str] = set()
-
-    def __bool__(self) -> bool:
-        batch = self.batch
-        return bool(batch.bumps or batch.deletes or batch.messages)
-
-    def add(self, batch: Batch) -> None:
-        for key, ttl_ms in batch.bumps.items():
-            self.batch.bumps[key] = max(ttl_ms, self.batch.bumps.get(key, 0))
-        self.batch.deletes.extend(k for k in batch.deletes if k not in self.batch.deletes)
-        for channel, message, backlog_message in batch.messages:
-            self._add_message(channel, message, backlog_message)
-
-    def _add_message(self, channel: str, message: str, backlog_message: str) -> None:
-        messages = self.batch.messages
-        if channel in self._collapsed:
-            return
-        if sum(1 for queued in messages if queued[0] == channel) >= MAX_BACKLOG_MESSAGES:
-            messages[:] = [queued for queued in messages if queued[0] != channel]
-            messages.append((channel, backlog_message, backlog_message))
-            self._collapsed.add(channel)
-            return
-        messages.append((channel, message, backlog_message))
-
-    def take(self) -> _Backlog:
-        """Everything queued, leaving this backlog empty (what arrives meanwhile queues anew)."""
-        taken = _Backlog()
-        taken.batch, taken._collapsed = self.batch, self._collapsed
-        self.batch, self._collapsed = Batch(), set()
-        return taken
-
-    def put_back(self, taken: _Backlog) -> None:
-        """A replay failed: its items go back in front of what was queued meanwhile."""
-        newer = self.take()
-        self.batch, self._collapsed = taken.batch, taken._collapsed
-        self.add(newer.batch)
 
 
 class RedisCache(Cache):
@@ -157,7 +96,7 @@ class RedisCache(Cache):
             max_connections=64,
         )
         self.breaker = CircuitBreaker(breaker_failures, breaker_reset_s)
-        self._backlog = _Backlog()
+        self._backlog = Backlog()
         # One replay at a time: two callers replaying at once would send the same items twice.
         self._replaying = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
@@ -172,17 +111,9 @@ class RedisCache(Cache):
         self._release = self.client.register_script(_RELEASE_IF_OWNER)
         self._extend = self.client.register_script(_EXTEND_IF_OWNER)
         self._set_if_guard = self.client.register_script(_SET_IF_GUARD)
-        # The coherence lease (monotonic times): trusted from, trusted until.
-        self._trusted_from = float("inf")
-        self._trusted_until = 0.0
-        self._ever_trusted = False
+        self._lease = CoherenceLease(breaker_reset_s=breaker_reset_s)
         self._heartbeat_channel = self.channel_name(_HEARTBEAT_CHANNEL)
-        self._heartbeat_origin = f"{id(self):x}-{time.monotonic_ns():x}"
-        self._heartbeats_sent: dict[int, float] = {}
-        self._heartbeat_seq = 0
         self._heartbeat: asyncio.Task[None] | None = None
-        self._first_trust = asyncio.Event()
-        self.regain_grace_s = breaker_reset_s + 2 * HEARTBEAT_S + COHERENCE_LEASE_S
 
     @property
     def available(self) -> bool:
@@ -197,13 +128,18 @@ class RedisCache(Cache):
         return self.coherent_at(time.monotonic())
 
     def coherent_at(self, now: float) -> bool:
-        # On the hot path of every cached read: two compares and two attribute reads while the
-        # breaker is closed.
+        # On the hot path of every cached read: two compares and a few attribute reads while the
+        # breaker is closed (the lease's `trusted_at`, inlined).
+        lease = self._lease
         return (
-            self._trusted_from <= now < self._trusted_until
+            lease.trusted_from <= now < lease.trusted_until
             and self._bus_connected
             and not self.breaker.is_open
         )
+
+    @property
+    def lapses(self) -> int:
+        return self._lease.lapses
 
     def channel_name(self, name: str) -> str:
         return f"{name}:{self._db}"
@@ -215,7 +151,7 @@ class RedisCache(Cache):
             # Serve local tiers from the first request on when Redis is there; never wait long
             # when it is not (the first failed subscription ends the wait too).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first_trust.wait(), timeout=2.0)
+                await asyncio.wait_for(self._lease.first_trust.wait(), timeout=2.0)
 
     async def close(self) -> None:
         self._closing = True
@@ -415,39 +351,12 @@ class RedisCache(Cache):
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _send_heartbeat(self) -> None:
-        self._heartbeat_seq += 1
-        seq = self._heartbeat_seq
-        self._heartbeats_sent[seq] = time.monotonic()
-        for old in [s for s in self._heartbeats_sent if s < seq - 64]:
-            del self._heartbeats_sent[old]
         try:
-            await self.client.publish(self._heartbeat_channel, f"{self._heartbeat_origin}:{seq}")
+            await self.client.publish(self._heartbeat_channel, self._lease.next_heartbeat())
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return
         self._ok()
-
-    def _on_heartbeat(self, message: str) -> None:
-        origin, _, seq = message.rpartition(":")
-        if origin != self._heartbeat_origin or not seq.isdigit():
-            return  # another replica's
-        sent = self._heartbeats_sent.pop(int(seq), None)
-        if sent is None:
-            return
-        now = time.monotonic()
-        if now >= self._trusted_until:
-            if self._ever_trusted:
-                self.lapses += 1
-            # The lease had lapsed (or this is the first): trust again after the grace, so that
-            # what other replicas could not announce meanwhile is replayed first. At start-up
-            # there is nothing of ours to distrust.
-            self._trusted_from = now + self.regain_grace_s if self._ever_trusted else sent
-        self._ever_trusted = True
-        self._trusted_until = max(self._trusted_until, sent + COHERENCE_LEASE_S)
-        self._first_trust.set()
-
-    def _lapse(self) -> None:
-        self._trusted_until = 0.0
 
     async def wait_out_lease(self) -> None:
         # Redis stopped answering no later than this process's first failed call of the run:
@@ -488,7 +397,7 @@ class RedisCache(Cache):
                     channel = channel.decode() if isinstance(channel, bytes) else str(channel)
                     data = data.decode() if isinstance(data, bytes) else str(data)
                     if channel == self._heartbeat_channel:
-                        self._on_heartbeat(data)
+                        self._lease.heard(data)
                     else:
                         await self._dispatch(channel, data)
             except asyncio.CancelledError:
@@ -497,8 +406,9 @@ class RedisCache(Cache):
                 # Not subscribed from here on: local caches must stop trusting their entries now,
                 # not after the back-off below.
                 self._bus_connected = False
-                self._lapse()
-                self._first_trust.set()  # start-up need not wait for a Redis that is not there
+                self._lease.lapse()
+                # Start-up need not wait for a Redis that is not there.
+                self._lease.first_trust.set()
                 if self._closing:
                     return
                 logger.warning("cache bus disconnected (%s); reconnecting", type(exc).__name__)
@@ -507,7 +417,7 @@ class RedisCache(Cache):
                 delay = min(delay * 2, 5.0)
             finally:
                 self._bus_connected = False
-                self._lapse()
+                self._lease.lapse()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):
