@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.cache import Cache
 from app.core.config import Settings
 from app.core.crypto import Keyring
-from app.core.db import utcnow
+from app.core.db import single_statement_reader, utcnow
 from app.tokens.models import OAuthClient, OAuthConnection
 from app.tokens.providers import ProviderRegistry, ProviderSpec
 from app.tokens.read_cache import TokenReadCache
@@ -176,6 +176,9 @@ class TokenContext:
     registry: ProviderRegistry
     read_cache: TokenReadCache = field(repr=False)
     local_locks: KeyedLocks = field(default_factory=KeyedLocks, init=False, repr=False)
+    # The engine for statements each atomic on its own (`single_statement_reader`), made once:
+    # making it registers event listeners, ~12% of a refresh's CPU when done per refresh.
+    single_statement_engine: AsyncEngine = field(init=False, repr=False)
     _status_listeners: list[StatusListener] = field(default_factory=list, init=False, repr=False)
     _schedule_listeners: list[ScheduleListener] = field(
         default_factory=list, init=False, repr=False
@@ -205,6 +208,9 @@ class TokenContext:
             registry=ProviderRegistry(settings),
             read_cache=read_cache,
         )
+
+    def __post_init__(self) -> None:
+        self.single_statement_engine = single_statement_reader(self.engine)
 
     def on_status_change(self, listener: StatusListener) -> Callable[[], None]:
         """Have `listener` record, inside the transaction that stores it, every `TokenChange`:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import CacheUnavailable
-from app.core.db import new_id, single_statement_reader, utcnow
+from app.core.db import new_id, utcnow
 from app.tokens import repository
 from app.tokens.context import TokenContext
 from app.tokens.models import OAuthClient, OAuthConnection
@@ -70,9 +70,9 @@ class RefreshLock:
 @contextlib.asynccontextmanager
 async def single_statement_session(ctx: TokenContext) -> AsyncIterator[AsyncSession]:
     """A session for statements each atomic on its own (a read of the row, a lone UPDATE):
-    autocommit where it can be (`single_statement_reader`), so each is one round trip, with no
+    autocommit where it can be (`TokenContext.single_statement_engine`), so each is one round trip, with no
     BEGIN and COMMIT around it."""
-    async with ctx.sessionmaker(bind=single_statement_reader(ctx.engine)) as session:
+    async with ctx.sessionmaker(bind=ctx.single_statement_engine) as session:
         yield session
 
 
