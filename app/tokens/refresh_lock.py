@@ -70,8 +70,8 @@ class RefreshLock:
 @contextlib.asynccontextmanager
 async def single_statement_session(ctx: TokenContext) -> AsyncIterator[AsyncSession]:
     """A session for statements each atomic on its own (a read of the row, a lone UPDATE):
-    autocommit where it can be (`TokenContext.single_statement_engine`), so each is one round trip, with no
-    BEGIN and COMMIT around it."""
+    autocommit where it can be (`TokenContext.single_statement_engine`), so each is one round
+    trip, with no BEGIN and COMMIT around it."""
     async with ctx.sessionmaker(bind=ctx.single_statement_engine) as session:
         yield session
 
