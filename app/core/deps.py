@@ -15,6 +15,7 @@ from app.core.config import Settings
 from app.core.crypto import Keyring
 from app.core.db import unit_of_work
 from app.core.errors import TokenRevoked, Unauthorized
+from app.core.headers import request_header
 from app.state import app_state
 
 
@@ -39,7 +40,7 @@ async def get_keyring(request: Request) -> Keyring:
 
 async def get_principal(request: Request) -> Principal:
     """The verified, unrevoked caller, allowed by the permission table to call this operation."""
-    header = request.headers.get("authorization")
+    header = request_header(request.scope, b"authorization")
     if not header:
         raise Unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
     scheme, _, token = header.partition(" ")

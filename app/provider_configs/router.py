@@ -17,6 +17,7 @@ from app.core.deps import (
     TenantIdPath,
     get_principal,
 )
+from app.core.headers import request_header
 from app.core.pagination import PageCursor
 from app.core.routing import DirectRoute, PathParam, QueryFlag, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
@@ -102,7 +103,7 @@ IfMatch = Annotated[
         "based on: 412 if it changed since; an alternative to `expected_version`",
     ),
 ]
-_IF_NONE_MATCH_HEADER = "if-none-match"
+_IF_NONE_MATCH_NAME = b"if-none-match"
 _IF_NONE_MATCH = {
     "name": "If-None-Match",
     "in": "header",
@@ -150,7 +151,7 @@ async def get_config(request: Request) -> Response:
         return _document(document)
     document = await domain.cache.get(tenant_id, provider_type)
     etag = document.etag
-    if etag is not None and none_match(request.headers.get(_IF_NONE_MATCH_HEADER), etag):
+    if etag is not None and none_match(request_header(request.scope, _IF_NONE_MATCH_NAME), etag):
         return _PreparedResponse(304, b"", document.not_modified_headers)
     return _document(document)
 
