@@ -76,6 +76,17 @@ class _HotRoute:
         return {k: convertors[k].convert(v) for k, v in found.groupdict().items()}
 
 
+class PreparedResponse(Response):
+    """An answer whose header list was built with it (or once, ahead): no header dict to turn
+    into one on every request, no media type or length worked out again."""
+
+    def __init__(self, status_code: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]):
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = list(headers)
+
+
 class HotRoutes:
     """The routes served past the stack, and what serving them needs of the app."""
 

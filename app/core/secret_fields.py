@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core.crypto import Keyring, associated_data, mask
+from app.core.crypto import Keyring, Sealed, associated_data, mask
 
 _FIELDS: list[SecretField] = []
 _SNAPSHOTS: list[SnapshotSecret] = []
@@ -60,6 +60,10 @@ class SecretField:
 
     def open(self, keyring: Keyring, tenant_id: str, row_id: str, stored: str) -> str:
         return keyring.decrypt(stored, self.aad(tenant_id, row_id))
+
+    def sealed(self, keyring: Keyring, tenant_id: str, row_id: str, stored: str) -> Sealed:
+        """The stored value parsed for `Sealed.open`, still encrypted."""
+        return keyring.sealed(stored, self.aad(tenant_id, row_id))
 
     def open_row(self, keyring: Keyring, row: Any) -> str | None:
         """The row's secret in clear; None when it holds none."""

@@ -18,6 +18,7 @@ from app.core.deps import (
     get_principal,
 )
 from app.core.headers import request_header
+from app.core.hot_path import PreparedResponse
 from app.core.pagination import PageCursor
 from app.core.routing import DirectRoute, PathParam, QueryFlag, QueryParam, direct_parameters
 from app.core.schemas import ErrorResponse
@@ -76,21 +77,11 @@ ProviderNameQuery = Annotated[
 ]
 
 
-class _PreparedResponse(Response):
-    """An answer whose headers were built with its document (`RenderedDocument.http_headers`)."""
-
-    def __init__(self, status_code: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]):
-        self.status_code = status_code
-        self.body = body
-        self.background = None
-        self.raw_headers = list(headers)
-
-
 def _document(document: RenderedDocument) -> Response:
     """A document with its entity tag (a revealed one has none and is never stored)."""
     if document.etag is None:
         return _json(document.body, private=True)
-    return _PreparedResponse(200, document.body, document.http_headers)
+    return PreparedResponse(200, document.body, document.http_headers)
 
 
 # A write's precondition: the tag of the document it was read from (GET's `ETag`).
@@ -152,7 +143,7 @@ async def get_config(request: Request) -> Response:
     document = await domain.cache.get(tenant_id, provider_type)
     etag = document.etag
     if etag is not None and none_match(request_header(request.scope, _IF_NONE_MATCH_NAME), etag):
-        return _PreparedResponse(304, b"", document.not_modified_headers)
+        return PreparedResponse(304, b"", document.not_modified_headers)
     return _document(document)
 
 

@@ -1,7 +1,8 @@
 """Per-process cache of fresh-token rows, so a read of a valid token needs no database round trip.
 
-An entry is the row a token read loaded (`_TokenRow` in the service), access token still
-encrypted: it is decrypted per read, so no plaintext token lives longer than a request. An entry
+An entry is the row a token read loaded (`TokenRow` in app/tokens/reads.py) with what its reads
+share (its answer rendered but for the token, the token parsed), access token still encrypted:
+it is decrypted per read, so no plaintext token lives longer than a request. An entry
 serves only while the token is outside its provider's refresh margin and for at most `ttl_s`;
 past that the read goes to the database (and refreshes when due).
 
@@ -34,6 +35,7 @@ Key = tuple[str, str, str]  # tenant_id, provider, branch_id
 @dataclass(slots=True)
 class Entry:
     row: Any
+    prepared: Any  # what the reads of the row share; the access token in it still sealed
     last_used_at: datetime | None
 
 
@@ -77,10 +79,17 @@ class TokenReadCache:
         return self._tier.epoch
 
     def put(
-        self, key: Key, row: Any, epoch: int, serve_for_s: float, last_used_at: datetime | None
+        self,
+        key: Key,
+        row: Any,
+        prepared: Any,
+        epoch: int,
+        serve_for_s: float,
+        last_used_at: datetime | None,
     ) -> None:
-        """Keep `row` for at most `serve_for_s` seconds (capped at the TTL)."""
-        if self.enabled and self._tier.put(key, Entry(row, last_used_at), epoch, serve_for_s):
+        """Keep `row` (and `prepared`) for at most `serve_for_s` seconds (capped at the TTL)."""
+        entry = Entry(row, prepared, last_used_at)
+        if self.enabled and self._tier.put(key, entry, epoch, serve_for_s):
             self._keys_by_id[row.id] = key
 
     # --- invalidation -----------------------------------------------------------------------

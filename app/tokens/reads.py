@@ -6,13 +6,14 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select, update
 
-from app.core.crypto import DecryptionError
+from app.core.crypto import DecryptionError, Sealed
 from app.core.db import utcnow
 from app.tokens import repository, timing
+from app.tokens.answer import TokenAnswer
 from app.tokens.context import TokenContext
 from app.tokens.exceptions import (
     ClientMisconfigured,
@@ -32,7 +33,7 @@ from app.tokens.refresh import (
     RefreshResult,
     refresh_connection,
 )
-from app.tokens.sealing import open_stored_access_token
+from app.tokens.sealing import sealed_access_token
 
 logger = logging.getLogger("junction.tokens")
 
@@ -53,14 +54,16 @@ _SECRET_DETAILS = {
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenView:
-    provider: str
-    branch_id: str
+    """A token read's answer: the rendering of its row and the access token, decrypted for it."""
+
+    answer: TokenAnswer
     access_token: str
-    token_type: str
     expires_at: datetime | None
-    scope: str | None
+
+    def json(self) -> bytes:
+        return self.answer.json(self.access_token)
 
 
 @dataclass(frozen=True)
@@ -105,23 +108,47 @@ def _raise_needs_reauth(connection: TokenRow) -> None:
     )
 
 
-def _open_view(ctx: TokenContext, connection: TokenRow) -> TokenView:
-    """The answer of a token read, with the access token decrypted for it."""
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a row's reads share: its answer rendered, its access token parsed (still sealed)."""
+
+    answer: TokenAnswer
+    sealed: Sealed
+    expires_at: datetime | None
+
+
+def _prepare(ctx: TokenContext, connection: TokenRow) -> _Prepared:
+    answer = TokenAnswer.of(
+        connection.provider,
+        connection.branch_id,
+        connection.token_type,
+        connection.expires_at,
+        connection.scope,
+    )
     try:
-        access_token = open_stored_access_token(
+        sealed = sealed_access_token(
             ctx.keyring, connection.tenant_id, connection.id, connection.access_token_enc
         )
     except DecryptionError as exc:
-        logger.error("access token of connection %s does not decrypt", connection.id)
-        raise NeedsReauth("the stored token cannot be decrypted; log in again") from exc
-    return TokenView(
-        provider=connection.provider,
-        branch_id=connection.branch_id,
-        access_token=access_token,
-        token_type=connection.token_type,
-        expires_at=connection.expires_at,
-        scope=connection.scope,
-    )
+        _undecryptable(connection.id, exc)
+    return _Prepared(answer, sealed, connection.expires_at)
+
+
+def _opened(prepared: _Prepared, connection_id: str) -> TokenView:
+    """The answer of a token read, with the access token decrypted for it (and for it only)."""
+    try:
+        return TokenView(prepared.answer, prepared.sealed.open(), prepared.expires_at)
+    except DecryptionError as exc:
+        _undecryptable(connection_id, exc)
+
+
+def _undecryptable(connection_id: str, exc: DecryptionError) -> NoReturn:
+    logger.error("access token of connection %s does not decrypt", connection_id)
+    raise NeedsReauth("the stored token cannot be decrypted; log in again") from exc
+
+
+def _open_view(ctx: TokenContext, connection: TokenRow) -> TokenView:
+    return _opened(_prepare(ctx, connection), connection.id)
 
 
 async def _view(ctx: TokenContext, connection: TokenRow) -> TokenView:
@@ -163,7 +190,7 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
     key = (tenant_id, provider, branch_id)
     entry = cache.get(key)
     if entry is not None:
-        view = _open_view(ctx, entry.row)
+        view = _opened(entry.prepared, entry.row.id)
         entry.last_used_at = await _touch(ctx, entry.row.id, entry.last_used_at)
         return view
     epoch = cache.epoch
@@ -176,10 +203,11 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
     if not timing.should_refresh(connection.spec, connection, now, ctx.settings) or (
         ctx.settings.read_only and connection.expires_at is not None and connection.expires_at > now
     ):
-        view = _open_view(ctx, connection)
+        prepared = _prepare(ctx, connection)
+        view = _opened(prepared, connection.id)
         last_used_at = await _touch(ctx, connection.id, connection.last_used_at)
         serve_for_s = timing.serve_for_s(connection.spec, connection, now, ctx.settings)
-        cache.put(key, connection, epoch, serve_for_s, last_used_at)
+        cache.put(key, connection, prepared, epoch, serve_for_s, last_used_at)
         return view
     outcome = await refresh_connection(ctx, connection.id, trigger="read")
     connection = await find_token_row(ctx, tenant_id, provider, branch_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.crypto import Keyring
+from app.core.crypto import Keyring, Sealed
 from app.core.secret_fields import SecretField
 from app.tokens.models import OAuthClient, OAuthConnection, OAuthState
 
@@ -32,6 +32,13 @@ def open_stored_access_token(
     keyring: Keyring, tenant_id: str, connection_id: str, stored: str
 ) -> str:
     return ACCESS_TOKEN.open(keyring, tenant_id, connection_id, stored)
+
+
+def sealed_access_token(
+    keyring: Keyring, tenant_id: str, connection_id: str, stored: str
+) -> Sealed:
+    """The stored access token parsed but still encrypted: what the read cache keeps."""
+    return ACCESS_TOKEN.sealed(keyring, tenant_id, connection_id, stored)
 
 
 def seal_refresh_token(keyring: Keyring, conn: OAuthConnection, token: str) -> None:

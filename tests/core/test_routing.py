@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from app.core.errors import InvalidInput
 from app.core.routing import PathParam, QueryFlag, QueryParam, direct_parameters
+from app.tokens.answer import TokenAnswer
 from app.tokens.reads import TokenView
 from app.tokens.router import _token_out
 
@@ -102,15 +103,18 @@ def test_a_declared_parameter_documents_what_it_reads() -> None:
 
 
 def test_the_hand_built_token_body_is_the_json_of_its_fields() -> None:
-    view = TokenView(
+    expires_at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    answer = TokenAnswer.of(
         provider="custom",
         branch_id='branch "1" \\ ü',
-        access_token="at-\u2028-\x00-ok",
         token_type="Bearer",
-        expires_at=datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+        expires_at=expires_at,
         scope=None,
     )
-    body = json.loads(_token_out(view).body)
+    response = _token_out(TokenView(answer, "at-\u2028-\x00-ok", expires_at))
+    assert response.headers["content-length"] == str(len(response.body))
+    assert response.headers["cache-control"] == "no-store"
+    body = json.loads(response.body)
     assert body == {
         "provider": "custom",
         "branch_id": 'branch "1" \\ ü',

@@ -236,3 +236,38 @@ async def test_a_client_deleted_through_one_instance_stops_reads_through_the_oth
         )
         assert deleted.status_code == 204
         assert (await read_token(second, token)).status_code == 404
+
+
+async def test_a_cached_entry_holds_the_access_token_only_encrypted(
+    app_and_client: tuple[Any, httpx.AsyncClient], make_token: Any, oauth_server: LocalOAuthServer
+) -> None:
+    app, client = app_and_client
+    token = make_token(roles=["service"])
+    await connect_branch(client, token, oauth_server)
+    cache = app_state(app).tokens.read_cache
+
+    async def cached_read() -> None:
+        answer = await read_token(client, token)
+        assert answer.status_code == 200
+        access_token = answer.json()["access_token"]
+        # The second read answers from the entry the first one kept.
+        hits = cache.hits
+        assert (await read_token(client, token)).json()["access_token"] == access_token
+        assert cache.hits == hits + 1
+        entries = [cache.get(key) for key in cache._tier]
+        assert entries and all(entry is not None for entry in entries)
+        for entry in entries:
+            assert entry is not None
+            prepared = entry.prepared
+            kept = [
+                *(str(value) for value in vars(entry.row).values()),
+                prepared.answer.head.decode(),
+                prepared.answer.tail.decode(),
+                prepared.sealed.ciphertext.decode("latin-1"),
+                prepared.sealed.nonce.decode("latin-1"),
+            ]
+            assert not any(access_token in value for value in kept)
+            # Still what decrypts to it, for one read at a time.
+            assert prepared.sealed.open() == access_token
+
+    await while_coherent([app], cached_read)
