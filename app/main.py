@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -173,6 +174,20 @@ def _serve_hot_routes(app: JunctionApp, settings: Settings) -> None:
     app.hot_routes = hot_routes
 
 
+@contextmanager
+def _startup_objects_frozen() -> Iterator[None]:
+    """What start-up built (the app, its routes, models, clients: ~190k objects) lives as long as
+    the service, so it is kept out of the garbage collector's full passes (`gc.freeze`). Each
+    such pass walked all of it: ~100 ms with the whole service stopped, every few seconds
+    under load. At shutdown the objects go back to the collector, so an app stopped in a
+    process that lives on (the tests) can still be collected."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.json_logs)
@@ -182,7 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with started(settings) as state:
             keep_state(app, state)
-            yield
+            with _startup_objects_frozen():
+                yield
 
     app = JunctionApp(
         title="Junction",
