@@ -16,6 +16,7 @@ from sqlalchemy import text
 from app.core.routing import DirectRoute
 from app.state import app_state
 from bench.harness import BenchContext, run_raw_asgi
+from bench.raw_asgi import store_answer
 
 TENANT = "bench-provider-configs"
 ROUNDS = 5
@@ -164,10 +165,19 @@ async def _stream_latency(
 async def _against_raw_asgi(
     ctx: BenchContext, headers: dict[str, str], document: httpx.Response
 ) -> None:
-    """The cached GET and its 304 against a raw ASGI app answering the same bytes and headers."""
+    """The cached GET and its 304 against a raw ASGI app answering the same bytes: the body and
+    every header the service sent (bench/raw_asgi.py)."""
     etag = document.headers["etag"]
-    async with run_raw_asgi() as raw_url, httpx.AsyncClient(base_url=raw_url) as raw:
-        await raw.put("/document", content=document.content, headers={"ETag": etag})
+    conditional = {**headers, "If-None-Match": etag}
+    async with (
+        run_raw_asgi() as raw_url,
+        httpx.AsyncClient(base_url=raw_url) as raw,
+        httpx.AsyncClient(base_url=ctx.base_url) as ours,
+    ):
+        await store_answer(raw, "document", await ours.get(f"/config/{TENANT}", headers=headers))
+        answer_304 = await ours.get(f"/config/{TENANT}", headers=conditional)
+        assert answer_304.status_code == 304, answer_304.text
+        await store_answer(raw, "document/not-modified", answer_304)
         cached, floor, ratio = await ctx.paired_across(
             (ctx.base_url, f"/config/{TENANT}", headers), (raw_url, "/document"), rounds=ROUNDS
         )
@@ -181,7 +191,6 @@ async def _against_raw_asgi(
             "ratio",
             target=">= 0.5",
         )
-        conditional = {**headers, "If-None-Match": etag}
         not_modified, floor_304, ratio_304 = await ctx.paired_across(
             (ctx.base_url, f"/config/{TENANT}", conditional),
             (raw_url, "/document/not-modified"),

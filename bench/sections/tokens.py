@@ -17,6 +17,7 @@ from app.core.routing import DirectRoute
 from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from bench.harness import BenchContext, run_raw_asgi
+from bench.raw_asgi import store_answer
 
 TENANT = "bench-tokens"
 PROVIDER = "local_oauth"
@@ -123,11 +124,13 @@ async def _expired_read_wall_time(
 async def _against_raw_asgi(
     ctx: BenchContext, http: httpx.AsyncClient, read_path: str, headers: dict[str, str]
 ) -> None:
-    """The fresh read against a raw ASGI app answering the same bytes (bench/raw_asgi.py)."""
+    """The fresh read against a raw ASGI app answering the same bytes: the body and every header
+    the service sent (bench/raw_asgi.py)."""
     answer = await http.get(ctx.base_url + read_path, headers=headers)
     answer.raise_for_status()
     async with run_raw_asgi() as raw_url:
-        await http.put(raw_url + "/token", content=answer.content)
+        async with httpx.AsyncClient(base_url=raw_url) as raw:
+            await store_answer(raw, "token", answer)
         read, floor, ratio = await ctx.paired_across(
             (ctx.base_url, read_path, headers), (raw_url, "/token")
         )
