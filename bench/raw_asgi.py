@@ -31,7 +31,10 @@ async def store_answer(raw: httpx.AsyncClient, name: str, answer: httpx.Response
     stored = await raw.put(
         f"/{name}",
         content=answer.content,
-        headers={"x-answer-status": str(answer.status_code), "x-answer-headers": json.dumps(headers)},
+        headers={
+            "x-answer-status": str(answer.status_code),
+            "x-answer-headers": json.dumps(headers),
+        },
     )
     stored.raise_for_status()
 
