@@ -2,8 +2,8 @@
 
 Everything in it but the access token comes from the connection's row, so it is rendered once
 per row (`TokenAnswer.of`) and a cached row's answer is that rendering with the token, decrypted
-for the request, escaped into its place (`TokenAnswer.json`). A generic encoder walking a dict,
-and a second validation of a shape made here, would cost a fresh-token read a fifth of its time.
+for the request, escaped into its place (`TokenAnswer.json`): the hot read skips a generic
+encoder walking a dict, and a second validation of a shape made here.
 """
 
 from __future__ import annotations
