@@ -28,10 +28,11 @@ from app.core.hot_path import HotRoutes
 from app.core.http import build_http_client
 from app.core.limits import RequestLimitsMiddleware, head_too_large
 from app.core.logging import configure_logging, secrets
-from app.core.metrics import RequestContextMiddleware, worker_figures
+from app.core.metrics import worker_figures
 from app.core.migrations import head_revision
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
 from app.core.redis_cache import build_cache
+from app.core.request_context import RequestContextMiddleware
 from app.core.routing import DirectRoute
 from app.health import router as health_router
 from app.monitoring import lifecycle as monitoring_lifecycle

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.config import Settings
 from app.core.errors import error_body
-from app.core.metrics import REQUEST_ID_HEADER
+from app.core.request_context import REQUEST_ID_HEADER
 
 # Every method a route of the service answers, and the headers a frontend sends to them.
 ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
