@@ -147,12 +147,8 @@ def _undecryptable(connection_id: str, exc: DecryptionError) -> NoReturn:
     raise NeedsReauth("the stored token cannot be decrypted; log in again") from exc
 
 
-def _open_view(ctx: TokenContext, connection: TokenRow) -> TokenView:
-    return _opened(_prepare(ctx, connection), connection.id)
-
-
 async def _view(ctx: TokenContext, connection: TokenRow) -> TokenView:
-    view = _open_view(ctx, connection)
+    view = _opened(_prepare(ctx, connection), connection.id)
     await _touch(ctx, connection.id, connection.last_used_at)
     return view
 
