@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import inspect, select, update
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.crypto import DecryptionError
@@ -27,7 +27,7 @@ async def store_if_unchanged(
     """Without a row lock (SQLite, or the loop's lease): one compare-and-set UPDATE of what the
     refresh changed, where the stored refresh token is still the one used, and the listeners'
     rows (`record`), in one commit. Under the loop's lease the UPDATE is also fenced by the
-    lease and releases it (`repository.release_lease`); with nothing to record it is sent on
+    lease and releases it (`repository.fenced_write`); with nothing to record it is sent on
     its own in autocommit on PostgreSQL: one round trip for the whole write.
 
     A stored refresh token that changed only its ciphertext (`junction keys rewrap` re-encrypted
@@ -36,17 +36,12 @@ async def store_if_unchanged(
     """
     owner = lock.lease_owner
     changed = _changed_columns(connection)
+    statement = repository.fenced_write(frozenset(changed), owner is not None)
     expected = used_refresh_enc
     for _attempt in range(3):
         async with _write_session(ctx, transactional=record is not None) as session:
-            fence = OAuthConnection.refresh_token_enc.is_not_distinct_from(expected)
-            if owner is not None:
-                statement = repository.release_lease([connection.id], owner)
-            else:
-                statement = update(OAuthConnection).where(OAuthConnection.id == connection.id)
-            statement = statement.where(fence).values(changed)
-            statement = statement.execution_options(synchronize_session=False)
-            if (await session.execute(statement)).rowcount == 1:  # type: ignore[attr-defined]
+            params = repository.fenced_write_params(connection.id, expected, owner, changed)
+            if (await session.execute(statement, params)).rowcount == 1:  # type: ignore[attr-defined]
                 if record is not None:
                     await record(session)
                 return True

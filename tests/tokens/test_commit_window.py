@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from app.core.db import utcnow
 from app.devtools.oauth_provider import LocalOAuthServer
 from app.monitoring.models import MonitoringEvent, MonitoringWebhookDelivery
+from app.monitoring.repository import lease_due_connections
 from app.state import app_state
 from app.tokens import refresh
+from app.tokens.models import OAuthConnection
 from app.tokens.sealing import open_refresh_token
 from tests.conftest import IS_POSTGRES, bearer, recorded_statements
 from tests.oauth_fixtures import complete_login, connect_branch
@@ -129,5 +133,51 @@ async def test_a_login_that_replaced_the_grant_during_the_call_keeps_its_tokens(
 
     assert login.status_code == 200, login.text
     assert outcome.result == ("refreshed" if IS_POSTGRES else "skipped")
+    newest_grant = list(oauth_server.grants.values())[-1]
+    assert open_refresh_token(ctx.keyring, row) == newest_grant.refresh_token
+
+
+async def test_a_login_during_a_refresh_under_the_loops_lease_keeps_its_tokens(
+    app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    # The loop's refresh holds the lease and no row lock: a login that replaces the grant while
+    # the provider holds the refresh's answer writes at once, and the refresh's write, fenced on
+    # the refresh token it presented, must leave the login's tokens in place.
+    token = make_token(roles=["service"])
+    oauth_server.token_lifetime_s = 0
+    connected = await connect_branch(client, token, oauth_server)
+    oauth_server.token_lifetime_s = 3600
+    ctx = app_state(app).tokens
+    connection_id = (await connection_row(app)).id
+    now = utcnow()
+    async with ctx.sessionmaker() as session, session.begin():
+        # Due, and refreshed long enough ago for the minimum interval, as the loop finds it.
+        await session.execute(
+            update(OAuthConnection).values(
+                refresh_due_at=now - timedelta(seconds=1),
+                last_refreshed_at=now - timedelta(hours=1),
+            )
+        )
+        leased = await lease_due_connections(
+            session, owner="loop-1", now=now, lease_until=now + timedelta(minutes=5), limit=10
+        )
+    assert [c.id for c in leased] == [connection_id]
+    preloaded = (await refresh.load_leased(ctx, [connection_id])).get(connection_id)
+    oauth_server.delay_s = 1.0
+    refreshing = asyncio.create_task(
+        refresh.refresh_connection(
+            ctx, connection_id, trigger="monitor", lease_owner="loop-1", preloaded=preloaded
+        )
+    )
+    while oauth_server.refresh_calls == 0:
+        await asyncio.sleep(0.01)
+    oauth_server.delay_s = 0.0  # the login's code exchange answers at once
+
+    login = await complete_login(client, token, connected["client_pk"], "branch-1")
+    outcome = await refreshing
+    row = await connection_row(app)
+
+    assert login.status_code == 200, login.text
+    assert outcome.result == "skipped" and not outcome.lease_released
     newest_grant = list(oauth_server.grants.values())[-1]
     assert open_refresh_token(ctx.keyring, row) == newest_grant.refresh_token
