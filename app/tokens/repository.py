@@ -59,13 +59,17 @@ async def load_many_for_refresh(
     session: AsyncSession, connection_ids: Sequence[str]
 ) -> dict[str, tuple[OAuthConnection, OAuthClient]]:
     """Connections with their clients, by id, in one query (no lock)."""
-    statement = (
-        select(OAuthConnection, OAuthClient)
-        .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
-        .where(OAuthConnection.id.in_(list(connection_ids)))
-    )
-    rows = await session.execute(statement.execution_options(populate_existing=True))
+    rows = await session.execute(_LOAD_MANY_FOR_REFRESH, {"ids": list(connection_ids)})
     return {row[0].id: (row[0], row[1]) for row in rows}
+
+
+# Built once: the loop reads every batch it leases with it.
+_LOAD_MANY_FOR_REFRESH = (
+    select(OAuthConnection, OAuthClient)
+    .join(OAuthClient, OAuthClient.id == OAuthConnection.client_id)
+    .where(OAuthConnection.id.in_(bindparam("ids", expanding=True)))
+    .execution_options(populate_existing=True)
+)
 
 
 async def connection_exists(session: AsyncSession, connection_id: str) -> bool:
