@@ -9,10 +9,11 @@ import httpx
 from sqlalchemy import select, update
 
 from app.core.db import utcnow
+from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
 from app.tokens.models import OAuthConnection
 from tests.conftest import bearer
-from tests.oauth_fixtures import LOCAL_PROVIDER
+from tests.oauth_fixtures import LOCAL_PROVIDER, connect_branch
 
 
 async def read_token(
@@ -65,3 +66,13 @@ async def expire_in(app: Any, seconds: float, branch_id: str = "branch-1") -> No
         connection.last_refreshed_at = connection.expires_at - timedelta(
             seconds=connection.token_lifetime_s
         )
+
+
+async def connect_expired(
+    client: httpx.AsyncClient, token: str, server: LocalOAuthServer
+) -> dict[str, Any]:
+    """Connect branch-1 with an access token that expired as it was issued."""
+    server.token_lifetime_s = 0
+    connected = await connect_branch(client, token, server)
+    server.token_lifetime_s = 3600
+    return connected

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.core.db import utcnow
 from app.devtools.oauth_provider import LocalOAuthServer
@@ -22,11 +23,12 @@ from app.monitoring.models import MonitoringEvent, MonitoringWebhookDelivery
 from app.monitoring.repository import lease_due_connections
 from app.state import app_state
 from app.tokens import refresh
-from app.tokens.models import OAuthConnection
+from app.tokens.refresh_outcome import RefreshOutcome
 from app.tokens.sealing import open_refresh_token
 from tests.conftest import IS_POSTGRES, bearer, recorded_statements
+from tests.monitoring.test_loop import make_due
 from tests.oauth_fixtures import complete_login, connect_branch
-from tests.tokens.helpers import connection_row, end_cooldown, read_token
+from tests.tokens.helpers import connect_expired, connection_row, end_cooldown, read_token
 
 
 def _sql(statement: str) -> bool:
@@ -108,6 +110,30 @@ async def test_the_refresh_logs_its_commit_window(
     assert float(window_ms) >= 0  # a figure, measured; no bound asserted
 
 
+async def _login_during(
+    refreshing: Awaitable[RefreshOutcome],
+    client: httpx.AsyncClient,
+    token: str,
+    client_pk: str,
+    oauth_server: LocalOAuthServer,
+) -> RefreshOutcome:
+    """Run the refresh with the provider holding its answer a second, complete a login for the
+    branch meanwhile (it must answer 200), then let the refresh finish: its outcome."""
+    oauth_server.delay_s = 1.0
+    task = asyncio.ensure_future(refreshing)
+    while oauth_server.refresh_calls == 0:
+        await asyncio.sleep(0.01)
+    oauth_server.delay_s = 0.0  # the login's code exchange answers at once
+    login = await complete_login(client, token, client_pk, "branch-1")
+    assert login.status_code == 200, login.text
+    return await task
+
+
+def _holds_the_newest_grant(ctx: Any, row: Any, oauth_server: LocalOAuthServer) -> bool:
+    newest_grant = list(oauth_server.grants.values())[-1]
+    return bool(open_refresh_token(ctx.keyring, row) == newest_grant.refresh_token)
+
+
 async def test_a_login_that_replaced_the_grant_during_the_call_keeps_its_tokens(
     app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
 ) -> None:
@@ -115,26 +141,15 @@ async def test_a_login_that_replaced_the_grant_during_the_call_keeps_its_tokens(
     # leave a new login's tokens in place. On PostgreSQL the login waits for the row lock and
     # writes after the refresh. Either way the login's grant is the one stored.
     token = make_token(roles=["service"])
-    oauth_server.token_lifetime_s = 0
-    connected = await connect_branch(client, token, oauth_server)
-    oauth_server.token_lifetime_s = 3600
+    connected = await connect_expired(client, token, oauth_server)
     ctx = app_state(app).tokens
-    oauth_server.delay_s = 1.0
-    refreshing = asyncio.create_task(
-        refresh.refresh_connection(ctx, (await connection_row(app)).id, force=True)
-    )
-    while oauth_server.refresh_calls == 0:
-        await asyncio.sleep(0.01)
-    oauth_server.delay_s = 0.0  # the login's code exchange answers at once
+    connection_id = (await connection_row(app)).id
 
-    login = await complete_login(client, token, connected["client_pk"], "branch-1")
-    outcome = await refreshing
-    row = await connection_row(app)
+    refreshing = refresh.refresh_connection(ctx, connection_id, force=True)
+    outcome = await _login_during(refreshing, client, token, connected["client_pk"], oauth_server)
 
-    assert login.status_code == 200, login.text
     assert outcome.result == ("refreshed" if IS_POSTGRES else "skipped")
-    newest_grant = list(oauth_server.grants.values())[-1]
-    assert open_refresh_token(ctx.keyring, row) == newest_grant.refresh_token
+    assert _holds_the_newest_grant(ctx, await connection_row(app), oauth_server)
 
 
 async def test_a_login_during_a_refresh_under_the_loops_lease_keeps_its_tokens(
@@ -144,40 +159,22 @@ async def test_a_login_during_a_refresh_under_the_loops_lease_keeps_its_tokens(
     # the provider holds the refresh's answer writes at once, and the refresh's write, fenced on
     # the refresh token it presented, must leave the login's tokens in place.
     token = make_token(roles=["service"])
-    oauth_server.token_lifetime_s = 0
-    connected = await connect_branch(client, token, oauth_server)
-    oauth_server.token_lifetime_s = 3600
+    connected = await connect_expired(client, token, oauth_server)
     ctx = app_state(app).tokens
     connection_id = (await connection_row(app)).id
+    await make_due(app)
     now = utcnow()
     async with ctx.sessionmaker() as session, session.begin():
-        # Due, and refreshed long enough ago for the minimum interval, as the loop finds it.
-        await session.execute(
-            update(OAuthConnection).values(
-                refresh_due_at=now - timedelta(seconds=1),
-                last_refreshed_at=now - timedelta(hours=1),
-            )
-        )
         leased = await lease_due_connections(
             session, owner="loop-1", now=now, lease_until=now + timedelta(minutes=5), limit=10
         )
     assert [c.id for c in leased] == [connection_id]
     preloaded = (await refresh.load_leased(ctx, [connection_id])).get(connection_id)
-    oauth_server.delay_s = 1.0
-    refreshing = asyncio.create_task(
-        refresh.refresh_connection(
-            ctx, connection_id, trigger="monitor", lease_owner="loop-1", preloaded=preloaded
-        )
+
+    refreshing = refresh.refresh_connection(
+        ctx, connection_id, trigger="monitor", lease_owner="loop-1", preloaded=preloaded
     )
-    while oauth_server.refresh_calls == 0:
-        await asyncio.sleep(0.01)
-    oauth_server.delay_s = 0.0  # the login's code exchange answers at once
+    outcome = await _login_during(refreshing, client, token, connected["client_pk"], oauth_server)
 
-    login = await complete_login(client, token, connected["client_pk"], "branch-1")
-    outcome = await refreshing
-    row = await connection_row(app)
-
-    assert login.status_code == 200, login.text
     assert outcome.result == "skipped" and not outcome.lease_released
-    newest_grant = list(oauth_server.grants.values())[-1]
-    assert open_refresh_token(ctx.keyring, row) == newest_grant.refresh_token
+    assert _holds_the_newest_grant(ctx, await connection_row(app), oauth_server)

@@ -19,19 +19,10 @@ from app.tokens.sealing import open_refresh_token
 from tests.conftest import IS_POSTGRES, bearer
 from tests.monitoring.factories import list_event_rows
 from tests.monitoring.test_loop import make_due, monitor_of
-from tests.oauth_fixtures import LOCAL_PROVIDER, complete_login, connect_branch
-from tests.tokens.helpers import connection_row, read_token
+from tests.oauth_fixtures import LOCAL_PROVIDER, complete_login
+from tests.tokens.helpers import connect_expired, connection_row, read_token
 
 WAIT_S = 15.0  # an upper bound for background work, never a speed expectation
-
-
-async def _connect_expired(
-    client: httpx.AsyncClient, token: str, server: LocalOAuthServer
-) -> dict[str, Any]:
-    server.token_lifetime_s = 0
-    connected = await connect_branch(client, token, server)
-    server.token_lifetime_s = 3600
-    return connected
 
 
 async def _until_a_statement_waits_for_a_lock(app: Any) -> None:
@@ -61,7 +52,7 @@ async def test_invalid_grant_for_a_token_a_login_replaced_during_the_call_keeps_
     # lock); then the provider refuses the refresh token the read presented. The grant is not
     # dead: the re-read row holds the login's tokens, and those are served.
     token = make_token(roles=["service"])
-    connected = await _connect_expired(client, token, oauth_server)
+    connected = await connect_expired(client, token, oauth_server)
     gate = threading.Event()
     oauth_server.refresh_gate = gate
     reading = asyncio.create_task(read_token(client, token))
@@ -92,7 +83,7 @@ async def test_invalid_grant_for_the_token_the_row_still_holds_needs_reauth(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
-    await _connect_expired(client, token, oauth_server)
+    await connect_expired(client, token, oauth_server)
     oauth_server.revoke_all_grants()
 
     response = await read_token(client, token)
@@ -118,7 +109,7 @@ async def test_a_429_with_retry_after_in_seconds_holds_every_call_until_then(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
-    await _connect_expired(client, token, oauth_server)
+    await connect_expired(client, token, oauth_server)
 
     response = await _rate_limited_read(client, token, oauth_server, "600")
 
@@ -148,7 +139,7 @@ async def test_a_forced_refresh_still_reaches_a_provider_that_asked_to_wait(
 ) -> None:
     # A forced refresh is the operator's explicit request, as with the failure cooldown.
     token = make_token(roles=["service"])
-    await _connect_expired(client, token, oauth_server)
+    await connect_expired(client, token, oauth_server)
     await _rate_limited_read(client, token, oauth_server, "600")
     oauth_server.fail_status = None
 
@@ -165,7 +156,7 @@ async def test_a_429_with_an_http_date_retry_after_is_honoured(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
-    await _connect_expired(client, token, oauth_server)
+    await connect_expired(client, token, oauth_server)
     when = format_datetime(utcnow() + timedelta(seconds=900), usegmt=True)
 
     response = await _rate_limited_read(client, token, oauth_server, when)
@@ -181,7 +172,7 @@ async def test_a_retry_after_of_days_is_bounded(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
-    await _connect_expired(client, token, oauth_server)
+    await connect_expired(client, token, oauth_server)
 
     response = await _rate_limited_read(client, token, oauth_server, str(30 * 86400))
 
@@ -205,7 +196,7 @@ async def test_a_503_without_retry_after_backs_off_as_before(
     app: Any, client: httpx.AsyncClient, make_token: Any, oauth_server: LocalOAuthServer
 ) -> None:
     token = make_token(roles=["service"])
-    await _connect_expired(client, token, oauth_server)
+    await connect_expired(client, token, oauth_server)
     oauth_server.fail_status = 503
 
     response = await read_token(client, token)
