@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.monitoring import metrics, repository
+from app.monitoring.lease_renewal import LeaseRenewal
 from app.monitoring.repository import LeasedConnection
 from app.tokens.refresh import LoadedRow, RefreshOutcome, RefreshResult
 
@@ -125,10 +125,8 @@ class MonitorLoop:
         self._queued: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._in_flight_by_provider: Counter[str] = Counter()
-        # Until when each queued or running connection is leased to us (renewed meanwhile).
-        self._leased_until: dict[str, datetime] = {}
-        self._nothing_leased = asyncio.Event()
-        self._renewal: asyncio.Task[None] | None = None
+        # The leases of the queued and running connections, renewed meanwhile.
+        self._leases = LeaseRenewal(settings, sessionmaker, self.owner)
         self.last_tick: TickStats | None = None
         self.ticks = 0
         # Results since start (refreshed, skipped, ...), for the status route and the tests.
@@ -171,7 +169,7 @@ class MonitorLoop:
             for task in late:
                 task.cancel()
         await asyncio.gather(*self._all_tasks(), return_exceptions=True)
-        await self._stop_renewal()
+        await self._leases.stop()
         metrics.MONITOR_RUNNING.set(0)
         logger.info("monitoring loop stopped (owner %s)", self.owner)
 
@@ -285,13 +283,13 @@ class MonitorLoop:
         tick.due = tick.pending = len(leased)
         for connection in leased:
             self._in_flight_by_provider[connection.provider] += 1
-            self._leased_until[connection.id] = lease_until
+            self._leases.hold(connection.id, lease_until)
             self._queued[connection.id] = asyncio.create_task(
                 self._refresh_leased(connection, loaded.get(connection.id), tick),
                 name=f"monitor-refresh:{connection.id}",
             )
         if leased:
-            self._keep_leases_renewed()
+            self._leases.keep_renewed()
         else:
             await self._complete(tick)
         return tick, more_due
@@ -343,7 +341,7 @@ class MonitorLoop:
         try:
             # The provider's slot first: a task waiting on a slow provider holds no global slot.
             async with self._provider_slot(connection.provider), self._global_slots:
-                if self._stopping.is_set() or utcnow() >= self._leased_until[connection.id]:
+                if self._stopping.is_set() or self._leases.lapsed(connection.id):
                     # Shutting down, or waited so long the lease lapsed and may be someone else's.
                     return
                 self._running[connection.id] = self._queued.pop(connection.id)
@@ -361,9 +359,7 @@ class MonitorLoop:
         finally:
             self._queued.pop(connection.id, None)
             self._running.pop(connection.id, None)
-            self._leased_until.pop(connection.id, None)
-            if not self._leased_until:
-                self._nothing_leased.set()
+            self._leases.drop(connection.id)
             self._in_flight_by_provider[connection.provider] -= 1
             if self._in_flight_by_provider[connection.provider] <= 0:
                 del self._in_flight_by_provider[connection.provider]
@@ -396,49 +392,6 @@ class MonitorLoop:
         except Exception:
             # The refresh is stored; a replica not told serves its entry until it expires.
             logger.warning("could not announce the refresh of connection %s", outcome.connection_id)
-
-    # --- lease renewal ----------------------------------------------------------------------
-
-    def _keep_leases_renewed(self) -> None:
-        self._nothing_leased.clear()
-        if self._renewal is None or self._renewal.done():
-            self._renewal = asyncio.create_task(
-                self._renew_leases(), name=f"monitor-lease-renewal:{self.owner}"
-            )
-
-    async def _renew_leases(self) -> None:
-        """Extend the leases of every queued and running connection (on PostgreSQL, bar those a
-        read's refresh holds row-locked at that moment, which no claim can take either) every
-        third of
-        MONITOR_LEASE_S, until none is left: the lease stays short, so a killed instance's
-        connections are taken over soon, yet never lapses under a live loop working on it."""
-        period = self.settings.monitor_lease_s / 3
-        while self._leased_until:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nothing_leased.wait(), timeout=period)
-            ids = list(self._leased_until)
-            if not ids:
-                return
-            lease_until = utcnow() + timedelta(seconds=self.settings.monitor_lease_s)
-            try:
-                async with self._sessionmaker() as session, session.begin():
-                    ours = await repository.extend_leases(session, ids, self.owner, lease_until)
-            except Exception:
-                # Tried again next period; a lease that lapses meanwhile is simply taken over.
-                logger.warning("could not extend the monitoring leases", exc_info=True)
-                continue
-            for connection_id in ours:
-                if connection_id in self._leased_until:
-                    self._leased_until[connection_id] = lease_until
-
-    async def _stop_renewal(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-            # Bounded: a driver that swallows the cancellation must not hold up shutdown.
-            done, _ = await asyncio.wait({self._renewal}, timeout=5)
-            if not done:
-                logger.warning("the monitoring lease renewal did not stop; leaving it")
-            self._renewal = None
 
     async def _release(self, connection_id: str) -> None:
         try:
