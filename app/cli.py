@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from sqlalchemy.exc import DBAPIError
+
 from app import __version__
 from app.core.auth import ROLE_ADMIN, ROLE_SERVICE, mint_token
 from app.core.config import ConfigurationError, Settings
@@ -125,7 +127,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
         description="status: rows per key id of every encrypted column (exit 1 when some are "
         "under a key not in ENCRYPTION_KEYS); rewrap: re-encrypt everything under the first key "
         "of ENCRYPTION_KEYS, batched, resumable, safe while the service runs (exit 1 when "
-        "some value is left)",
+        "some value is left, 3 when the database failed)",
     )
     keys.add_argument("action", choices=["status", "rewrap"], help="status or rewrap")
     keys.add_argument("--batch", type=int, default=500, help="rows per transaction (rewrap)")
@@ -137,7 +139,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
         description="Deletes every row but the workspaces, their tiers and the offboarding "
         "records (--all removes those too); revocations are always kept. Prints the rows "
         "removed per table. Asks first unless --yes; refused outside ENVIRONMENT=dev unless "
-        "--force. Exit 0 done, 1 not confirmed, 2 refused.",
+        "--force. Exit 0 done, 1 not confirmed, 2 refused, 3 the database failed.",
     )
     reset.add_argument("--all", action="store_true", help="remove the workspaces too")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -151,7 +153,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "provider_configs and config_versions tables (PostgreSQL), with their whole history; "
         "keys are encrypted on the way in and never printed; rows that do not fit are "
         "reported; a second run imports nothing twice. Exit 0 all imported, 1 some rows "
-        "refused, 2 the source could not be read.",
+        "refused, 2 the source could not be read, 3 Junction's database failed.",
     )
     imports.add_argument("what", choices=["provider-configs"], help="what to import")
     imports.add_argument("--from", dest="source", required=True, help="the source database URL")
@@ -313,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"junction: configuration error: {exc}", file=sys.stderr)
         return 2
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        # A database that cannot be reached or fails mid-command: one line and its own code,
+        # not a traceback whose exit 1 would read as the command's "values left" or "differs".
+        from app.operations.databases import EXIT_FAILED, describe_failure
+
+        print(f"junction {args.command}: database failed: {describe_failure(exc)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def print_counts(counts: dict[str, int], out: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """`junction reset [--all] [--yes] [--force]`: 0 done, 1 not confirmed, 2 refused."""
+    """`junction reset [--all] [--yes] [--force]`: 0 done, 1 not confirmed, 2 refused (3, the
+    database failed, comes from `app.cli.main`)."""
     settings = Settings()
     if settings.environment.lower() not in {"dev", "development"} and not args.force:
         print(
@@ -82,7 +83,10 @@ def command(args: argparse.Namespace) -> int:
     what = "all data and the workspaces" if args.all else "all data but the workspaces"
     target = printable_url(settings.database_url)
     if not args.yes:
-        answer = input(f"This deletes {what} in {target}. Type 'reset' to go on: ")
+        try:
+            answer = input(f"This deletes {what} in {target}. Type 'reset' to go on: ")
+        except EOFError:  # no terminal to answer from (stdin closed): not confirmed
+            answer = ""
         if answer.strip() != "reset":
             print("nothing removed")
             return 1
