@@ -33,7 +33,12 @@ environment.filters["number"] = _number
 
 
 def is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
+    """An htmx request wants a fragment, except when htmx restores a page from history (Back
+    after a search that pushed its URL): that one needs the whole page."""
+    headers = request.headers
+    return (
+        headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    )
 
 
 def render(

@@ -21,6 +21,7 @@ from app.admin.security import (
 from app.admin.usage_chart import RANGES_DAYS, usage_chart
 from app.core.db import utcnow
 from app.core.deps import TENANT_ID_PATTERN, SessionDep, SettingsDep, TenantIdPath
+from app.core.errors import InvalidField
 from app.monitoring import service as monitoring_service
 from app.provider_configs import history as configs_history
 from app.provider_configs import reads as configs_reads
@@ -338,18 +339,21 @@ async def configs(
     )
 
 
-async def _history(session: SessionDep, tenant_id: str, config_id: str) -> list[dict[str, Any]]:
-    page = await configs_history.history(
-        session,
-        tenant_id,
-        provider_type=None,
-        provider_name=None,
-        config_id=config_id,
-        limit=200,
-        cursor=None,
+async def _history(
+    session: SessionDep, tenant_id: str, config_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    page = json.loads(
+        await configs_history.history(
+            session,
+            tenant_id,
+            provider_type=None,
+            provider_name=None,
+            config_id=config_id,
+            limit=limit,
+            cursor=cursor,
+        )
     )
-    items: list[dict[str, Any]] = json.loads(page)["items"]
-    return items
+    return page["items"], page["next_cursor"]
 
 
 @router.get("/configs/{tenant_id}/{config_id}")
@@ -359,12 +363,25 @@ async def config_history(
     config_id: ConfigIdPath,
     console: ConsoleDep,
     session: SessionDep,
+    cursor: Cursor = None,
 ) -> HTMLResponse:
-    items = await _history(session, tenant_id, config_id)
+    """The history a page at a time, newest first; comparing and restoring take any version."""
+    items, next_cursor = await _history(
+        session, tenant_id, config_id, limit=PAGE_SIZE, cursor=cursor
+    )
+    newest = items
+    if cursor is not None:  # an older page: the version to roll back from is still the newest
+        newest, _ = await _history(session, tenant_id, config_id, limit=1, cursor=None)
     return render(
         request,
         "config.html",
-        {"tenant_id": tenant_id, "config_id": config_id, "items": items},
+        {
+            "tenant_id": tenant_id,
+            "config_id": config_id,
+            "items": items,
+            "current": newest[0] if newest else None,
+            "next_cursor": next_cursor,
+        },
     )
 
 
@@ -396,6 +413,12 @@ ExpectedField = Annotated[int, Form(ge=0)]
 ReasonField = Annotated[str, Form(min_length=1, max_length=1000)]
 
 
+def _required_reason(reason: str) -> str:
+    if not reason.strip():
+        raise InvalidField("reason", "a rollback needs a reason (not only spaces)")
+    return reason.strip()
+
+
 @router.post("/configs/{tenant_id}/{config_id}/rollback/preview")
 async def rollback_preview(
     request: Request,
@@ -410,7 +433,10 @@ async def rollback_preview(
     """What the rollback would change (the domain's dry run), and the button that makes it."""
     domain = app_state(request.app).provider_configs
     body = RollbackRequest(
-        config_id=config_id, version=version, expected_version=expected_version, reason=reason
+        config_id=config_id,
+        version=version,
+        expected_version=expected_version,
+        reason=_required_reason(reason),
     )
     preview = json.loads(await configs_service.preview_rollback(session, domain, tenant_id, body))
     return render(
@@ -441,7 +467,10 @@ async def rollback(
     someone else wrote gets the 409 of optimistic concurrency."""
     domain = app_state(request.app).provider_configs
     body = RollbackRequest(
-        config_id=config_id, version=version, expected_version=expected_version, reason=reason
+        config_id=config_id,
+        version=version,
+        expected_version=expected_version,
+        reason=_required_reason(reason),
     )
     await configs_service.rollback(session, domain, tenant_id, body, changed_by=console.subject)
     return _see_other(f"/admin/configs/{tenant_id}/{config_id}?notice=rolled_back")

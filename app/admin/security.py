@@ -2,8 +2,8 @@
 
 Console routes use `ConsoleRoute`: it adds a strict Content-Security-Policy (scripts and styles
 only from /admin/static, nothing inline, no framing) and no-store caching to every response,
-sends a browser without a session to the sign-in page, and renders domain errors as pages
-(a stale rollback's 409 included) rather than JSON.
+sends a browser without a session to the sign-in page, and renders domain errors and refused
+forms as pages (a stale rollback's 409 and a form's 422 included) rather than JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
@@ -20,7 +21,7 @@ from app.admin.rendering import is_htmx, render
 from app.admin.sessions import ConsoleSession
 from app.core import permissions
 from app.core.deps import SessionDep, SettingsDep
-from app.core.errors import DomainError, Forbidden, Unauthorized
+from app.core.errors import DomainError, Forbidden, Unauthorized, invalid_fields
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -57,6 +58,8 @@ class ConsoleRoute(APIRoute):
                 response = _sign_in_needed(request, exc)
             except DomainError as exc:
                 response = error_page(request, exc)
+            except RequestValidationError as exc:  # a form or query the schema refused
+                response = error_page(request, invalid_fields(exc))
             response.headers.update(SECURITY_HEADERS)
             return response
 
@@ -129,14 +132,8 @@ async def check_sign_in_form(request: Request, settings: SettingsDep) -> None:
     cookie set with the form, and the same value in the form)."""
     cookie = request.cookies.get(sessions.SIGN_IN_COOKIE)
     presented = await _presented_csrf(request)
-    if not cookie or presented is None or not _equal(cookie, presented):
+    if not cookie or not sessions.tokens_match(cookie, presented):
         raise CsrfRefused("the sign-in form has expired: reload the page and try again")
-
-
-def _equal(a: str, b: str) -> bool:
-    import hmac
-
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 SignInFormChecked = Depends(check_sign_in_form)

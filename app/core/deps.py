@@ -16,7 +16,7 @@ from app.core.crypto import Keyring
 from app.core.db import unit_of_work
 from app.core.errors import TokenRevoked, Unauthorized
 from app.core.headers import request_header
-from app.state import app_state
+from app.state import AppState, app_state
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -46,11 +46,17 @@ async def get_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <JWT>'")
-    state = app_state(request.app)
+    principal = await verified_caller(app_state(request.app), token)
+    permissions.rule_for(request).check(principal)
+    return principal
+
+
+async def verified_caller(state: AppState, token: str) -> Principal:
+    """The bearer token's caller, verified and not revoked; which operations it may call is the
+    permission table's to say (the API's routes and the console's sign-in both check it)."""
     principal = await state.token_verifier.verify(token.strip())
     if state.revocations.is_revoked(principal.jti):
         raise TokenRevoked("the token has been revoked")
-    permissions.rule_for(request).check(principal)
     return principal
 
 

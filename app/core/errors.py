@@ -143,9 +143,14 @@ def _field_error(err: Any) -> tuple[str, str]:
     return _field_name(err.get("loc", ())), str(err.get("msg", "invalid"))
 
 
+def invalid_fields(exc: RequestValidationError) -> InvalidFields:
+    """A request that failed its schema, as the one field-error shape."""
+    return InvalidFields([_field_error(e) for e in exc.errors()])
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return await _domain_error(request, InvalidFields([_field_error(e) for e in exc.errors()]))
+    return await _domain_error(request, invalid_fields(exc))
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
