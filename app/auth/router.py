@@ -12,7 +12,7 @@ from app.state import app_state
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/revoke", response_model=RevokeResponse)
+@router.post("/auth/revoke", summary="Revoke a bearer token", response_model=RevokeResponse)
 async def revoke_token(
     request: Request,
     principal: CurrentPrincipal,

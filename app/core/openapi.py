@@ -11,6 +11,7 @@ read these; schemathesis checks the service against them (tests/contract).
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,10 +22,12 @@ from app.core import permissions
 from app.core.schemas import ErrorResponse, FieldError, InvalidFieldsResponse
 
 BEARER_SCHEME = "bearer"
-# Tags as operation-id prefixes: `configs-rollback-config`, `tokens-read-token`.
-_TAG_PREFIX = {"configs": "configs"}
 # Operations that never touch the database or the cache, so never answer 503.
 _NO_BACKEND = {"GET /livez", "GET /metrics"}
+# Operations whose 503 is their own report (health, readiness), not the error body.
+_OWN_503 = {"GET /api/v1/health", "GET /readyz"}
+# Public, but a bearer token is asked for when the operator sets one (METRICS_BEARER_TOKEN).
+_OPTIONAL_BEARER = {"GET /metrics"}
 
 
 _DESCRIPTIONS = {
@@ -72,9 +75,10 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def operation_id(route: APIRoute) -> str:
-    """`{tag}-{endpoint name}` with dashes: readable, stable while the function keeps its name."""
+    """`{tag}-{endpoint name}` with dashes (`configs-rollback-config`, `tokens-read-token`):
+    readable, stable while the function keeps its name."""
     tag = str(route.tags[0]) if route.tags else "junction"
-    return f"{_TAG_PREFIX.get(tag, tag)}-{route.name.replace('_', '-')}"
+    return f"{tag}-{route.name.replace('_', '-')}"
 
 
 def install(app: FastAPI) -> None:
@@ -133,24 +137,27 @@ def _declare_errors(operation: dict[str, Any], key: str, entry: permissions.Oper
     if "requestBody" in operation:
         statuses.update((400, 413))  # 400: a body that is not JSON at all
     if rule.public:
-        operation["security"] = []
+        operation["security"] = [{}, {BEARER_SCHEME: []}] if key in _OPTIONAL_BEARER else []
     responses = operation.setdefault("responses", {})
     for status in sorted(statuses):
         responses.setdefault(str(status), {})
     for status, response in responses.items():
-        if not status.startswith(("4", "5")):
+        if not status.startswith(("4", "5")) or (status == "503" and key in _OWN_503):
             continue
         # The route's own declaration keeps its description; the body is always the error's
         # JSON (FastAPI would give it a non-JSON route's media type, as /metrics's).
-        kept = {} if status == "422" else _kept(response)
+        kept = {} if status == "422" else _kept(int(status), response)
         response.update(_error_response(int(status)) | kept)
         if status in ("429", "503"):
             response.setdefault("headers", {}).update(_RETRY_AFTER)
 
 
-def _kept(response: dict[str, Any]) -> dict[str, Any]:
+def _kept(status: int, response: dict[str, Any]) -> dict[str, Any]:
+    """A route's own description of an error, unless it is FastAPI's filler (the bare reason
+    phrase, given to a status declared without one): the shared description says more."""
     description = response.get("description")
-    return {"description": description} if description else {}
+    filler = description == HTTPStatus(status).phrase
+    return {"description": description} if description and not filler else {}
 
 
 def _error_response(status: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from app import __version__
 from app.core.metrics import render_metrics, require_scrape_token
 from app.core.openapi import errors
+from app.health.schemas import HealthReport, Readiness
 from app.state import app_state
 
 router = APIRouter(tags=["health"])
@@ -60,7 +61,14 @@ def _keys_state(unknown_keys: int | None) -> str:
     return "unknown_keys" if unknown_keys else "ok"
 
 
-@router.get("/api/v1/health")
+@router.get(
+    "/api/v1/health",
+    summary="Service health",
+    responses={
+        200: {"model": HealthReport, "description": "The database answers."},
+        503: {"model": HealthReport, "description": "The database cannot be reached."},
+    },
+)
 async def health(request: Request) -> JSONResponse:
     """The service's health: `ok`, or `degraded` when a dependency other than the database
     (the cache, the monitoring loop) is not working; 503 when the database is unreachable.
@@ -92,13 +100,24 @@ async def health(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/livez")
+@router.get("/livez", summary="Liveness probe")
 async def livez() -> dict[str, str]:
     """Liveness for orchestrators: the process answers (no dependency is checked)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    summary="Readiness probe",
+    responses={
+        200: {"model": Readiness, "description": "Ready for traffic."},
+        503: {
+            "model": Readiness,
+            "description": "Not ready: the database does not answer or its schema is not at "
+            "the expected migration.",
+        },
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness for orchestrators: the database answers and its schema is at the latest
     migration (503 otherwise).
@@ -117,6 +136,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get(
     "/metrics",
+    summary="Prometheus metrics",
     response_class=PlainTextResponse,
     responses={
         200: {

@@ -50,7 +50,7 @@ def _as_utc(moment: datetime) -> datetime:
         raise InvalidField("query.since", "out of range once moved to UTC") from None
 
 
-@router.get("/monitoring/events", response_model=EventPage)
+@router.get("/monitoring/events", summary="List connection events", response_model=EventPage)
 async def list_events(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -74,7 +74,7 @@ async def list_events(
     )
 
 
-@router.get("/monitoring/status", response_model=MonitorStatusOut)
+@router.get("/monitoring/status", summary="Monitoring loop status", response_model=MonitorStatusOut)
 async def monitor_status(
     request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> MonitorStatusOut:
@@ -176,7 +176,9 @@ async def _log(
     return DeliveryPage(items=[_delivery_out(row) for row in rows], next_cursor=next_cursor)
 
 
-@router.put("/monitoring/webhook", response_model=WebhookOut)
+@router.put(
+    "/monitoring/webhook", summary="Register the tenant's webhook", response_model=WebhookOut
+)
 async def put_webhook(
     body: WebhookIn,
     session: SessionDep,
@@ -193,7 +195,12 @@ async def put_webhook(
     return await _put(session, settings, keyring, tenant, body)
 
 
-@router.get("/monitoring/webhook", response_model=WebhookOut, responses=openapi.errors(404))
+@router.get(
+    "/monitoring/webhook",
+    summary="Read the tenant's webhook",
+    response_model=WebhookOut,
+    responses=openapi.errors(404),
+)
 async def get_webhook(
     session: SessionDep,
     keyring: KeyringDep,
@@ -204,7 +211,12 @@ async def get_webhook(
     return await _get(session, keyring, principal.resolve_tenant(tenant_id))
 
 
-@router.delete("/monitoring/webhook", status_code=204, responses=openapi.errors(404))
+@router.delete(
+    "/monitoring/webhook",
+    summary="Remove the tenant's webhook",
+    status_code=204,
+    responses=openapi.errors(404),
+)
 async def delete_webhook(
     session: SessionDep, principal: CurrentPrincipal, tenant_id: TenantIdQuery = None
 ) -> Response:
@@ -213,7 +225,9 @@ async def delete_webhook(
     return Response(status_code=204)
 
 
-@router.get("/monitoring/webhook/deliveries", response_model=DeliveryPage)
+@router.get(
+    "/monitoring/webhook/deliveries", summary="List webhook deliveries", response_model=DeliveryPage
+)
 async def list_deliveries(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -230,6 +244,7 @@ async def list_deliveries(
 
 @router.post(
     "/monitoring/webhook/deliveries/{delivery_id}/redeliver",
+    summary="Redeliver a webhook delivery",
     response_model=DeliveryOut,
     responses=openapi.errors(404, 409),
 )
@@ -244,7 +259,11 @@ async def redeliver(
     return _delivery_out(await webhooks.redeliver(session, tenant, delivery_id))
 
 
-@router.put("/monitoring/operator-webhook", response_model=WebhookOut)
+@router.put(
+    "/monitoring/operator-webhook",
+    summary="Register the operator webhook",
+    response_model=WebhookOut,
+)
 async def put_operator_webhook(
     body: WebhookIn,
     session: SessionDep,
@@ -258,7 +277,10 @@ async def put_operator_webhook(
 
 
 @router.get(
-    "/monitoring/operator-webhook", response_model=WebhookOut, responses=openapi.errors(404)
+    "/monitoring/operator-webhook",
+    summary="Read the operator webhook",
+    response_model=WebhookOut,
+    responses=openapi.errors(404),
 )
 async def get_operator_webhook(
     session: SessionDep, keyring: KeyringDep, principal: CurrentPrincipal
@@ -267,14 +289,23 @@ async def get_operator_webhook(
     return await _get(session, keyring, OPERATOR_WEBHOOK)
 
 
-@router.delete("/monitoring/operator-webhook", status_code=204, responses=openapi.errors(404))
+@router.delete(
+    "/monitoring/operator-webhook",
+    summary="Remove the operator webhook",
+    status_code=204,
+    responses=openapi.errors(404),
+)
 async def delete_operator_webhook(session: SessionDep, principal: CurrentPrincipal) -> Response:
     """Remove the operator's webhook; its events not yet delivered are no longer sent."""
     await webhooks.delete_webhook(session, OPERATOR_WEBHOOK)
     return Response(status_code=204)
 
 
-@router.get("/monitoring/operator-webhook/deliveries", response_model=DeliveryPage)
+@router.get(
+    "/monitoring/operator-webhook/deliveries",
+    summary="List operator webhook deliveries",
+    response_model=DeliveryPage,
+)
 async def list_operator_deliveries(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -289,6 +320,7 @@ async def list_operator_deliveries(
 
 @router.post(
     "/monitoring/operator-webhook/deliveries/{delivery_id}/redeliver",
+    summary="Redeliver to the operator webhook",
     response_model=DeliveryOut,
     responses=openapi.errors(404, 409),
 )

@@ -15,7 +15,11 @@ from app.state import app_state
 router = APIRouter(tags=["platforms"])
 
 
-@router.get("/platforms/connected", response_model=ConnectedPlatforms | PlatformsSummary)
+@router.get(
+    "/platforms/connected",
+    summary="Connected platforms",
+    response_model=ConnectedPlatforms | PlatformsSummary,
+)
 async def connected_platforms(
     request: Request,
     session: SessionDep,

@@ -153,6 +153,7 @@ def add_hot_routes(app: FastAPI) -> None:
     app.router.add_api_route(
         "/config/{tenant_id}",
         get_config,
+        summary="Read the provider configurations",
         methods=["GET"],
         tags=["configs"],
         response_model=None,
@@ -167,7 +168,12 @@ def add_hot_routes(app: FastAPI) -> None:
     )
 
 
-@router.post("/config/{tenant_id}", response_model=None, responses=_WRITE)
+@router.post(
+    "/config/{tenant_id}",
+    summary="Write provider configurations",
+    response_model=None,
+    responses=_WRITE,
+)
 async def write_config(
     tenant_id: TenantIdPath,
     body: ConfigWrite,
@@ -188,7 +194,12 @@ async def write_config(
     return _document(document)
 
 
-@router.delete("/config/{tenant_id}", response_model=None, responses=_WRITE)
+@router.delete(
+    "/config/{tenant_id}",
+    summary="Delete provider configurations",
+    response_model=None,
+    responses=_WRITE,
+)
 async def delete_config(
     tenant_id: TenantIdPath,
     principal: Caller,
@@ -225,7 +236,12 @@ async def delete_config(
     return _document(document)
 
 
-@router.get("/config/{tenant_id}/history", response_model=HistoryPage, responses=_ERRORS)
+@router.get(
+    "/config/{tenant_id}/history",
+    summary="List configuration versions",
+    response_model=HistoryPage,
+    responses=_ERRORS,
+)
 async def config_history(
     tenant_id: TenantIdPath,
     principal: Caller,
@@ -262,6 +278,7 @@ async def config_history(
 
 @router.get(
     "/config/{tenant_id}/diff",
+    summary="Compare two versions of a configuration",
     response_model=ConfigDiff,
     responses=_ERRORS,
 )
@@ -311,6 +328,7 @@ async def config_diff(
 
 @router.post(
     "/config/{tenant_id}/rollback",
+    summary="Roll a configuration back to a version",
     response_model=None,
     responses={200: {"model": ConfigDocument | RollbackPreview}, **_ERRORS, **openapi.errors(412)},
 )
@@ -368,6 +386,7 @@ _POSITION_PATTERN = r"^[0-9]{1,18}$"
 
 @router.get(
     "/config/{tenant_id}/stream",
+    summary="Stream configuration changes",
     response_class=ChangeStreamResponse,
     responses=_STREAM_DOC,
 )

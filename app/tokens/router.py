@@ -121,6 +121,7 @@ def add_hot_routes(app: FastAPI) -> None:
     app.router.add_api_route(
         f"{router.prefix}/tokens/{{branch_id}}",
         read_token,
+        summary="Read a fresh access token",
         methods=["GET"],
         tags=["tokens"],
         response_model=TokenOut,
@@ -130,7 +131,7 @@ def add_hot_routes(app: FastAPI) -> None:
     )
 
 
-@router.get("/providers", response_model=ProviderList)
+@router.get("/providers", summary="List OAuth providers", response_model=ProviderList)
 async def list_providers(principal: CurrentPrincipal, ctx: TokenContextDep) -> ProviderList:
     """The built-in providers and their capabilities (URLs after overrides, PKCE, body
     format, client authentication, refresh margin, whether tokens expire).
@@ -139,7 +140,9 @@ async def list_providers(principal: CurrentPrincipal, ctx: TokenContextDep) -> P
     return ProviderList(providers=providers)
 
 
-@router.post("/clients", response_model=ClientOut, status_code=201)
+@router.post(
+    "/clients", summary="Register an OAuth client", response_model=ClientOut, status_code=201
+)
 async def create_client(
     body: ClientCreate,
     principal: CurrentPrincipal,
@@ -154,7 +157,7 @@ async def create_client(
     return await clients.create_client(session, ctx, tenant_id, body)
 
 
-@router.get("/clients", response_model=ClientList)
+@router.get("/clients", summary="List OAuth clients", response_model=ClientList)
 async def list_clients(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -167,7 +170,12 @@ async def list_clients(
     return ClientList(items=[ClientOut.model_validate(client) for client in found])
 
 
-@router.get("/clients/{client_id}", response_model=ClientOut, responses=openapi.errors(404))
+@router.get(
+    "/clients/{client_id}",
+    summary="Read an OAuth client",
+    response_model=ClientOut,
+    responses=openapi.errors(404),
+)
 async def read_client(
     client_id: ClientPath,
     principal: CurrentPrincipal,
@@ -178,7 +186,12 @@ async def read_client(
     return await clients.get_client(session, principal, client_id, tenant_id)
 
 
-@router.patch("/clients/{client_id}", response_model=ClientOut, responses=openapi.errors(404))
+@router.patch(
+    "/clients/{client_id}",
+    summary="Edit an OAuth client",
+    response_model=ClientOut,
+    responses=openapi.errors(404),
+)
 async def update_client(
     client_id: ClientPath,
     body: ClientUpdate,
@@ -192,7 +205,12 @@ async def update_client(
     return await clients.update_client(session, ctx, client, body)
 
 
-@router.delete("/clients/{client_id}", status_code=204, responses=openapi.errors(404))
+@router.delete(
+    "/clients/{client_id}",
+    summary="Delete an OAuth client",
+    status_code=204,
+    responses=openapi.errors(404),
+)
 async def delete_client(
     client_id: ClientPath,
     principal: CurrentPrincipal,
@@ -206,7 +224,12 @@ async def delete_client(
     return Response(status_code=204)
 
 
-@router.get("/oauth/login/{client_id}", response_model=LoginOut, responses=openapi.errors(404))
+@router.get(
+    "/oauth/login/{client_id}",
+    summary="Start an OAuth login",
+    response_model=LoginOut,
+    responses=openapi.errors(404),
+)
 async def start_login(
     client_id: ClientPath,
     principal: CurrentPrincipal,
@@ -245,6 +268,7 @@ async def start_login(
 
 @router.get(
     "/auth/callback",
+    summary="Complete an OAuth login",
     response_model=CallbackOut,
     responses={
         303: {"description": "back to the return URL with status=connected|error"},
@@ -309,7 +333,7 @@ StatusQuery = Annotated[
 ]
 
 
-@router.get("/connections", response_model=ConnectionPage)
+@router.get("/connections", summary="List connections", response_model=ConnectionPage)
 async def list_connections(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -358,7 +382,12 @@ async def list_connections(
     )
 
 
-@router.post("/tokens/refresh", response_model=TokenOut, responses=openapi.errors(404, 409))
+@router.post(
+    "/tokens/refresh",
+    summary="Refresh a token now",
+    response_model=TokenOut,
+    responses=openapi.errors(404, 409),
+)
 async def refresh_token(
     body: RefreshRequest, principal: CurrentPrincipal, ctx: TokenContextDep
 ) -> Response:
@@ -367,7 +396,12 @@ async def refresh_token(
     return _token_out(await reads.force_refresh(ctx, tenant, body.provider, body.branch_id))
 
 
-@router.delete("/tokens/{branch_id}", response_model=DisconnectOut, responses=openapi.errors(404))
+@router.delete(
+    "/tokens/{branch_id}",
+    summary="Disconnect a branch",
+    response_model=DisconnectOut,
+    responses=openapi.errors(404),
+)
 async def disconnect(
     branch_id: BranchPath,
     provider: ProviderQuery,

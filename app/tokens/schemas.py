@@ -190,8 +190,8 @@ class ClientCreate(_ClientFields):
     )
     redirect_uri: str | None = Field(
         description=(
-            "the callback registered at the provider; default: this service's "
-            "/token-management/oauth/callback"
+            "the callback registered at the provider; default: OAUTH_CALLBACK_URL (this "
+            "service's /token-management/auth/callback), 422 when neither is set"
         ),
         default=None,
         max_length=2048,

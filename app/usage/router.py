@@ -131,6 +131,7 @@ def add_hot_routes(app: FastAPI) -> None:
     app.router.add_api_route(
         "/usage/openai",
         record_openai_usage,
+        summary="Record AI usage",
         methods=["POST"],
         tags=["usage"],
         response_model=UsageEventRead | UsageBatchRead,
@@ -148,7 +149,11 @@ def add_hot_routes(app: FastAPI) -> None:
     )
 
 
-@router.get("/usage/{tenant_id}/quota", response_model=QuotaRead)
+@router.get(
+    "/usage/{tenant_id}/quota",
+    summary="Read usage against the tier's limits",
+    response_model=QuotaRead,
+)
 async def read_quota(
     tenant_id: TenantIdPath,
     principal: CurrentPrincipal,
@@ -163,6 +168,7 @@ async def read_quota(
 
 @router.get(
     "/api/admin/workspaces/{tenant_id}/usage",
+    summary="Summarise a workspace's AI usage",
     response_model=UsageSummary,
     tags=["workspaces"],
 )
@@ -193,6 +199,7 @@ async def read_usage_summary(
 
 @router.get(
     "/api/admin/workspaces/{tenant_id}/usage/alerts",
+    summary="Read usage alert thresholds",
     response_model=AlertThresholdsRead,
     tags=["workspaces"],
 )
@@ -211,6 +218,7 @@ async def read_usage_alerts(
 
 @router.put(
     "/api/admin/workspaces/{tenant_id}/usage/alerts",
+    summary="Set usage alert thresholds",
     response_model=AlertThresholdsRead,
     tags=["workspaces"],
 )

@@ -47,7 +47,7 @@ def _deletion(record: WorkspaceDeletion) -> WorkspaceDeletionRead:
     )
 
 
-@router.get("/workspaces", response_model=WorkspacePage)
+@router.get("/workspaces", summary="List workspaces", response_model=WorkspacePage)
 async def list_workspaces(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -67,7 +67,10 @@ async def list_workspaces(
 
 
 @router.get(
-    "/workspace-deletions", response_model=WorkspaceDeletionPage, responses=openapi.errors(400)
+    "/workspace-deletions",
+    summary="List offboarding records",
+    response_model=WorkspaceDeletionPage,
+    responses=openapi.errors(400),
 )
 async def list_workspace_deletions(
     principal: CurrentPrincipal,
@@ -83,7 +86,12 @@ async def list_workspace_deletions(
     return WorkspaceDeletionPage(items=[_deletion(row) for row in rows], next_cursor=next_cursor)
 
 
-@router.get("/workspaces/{tenant_id}", response_model=WorkspaceRead, responses=openapi.errors(404))
+@router.get(
+    "/workspaces/{tenant_id}",
+    summary="Read a workspace",
+    response_model=WorkspaceRead,
+    responses=openapi.errors(404),
+)
 async def read_workspace(
     tenant_id: TenantIdPath, principal: CurrentPrincipal, session: SessionDep
 ) -> WorkspaceRead:
@@ -92,7 +100,9 @@ async def read_workspace(
     return _read(await service.get_workspace(session, tenant_id))
 
 
-@router.put("/workspaces/{tenant_id}", response_model=WorkspaceRead)
+@router.put(
+    "/workspaces/{tenant_id}", summary="Create or edit a workspace", response_model=WorkspaceRead
+)
 async def update_workspace(
     tenant_id: TenantIdPath,
     body: WorkspaceUpdate,
@@ -109,7 +119,10 @@ async def update_workspace(
 
 
 @router.delete(
-    "/workspaces/{tenant_id}", response_model=WorkspaceDeletionRead, responses=openapi.errors(404)
+    "/workspaces/{tenant_id}",
+    summary="Offboard a workspace",
+    response_model=WorkspaceDeletionRead,
+    responses=openapi.errors(404),
 )
 async def offboard_workspace(
     request: Request, tenant_id: TenantIdPath, principal: CurrentPrincipal, session: SessionDep

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+from pathlib import Path
+from typing import Any
 
+import httpx
+import jsonschema
+from sqlalchemy import text
+
+from app.core import migrations
+from app.core.config import Settings
+from app.main import create_app
+from app.state import app_state
 from tests.conftest import bearer, build_settings, running_app
 
 
@@ -63,3 +73,32 @@ async def test_a_method_a_client_invents_is_counted_as_other(client: httpx.Async
     text = (await client.get("/metrics")).text
     assert "BREWCOFFEE" not in text
     assert 'junction_http_requests_total{method="OTHER",route="/livez",status="405"}' in text
+
+
+def _validator(schema_name: str) -> Any:
+    document = create_app(Settings(_env_file=None)).openapi()
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+async def test_health_and_readiness_answer_the_bodies_their_documents_declare(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/junction.db"
+    await asyncio.to_thread(migrations.upgrade, url)
+    async with running_app(build_settings(url, redis_url=None)) as (app, client):
+        health = await client.get("/api/v1/health")
+        ready = await client.get("/readyz")
+        # A schema behind this code's: readiness answers 503 with the same report.
+        async with app_state(app).engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        behind = await client.get("/readyz")
+    assert health.status_code == ready.status_code == 200
+    assert behind.status_code == 503
+    assert behind.json() == {
+        "status": "not_ready",
+        "schema": {"current": "0001", "expected": migrations.head_revision()},
+    }
+    assert list(_validator("HealthReport").iter_errors(health.json())) == []
+    for answer in (ready, behind):
+        assert list(_validator("Readiness").iter_errors(answer.json())) == []
