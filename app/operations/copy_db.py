@@ -32,6 +32,7 @@ from typing import Any, Literal, TextIO
 from sqlalchemy import String, Table, desc, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex, DropIndex
 
 from app.core import migrations
 from app.operations import databases, values
@@ -139,11 +140,15 @@ def _hashed_for_sqlite(table: Table) -> _Plan:
     return _Plan(inner, "leading", outer=[hashed, *ready])
 
 
-def _source_query(table: Table, source: values.Dialect, plan: _Plan, *, after: Key | None) -> str:
+def _source_query(
+    table: Table, source: values.Dialect, plan: _Plan, *, after: Key | None, bytewise: bool
+) -> str:
     """The source's rows in primary-key order (bytewise on both databases), those after
-    `after` only when resuming."""
+    `after` only when resuming. `bytewise`: the source's own text order is bytewise, so the
+    rows come in the order of the key's index; otherwise PostgreSQL sorts them (COLLATE "C")."""
+    collate = ' COLLATE "C"' if source == "postgresql" and not bytewise else ""
     keys = [
-        values.quoted(column.name) + (' COLLATE "C"' if source == "postgresql" else "")
+        values.quoted(column.name) + collate
         if isinstance(column.type, String)
         else values.quoted(column.name)
         for column in databases.key_columns(table)
@@ -174,6 +179,12 @@ class _Writer:
     async def prepare(self) -> None:
         """Once, before the first batch."""
 
+    async def start_table(self, table: Table) -> None:
+        """Before the table's first batch."""
+
+    async def end_table(self, table: Table) -> None:
+        """After its last batch (a resumed copy goes through every table again)."""
+
     async def write(self, table: Table, rows: Batch, *, leading_hash: bool = False) -> None:
         """`leading_hash`: each row's first value is its hash, not a column (not written)."""
         raise NotImplementedError
@@ -192,6 +203,13 @@ class _PostgresWriter(_Writer):
         # The datetimes of rows from SQLite carry no offset: they are UTC.
         await (await databases.driver_of(self._conn)).execute("SET TIME ZONE 'UTC'")
 
+    async def end_table(self, table: Table) -> None:
+        # The planner's statistics of the copied rows, as autovacuum would gather them later:
+        # without them the new database's first queries are planned for an empty table.
+        await (await databases.driver_of(self._conn)).execute(
+            f"ANALYZE {values.quoted(table.name)}"
+        )
+
     async def write(self, table: Table, rows: Batch, *, leading_hash: bool = False) -> None:
         assert not leading_hash  # only PostgreSQL sources hash in their query
         driver = await databases.driver_of(self._conn)
@@ -208,6 +226,28 @@ class _PostgresWriter(_Writer):
 
 class _SqliteWriter(_Writer):
     """One executemany INSERT per batch, in a transaction of its own."""
+
+    async def prepare(self) -> None:
+        # Each batch is committed without waiting for the disk (~15% of the copy's time): a
+        # killed copy loses nothing (what was committed is with the operating system) and
+        # resumes; only a crash of the machine itself could lose the file, and then the copy
+        # is made again into a new one (docs/operations.md).
+        await (await databases.driver_of(self._conn)).execute("PRAGMA synchronous=OFF")
+
+    async def start_table(self, table: Table) -> None:
+        # The table's plain indexes are dropped and built once over the copied rows: ~15% less
+        # time writing than keeping them up to date row by row. The indexes behind its primary
+        # key and unique constraints stay, so a duplicate is still refused.
+        for index in table.indexes:
+            await self._conn.execute(DropIndex(index, if_exists=True))
+        await self._conn.commit()
+
+    async def end_table(self, table: Table) -> None:
+        # Built again from the schema (which the migrations match: tests/core/test_migrations.py);
+        # after a kill in between, by the resumed copy.
+        for index in table.indexes:
+            await self._conn.execute(CreateIndex(index, if_not_exists=True))
+        await self._conn.commit()
 
     async def write(self, table: Table, rows: Batch, *, leading_hash: bool = False) -> None:
         names = ", ".join(values.quoted(column.name) for column in table.columns)
@@ -248,8 +288,10 @@ async def _copy_table(
         source_sum = TableSum(table.name)
         total = await databases.count_rows(source, table)
     report = TableReport(table.name, source_sum)
-    query = _source_query(table, source_dialect, plan, after=resume_after)
+    bytewise = await databases.orders_text_bytewise(source)
+    query = _source_query(table, source_dialect, plan, after=resume_after, bytewise=bytewise)
     batches = databases.fetch_batches(source, query, resume_after or (), batch_size)
+    await writer.start_table(table)
     with Progress(f"copy {table.name}", total=total) as progress:
         reading = asyncio.ensure_future(anext(batches, None))
         try:
@@ -262,6 +304,7 @@ async def _copy_table(
                 await writer.write(table, batch, leading_hash=plan.inline == "leading")
                 report.written += len(batch)
                 progress.advance(len(batch))
+            await writer.end_table(table)
         finally:
             reading.cancel()
             await asyncio.wait([reading])

@@ -45,8 +45,8 @@ class Database:
     engine: AsyncEngine
 
     @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
+    def dialect(self) -> Literal["sqlite", "postgresql"]:
+        return "postgresql" if self.engine.dialect.name == "postgresql" else "sqlite"
 
     @property
     def display(self) -> str:
@@ -151,6 +151,23 @@ def key_ordering(table: Table, dialect: str) -> list[ColumnElement[Any]]:
         else:
             ordering.append(column)
     return ordering
+
+
+# Collations whose order is the code points' (for UTF-8, the bytes'): the order the copy needs.
+_BYTEWISE_COLLATIONS = frozenset({"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"})
+
+
+async def orders_text_bytewise(conn: AsyncConnection) -> bool:
+    """Whether the database orders text bytewise by default: SQLite does (BINARY); PostgreSQL
+    does under the C, POSIX and C.UTF-8 collations. Then a key's index gives the copy's order,
+    and an ORDER BY with COLLATE "C" would instead sort the whole table (the index is in the
+    database's collation, and PostgreSQL matches collations by name)."""
+    if dialect_of(conn) == "sqlite":
+        return True
+    row = await fetch_one(
+        conn, "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+    )
+    return str(row[0]).lower() in _BYTEWISE_COLLATIONS
 
 
 def dialect_of(conn: AsyncConnection) -> Literal["sqlite", "postgresql"]:
