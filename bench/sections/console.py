@@ -1,5 +1,7 @@
-"""The admin console: every page rendered server-side with 10,000 connections and 1,000,000
-usage events in one workspace (seeded with SQL), p50 and p95 of sequential requests."""
+"""The admin console: every page rendered server-side with 10,000 connections, 1,000,000 usage
+events and 100,000 monitoring events in one workspace (and as many monitoring events in other
+workspaces: the overview lists the latest of all), seeded with SQL; p50 and p95 of sequential
+requests, the rollback preview (a POST) included."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ TENANT = "bench-console"
 CONNECTIONS = 10_000
 EVENTS = 1_000_000
 DAYS = 180
+MONITORING_EVENTS = 100_000
 RUNS = 30
 TARGET = "< 100 ms p50"
 
@@ -61,6 +64,16 @@ SELECT tenant_id, period, 0, count(*), sum(prompt_tokens), sum(completion_tokens
        count(*) - count(estimated_cost_usd), now()
 FROM usage_events WHERE tenant_id = '{TENANT}' GROUP BY 1, 2
 """
+# The workspace's events and as many of other workspaces', spread over the same days.
+_SEED_MONITORING = f"""
+INSERT INTO monitoring_events (id, tenant_id, type, provider, branch_id, occurred_at, reason)
+SELECT md5('me' || g), CASE WHEN g % 2 = 0 THEN '{TENANT}' ELSE 'other-' || g % 50 END,
+       (ARRAY['refresh_failed', 'recovered', 'needs_reauth', 'connected'])[1 + g % 4],
+       'bench_oauth', 'branch-' || lpad((g % {CONNECTIONS})::text, 6, '0'),
+       now() - g * ({DAYS} * 86400 / {2 * MONITORING_EVENTS}.0) * interval '1 second',
+       CASE WHEN g % 4 = 0 THEN 'server_error' END
+FROM generate_series(1, {2 * MONITORING_EVENTS}) AS g
+"""
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -74,17 +87,24 @@ async def _seed(ctx: BenchContext, client_id: str) -> float:
             await conn.execute(text(_SEED_EVENTS))
             await conn.execute(text(_SEED_ROLLUPS))
             await conn.execute(text(_SEED_COUNTERS))
+            await conn.execute(text(_SEED_MONITORING))
         seeded = time.perf_counter() - started
         async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
             await conn.execute(text("SET statement_timeout = 0"))
-            for table in ("oauth_connections", "usage_events", "usage_daily_rollups"):
+            for table in (
+                "oauth_connections",
+                "usage_events",
+                "usage_daily_rollups",
+                "monitoring_events",
+            ):
                 await conn.execute(text(f"VACUUM ANALYZE {table}"))
         return seeded
     finally:
         await engine.dispose()
 
 
-async def _signed_in(ctx: BenchContext, client: httpx.AsyncClient) -> None:
+async def _signed_in(ctx: BenchContext, client: httpx.AsyncClient) -> str:
+    """Sign `client` in with a one-time link; the session's CSRF token."""
     engine = create_async_engine(ctx.database_url, poolclass=NullPool)
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
@@ -96,6 +116,9 @@ async def _signed_in(ctx: BenchContext, client: httpx.AsyncClient) -> None:
     assert found is not None
     answer = await client.post("/admin/link", data={"token": secret, "csrf_token": found[1]})
     assert answer.status_code == 303, answer.text
+    session_csrf = _CSRF.search((await client.get("/admin")).text)
+    assert session_csrf is not None
+    return session_csrf[1]
 
 
 async def _config_id(ctx: BenchContext, client: httpx.AsyncClient) -> str:
@@ -129,6 +152,16 @@ async def _timed(client: httpx.AsyncClient, path: str) -> list[float]:
     return timings
 
 
+async def _timed_post(client: httpx.AsyncClient, path: str, form: dict[str, str]) -> list[float]:
+    timings = []
+    for _ in range(RUNS + 1):
+        started = time.perf_counter()
+        answer = await client.post(path, data=form)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+    return timings[1:]  # the first warms up, as in _timed
+
+
 async def run(ctx: BenchContext) -> None:
     admin = {"Authorization": f"Bearer {ctx.token(['*'], ['admin'])}"}
     async with httpx.AsyncClient(base_url=ctx.base_url, timeout=60) as client:
@@ -153,9 +186,14 @@ async def run(ctx: BenchContext) -> None:
         )
         assert registered.status_code == 201, registered.text
         seeded = await _seed(ctx, registered.json()["id"])
-        ctx.report(f"seeding {CONNECTIONS:,} connections, {EVENTS:,} events (SQL)", seeded, "s")
+        ctx.report(
+            f"seeding {CONNECTIONS:,} connections, {EVENTS:,} usage events, "
+            f"{2 * MONITORING_EVENTS:,} monitoring events (SQL)",
+            seeded,
+            "s",
+        )
         config_id = await _config_id(ctx, client)
-        await _signed_in(ctx, client)
+        csrf = await _signed_in(ctx, client)
         pages = {
             "overview": "/admin",
             "workspaces": "/admin/workspaces",
@@ -175,3 +213,9 @@ async def run(ctx: BenchContext) -> None:
             p95 = statistics.quantiles(timings, n=20)[-1]
             ctx.report(f"{name} p50", p50, "ms", TARGET)
             ctx.report(f"{name} p95", p95, "ms")
+        preview = {"csrf_token": csrf, "version": "1", "expected_version": "2", "reason": "bench"}
+        timings = await _timed_post(
+            client, f"/admin/configs/{TENANT}/{config_id}/rollback/preview", preview
+        )
+        ctx.report("rollback preview (POST) p50", statistics.median(timings), "ms", TARGET)
+        ctx.report("rollback preview (POST) p95", statistics.quantiles(timings, n=20)[-1], "ms")

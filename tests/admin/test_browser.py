@@ -12,7 +12,7 @@ from playwright.async_api import expect
 
 from app.devtools.oauth_provider import LocalOAuthServer
 from tests.admin.conftest import admin_link, screenshot
-from tests.conftest import IS_POSTGRES, REDIS_URL, TokenFactory, bearer
+from tests.conftest import IS_POSTGRES, REDIS_URL, TokenFactory, bearer, postgres_only
 from tests.oauth_fixtures import connect_branch, register_client
 from tests.replica_server import ReplicaServer
 
@@ -105,7 +105,10 @@ async def test_every_page_after_signing_in_with_an_admin_link(
     token = make_token(tenants=[tenant_id], roles=["admin"])
     await _connect(api, token, oauth_server, tenant_id)
     config_id = await _seed(api, make_token, tenant_id)
-    await _sign_in(page, console_server, database_url)
+    await page.goto(admin_link(console_server, database_url))
+    await screenshot(page, "link")  # what the printed link opens: one button, nothing spent
+    await page.get_by_role("button", name="Open the console").click()
+    await page.wait_for_url(f"{console_server.base_url}/admin")
 
     await page.get_by_role("heading", name="Overview").wait_for()
     by_provider = page.locator("[aria-labelledby=connections-h]")
@@ -389,5 +392,39 @@ async def test_a_change_through_one_replicas_console_shows_through_the_other(
         await page.goto(f"{other.base_url}/admin/workspaces/{tenant_id}")
         await expect(page.get_by_label("Workspace tier")).to_have_value("enterprise")
         await screenshot(page, "workspace-other-replica")
+    finally:
+        other.stop()
+
+
+@postgres_only
+async def test_a_rollback_through_one_replicas_console_is_what_the_others_api_serves(
+    page: Any,
+    console_server: ReplicaServer,
+    database_url: str,
+    api: httpx.AsyncClient,
+    make_token: TokenFactory,
+    tenant_id: str,
+) -> None:
+    config_id = await _seed(api, make_token, tenant_id)
+    member = bearer(make_token(tenants=[tenant_id]))
+    other = ReplicaServer(database_url, REDIS_URL)
+    try:
+        async with httpx.AsyncClient(base_url=other.base_url) as through_other:
+            # The other replica has the current document (zoom 12) in its caches.
+            for _ in range(2):
+                warm = await through_other.get(f"/config/{tenant_id}", headers=member)
+                assert warm.json()["map_providers"][0]["config_data"] == {"zoom": 12}
+            await _sign_in(page, console_server, database_url)
+            await page.goto(f"{console_server.base_url}/admin/configs/{tenant_id}/{config_id}")
+            await page.get_by_label("Version to restore").fill("1")
+            await page.get_by_label("Reason (required)").fill("back to 10")
+            await page.get_by_role("button", name="Preview the rollback").click()
+            await page.get_by_role("button", name="Roll back").click()
+            await page.get_by_text("Done: rolled back.").wait_for()
+            # The console's answer came after the change was committed and every replica's
+            # caches were told: the other replica serves the rolled-back document at once.
+            served = await through_other.get(f"/config/{tenant_id}", headers=member)
+        assert served.json()["map_providers"][0]["config_data"] == {"zoom": 10}
+        assert served.json()["map_providers"][0]["version"] == 3
     finally:
         other.stop()
