@@ -115,7 +115,18 @@ def _operation(module: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         operation = importlib.import_module(f"app.operations.{module}")
         command: Callable[[argparse.Namespace], int] = operation.command
-        return command(args)
+        try:
+            return command(args)
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            # Junction's database cannot be reached or fails mid-command: one line and a code
+            # of its own, not a traceback whose exit 1 would read as "values left" or "refused".
+            from app.operations.databases import EXIT_FAILED, describe_failure
+
+            print(
+                f"junction {args.command}: database failed: {describe_failure(exc)}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
 
     return run
 
@@ -315,13 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"junction: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (DBAPIError, OSError, TimeoutError) as exc:
-        # A database that cannot be reached or fails mid-command: one line and its own code,
-        # not a traceback whose exit 1 would read as the command's "values left" or "differs".
-        from app.operations.databases import EXIT_FAILED, describe_failure
-
-        print(f"junction {args.command}: database failed: {describe_failure(exc)}", file=sys.stderr)
-        return EXIT_FAILED
 
 
 if __name__ == "__main__":

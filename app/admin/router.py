@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 
 from app.admin import sessions
 from app.admin.rendering import is_htmx, render
@@ -21,7 +22,7 @@ from app.admin.security import (
 from app.admin.usage_chart import RANGES_DAYS, usage_chart
 from app.core.db import utcnow
 from app.core.deps import TENANT_ID_PATTERN, SessionDep, SettingsDep, TenantIdPath
-from app.core.errors import InvalidField
+from app.core.errors import invalid_fields
 from app.monitoring import service as monitoring_service
 from app.provider_configs import history as configs_history
 from app.provider_configs import reads as configs_reads
@@ -413,10 +414,17 @@ ExpectedField = Annotated[int, Form(ge=0)]
 ReasonField = Annotated[str, Form(min_length=1, max_length=1000)]
 
 
-def _required_reason(reason: str) -> str:
-    if not reason.strip():
-        raise InvalidField("reason", "a rollback needs a reason (not only spaces)")
-    return reason.strip()
+def _rollback_request(
+    config_id: str, version: int, expected_version: int, reason: str
+) -> RollbackRequest:
+    """The API's own rollback body, so the console refuses what the API refuses (a blank
+    reason, a version past the largest, a NUL): as a 422 page, not an error of the server."""
+    try:
+        return RollbackRequest(
+            config_id=config_id, version=version, expected_version=expected_version, reason=reason
+        )
+    except ValidationError as exc:
+        raise invalid_fields(exc) from None
 
 
 @router.post("/configs/{tenant_id}/{config_id}/rollback/preview")
@@ -432,12 +440,7 @@ async def rollback_preview(
 ) -> HTMLResponse:
     """What the rollback would change (the domain's dry run), and the button that makes it."""
     domain = app_state(request.app).provider_configs
-    body = RollbackRequest(
-        config_id=config_id,
-        version=version,
-        expected_version=expected_version,
-        reason=_required_reason(reason),
-    )
+    body = _rollback_request(config_id, version, expected_version, reason)
     preview = json.loads(await configs_service.preview_rollback(session, domain, tenant_id, body))
     return render(
         request,
@@ -466,11 +469,6 @@ async def rollback(
     """Roll back with the version the page showed as `expected_version`: a page left open while
     someone else wrote gets the 409 of optimistic concurrency."""
     domain = app_state(request.app).provider_configs
-    body = RollbackRequest(
-        config_id=config_id,
-        version=version,
-        expected_version=expected_version,
-        reason=_required_reason(reason),
-    )
+    body = _rollback_request(config_id, version, expected_version, reason)
     await configs_service.rollback(session, domain, tenant_id, body, changed_by=console.subject)
     return _see_other(f"/admin/configs/{tenant_id}/{config_id}?notice=rolled_back")

@@ -119,9 +119,8 @@ def create_engine(settings: Settings, *, pool: bool = True) -> AsyncEngine:
 # bars by mistake where the data is new: a usage summary's partial day at the end of its range
 # was estimated at 30x its rows and took 80-100 ms instead of 4 (the first five runs of it on each
 # pooled connection, until the prepared statement's generic plan took over). Operators'
-# commands (`create_tool_engine`) keep parallel plans but not JIT either: the copy's row hashes
-# and texts (md5, to_char over every column) ran 25% slower compiled (5.1 s against 6.5 s for
-# 300,000 rows).
+# commands (`create_tool_engine`) keep parallel plans; their snapshots turn JIT off for their own
+# transaction (app/operations/databases.py).
 SHORT_QUERY_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
 
 
@@ -205,7 +204,7 @@ def create_tool_engine(url: str) -> AsyncEngine:
         url,
         hide_parameters=True,
         poolclass=NullPool,
-        connect_args={"server_settings": {"application_name": "junction-operations", "jit": "off"}},
+        connect_args={"server_settings": {"application_name": "junction-operations"}},
     )
 
 

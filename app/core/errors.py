@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -143,8 +144,9 @@ def _field_error(err: Any) -> tuple[str, str]:
     return _field_name(err.get("loc", ())), str(err.get("msg", "invalid"))
 
 
-def invalid_fields(exc: RequestValidationError) -> InvalidFields:
-    """A request that failed its schema, as the one field-error shape."""
+def invalid_fields(exc: RequestValidationError | ValidationError) -> InvalidFields:
+    """Input that failed its schema (the request's, or a model built from it), as the one
+    field-error shape."""
     return InvalidFields([_field_error(e) for e in exc.errors()])
 
 

@@ -22,11 +22,13 @@ from app.core import permissions
 from app.core.schemas import ErrorResponse, FieldError, InvalidFieldsResponse
 
 BEARER_SCHEME = "bearer"
+# /metrics's own token (METRICS_BEARER_TOKEN), not a caller's JWT.
+SCRAPE_SCHEME = "metricsToken"
 # Operations that never touch the database or the cache, so never answer 503.
 _NO_BACKEND = {"GET /livez", "GET /metrics"}
 # Operations whose 503 is their own report (health, readiness), not the error body.
 _OWN_503 = {"GET /api/v1/health", "GET /readyz"}
-# Public, but a bearer token is asked for when the operator sets one (METRICS_BEARER_TOKEN).
+# Public, but the scrape token is asked for when the operator sets one (METRICS_BEARER_TOKEN).
 _OPTIONAL_BEARER = {"GET /metrics"}
 
 
@@ -110,6 +112,11 @@ def _finish(document: dict[str, Any]) -> dict[str, Any]:
         "bearerFormat": "JWT",
         "description": "A JWT with `sub`, `tenants` and `roles` (README, 'Permissions').",
     }
+    components["securitySchemes"][SCRAPE_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "METRICS_BEARER_TOKEN, when the operator sets one (open otherwise).",
+    }
     document["security"] = [{BEARER_SCHEME: []}]
     for path, methods in document.get("paths", {}).items():
         for method, operation in methods.items():
@@ -137,7 +144,7 @@ def _declare_errors(operation: dict[str, Any], key: str, entry: permissions.Oper
     if "requestBody" in operation:
         statuses.update((400, 413))  # 400: a body that is not JSON at all
     if rule.public:
-        operation["security"] = [{}, {BEARER_SCHEME: []}] if key in _OPTIONAL_BEARER else []
+        operation["security"] = [{}, {SCRAPE_SCHEME: []}] if key in _OPTIONAL_BEARER else []
     responses = operation.setdefault("responses", {})
     for status in sorted(statuses):
         responses.setdefault(str(status), {})

@@ -10,6 +10,7 @@ import httpx
 
 from app.admin.router import PAGE_SIZE
 from app.admin.security import CONTENT_SECURITY_POLICY
+from app.admin.sessions import SIGN_IN_COOKIE
 from tests.admin.console import signed_in
 from tests.conftest import TokenFactory, bearer
 
@@ -52,18 +53,25 @@ async def test_a_form_the_schema_refuses_is_a_console_page_and_writes_nothing(
     assert await _zoom(client, make_token) == 1
 
 
-async def test_a_rollback_with_a_blank_reason_is_refused(
+async def test_a_rollback_the_api_would_refuse_is_refused_as_a_page(
     client: httpx.AsyncClient, app: Any, make_token: TokenFactory
 ) -> None:
     config_id = await _config_with_versions(client, make_token, 2)
     csrf = await signed_in(client, app)
-    for action in ("rollback/preview", "rollback"):
-        response = await client.post(
-            f"/admin/configs/{TENANT}/{config_id}/{action}",
-            data={"csrf_token": csrf, "version": "1", "expected_version": "2", "reason": "   "},
-        )
-        assert response.status_code == 422, action
-        assert "reason" in response.text
+    for field, value in (
+        ("reason", "   "),
+        ("reason", "a\x00b"),
+        ("version", str(2**31)),
+        ("expected_version", str(2**31)),
+    ):
+        form = {"csrf_token": csrf, "version": "1", "expected_version": "2", "reason": "why"}
+        for action in ("rollback/preview", "rollback"):
+            response = await client.post(
+                f"/admin/configs/{TENANT}/{config_id}/{action}", data={**form, field: value}
+            )
+            assert response.status_code == 422, (field, value, action)
+            assert response.headers["content-type"].startswith("text/html")
+            assert field in response.text
     assert await _zoom(client, make_token) == 1
 
 
@@ -75,10 +83,14 @@ async def test_a_csrf_token_outside_ascii_is_refused_not_an_error(
         "/admin/workspaces/tenant-a/tier", data={"tier": "pro", "csrf_token": "jeton-é"}
     )
     assert response.status_code == 403
+    # The sign-in form's double submit: its cookie is set, the form's value is not it.
+    assert (await client.get("/admin/sign-in")).status_code == 200
+    assert client.cookies.get(SIGN_IN_COOKIE, path="/admin")
     sign_in = await client.post(
         "/admin/sign-in", data={"bearer_token": "x", "csrf_token": "jeton-é"}
     )
     assert sign_in.status_code == 403
+    assert "expired" in sign_in.text  # refused by the comparison, not for a missing cookie
 
 
 async def test_htmx_restoring_a_page_from_history_gets_the_whole_page(

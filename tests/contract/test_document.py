@@ -34,14 +34,20 @@ def test_schema_names_are_plain_and_fastapis_validation_error_is_gone() -> None:
     assert "HTTPValidationError" not in str(DOCUMENT)
 
 
+def scheme_of(name: str) -> dict[str, Any]:
+    scheme: dict[str, Any] = DOCUMENT["components"]["securitySchemes"][name]
+    return scheme
+
+
 def test_authenticated_operations_use_the_bearer_scheme_and_public_ones_none() -> None:
     scheme = DOCUMENT["components"]["securitySchemes"]["bearer"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
     assert DOCUMENT["security"] == [{"bearer": []}]
     for path, method, operation in OPERATIONS:
         entry = permissions.PERMISSIONS[permissions.operation_key(method, path)]
-        if path == "/metrics":  # open, or a bearer token when METRICS_BEARER_TOKEN is set
-            assert operation["security"] == [{}, {"bearer": []}]
+        if path == "/metrics":  # open, or the scrape token when METRICS_BEARER_TOKEN is set
+            assert operation["security"] == [{}, {"metricsToken": []}]
+            assert "METRICS_BEARER_TOKEN" in scheme_of("metricsToken")["description"]
         elif entry.rule.public:
             assert operation["security"] == [], path
         else:

@@ -22,7 +22,7 @@ from app.operations import import_configs
 from app.operations.engine import command_app
 from app.provider_configs.models import ProviderConfig
 from app.state import AppState, app_state
-from tests.conftest import IS_POSTGRES, PG_ADMIN_URL, TokenFactory, _pg_admin, bearer
+from tests.conftest import IS_POSTGRES, PG_ADMIN_URL, TokenFactory, _pg_admin, bearer, free_port
 
 SCHEMA = """
 CREATE TABLE provider_configs (
@@ -280,3 +280,15 @@ def test_an_unreadable_source_exits_2(
     missing = PG_ADMIN_URL.rsplit("/", 1)[0] + "/junction_no_such_database"
     assert main(["import", "provider-configs", "--from", missing]) == 2
     assert "could not be read" in capsys.readouterr().err
+
+
+def test_an_import_whose_junction_database_cannot_be_reached_exits_3(
+    source_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    closed = f"postgresql+asyncpg://postgres:pw-not-printed@127.0.0.1:{free_port()}/junction"
+    monkeypatch.setenv("DATABASE_URL", closed)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert main(["import", "provider-configs", "--from", source_url]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("junction import: database failed: ") and "Traceback" not in err
+    assert "pw-not-printed" not in err
