@@ -23,6 +23,16 @@ async def _sign_in(page: Any, server: ReplicaServer, database_url: str) -> None:
     await page.wait_for_url(f"{server.base_url}/admin")
 
 
+async def _preview_rollback_to_1(
+    page: Any, server: ReplicaServer, tenant_id: str, config_id: str, reason: str
+) -> None:
+    """Open the configuration's history page and preview a rollback to its version 1."""
+    await page.goto(f"{server.base_url}/admin/configs/{tenant_id}/{config_id}")
+    await page.get_by_label("Version to restore").fill("1")
+    await page.get_by_label("Reason (required)").fill(reason)
+    await page.get_by_role("button", name="Preview the rollback").click()
+
+
 async def _connect(
     api: httpx.AsyncClient, token: str, oauth: LocalOAuthServer, tenant_id: str
 ) -> None:
@@ -259,10 +269,9 @@ async def test_rollback_through_the_console_shows_in_the_api(
 ) -> None:
     config_id = await _seed(api, make_token, tenant_id)
     await _sign_in(page, console_server, database_url)
-    await page.goto(f"{console_server.base_url}/admin/configs/{tenant_id}/{config_id}")
-    await page.get_by_label("Version to restore").fill("1")
-    await page.get_by_label("Reason (required)").fill("zoom 12 broke the map")
-    await page.get_by_role("button", name="Preview the rollback").click()
+    await _preview_rollback_to_1(
+        page, console_server, tenant_id, config_id, "zoom 12 broke the map"
+    )
     change = page.locator("tr[data-field='config_data.zoom']")
     await expect(change.locator(".removed")).to_have_text("12")
     await expect(change.locator(".added")).to_have_text("10")
@@ -292,11 +301,8 @@ async def test_a_stale_rollback_page_gets_the_409(
 ) -> None:
     config_id = await _seed(api, make_token, tenant_id)
     await _sign_in(page, console_server, database_url)
-    await page.goto(f"{console_server.base_url}/admin/configs/{tenant_id}/{config_id}")
     service = bearer(make_token(tenants=[tenant_id], roles=["service"]))
-    await page.get_by_label("Version to restore").fill("1")
-    await page.get_by_label("Reason (required)").fill("back to 10")
-    await page.get_by_role("button", name="Preview the rollback").click()
+    await _preview_rollback_to_1(page, console_server, tenant_id, config_id, "back to 10")
     await page.get_by_role("button", name="Roll back").wait_for()
     # Someone else writes while the preview is open.
     written = await api.post(
@@ -415,10 +421,7 @@ async def test_a_rollback_through_one_replicas_console_is_what_the_others_api_se
                 warm = await through_other.get(f"/config/{tenant_id}", headers=member)
                 assert warm.json()["map_providers"][0]["config_data"] == {"zoom": 12}
             await _sign_in(page, console_server, database_url)
-            await page.goto(f"{console_server.base_url}/admin/configs/{tenant_id}/{config_id}")
-            await page.get_by_label("Version to restore").fill("1")
-            await page.get_by_label("Reason (required)").fill("back to 10")
-            await page.get_by_role("button", name="Preview the rollback").click()
+            await _preview_rollback_to_1(page, console_server, tenant_id, config_id, "back to 10")
             await page.get_by_role("button", name="Roll back").click()
             await page.get_by_text("Done: rolled back.").wait_for()
             # The console's answer came after the change was committed and every replica's
