@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
+from app.admin import config_pages as admin_config_pages
 from app.admin import router as admin_router
 from app.admin.rendering import STATIC as ADMIN_STATIC
 from app.auth import router as auth_router
@@ -41,6 +42,7 @@ from app.operations.keys import UnknownKeyCheck
 from app.platforms import router as platforms_router
 from app.provider_configs import lifecycle as provider_configs_lifecycle
 from app.provider_configs import router as provider_configs_router
+from app.provider_configs import stream_route as provider_configs_stream
 from app.state import AppState, keep_state
 from app.tokens import router as tokens_router
 from app.tokens.context import TokenContext
@@ -237,6 +239,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     usage_router.add_hot_routes(app)
     for router in (
         provider_configs_router.router,
+        provider_configs_stream.router,
         tokens_router.router,
         health_router.router,
         auth_router.router,
@@ -245,6 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         monitoring_router.router,
         usage_router.router,
         admin_router.router,
+        admin_config_pages.router,
     ):
         app.include_router(router)
     # The console's scripts and styles (its own and the vendored htmx and uPlot): no CDN.

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Path, Query, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import ValidationError
 
 from app.admin import sessions
 from app.admin.rendering import is_htmx, render
@@ -21,13 +19,8 @@ from app.admin.security import (
 )
 from app.admin.usage_chart import RANGES_DAYS, usage_chart
 from app.core.db import utcnow
-from app.core.deps import TENANT_ID_PATTERN, SessionDep, SettingsDep, TenantIdPath
-from app.core.errors import invalid_fields
+from app.core.deps import SessionDep, SettingsDep, TenantIdPath
 from app.monitoring import service as monitoring_service
-from app.provider_configs import history as configs_history
-from app.provider_configs import reads as configs_reads
-from app.provider_configs import service as configs_service
-from app.provider_configs.schemas import PROVIDER_TYPES, RollbackRequest, list_field
 from app.state import app_state
 from app.tokens import clients, connections, reads, timing
 from app.tokens.models import STORED_STATUSES
@@ -44,7 +37,7 @@ Provider = Annotated[str, Query(pattern=f"({PROVIDER_PATTERN})|^$")]
 Cursor = Annotated[str | None, Query(max_length=1024)]
 
 
-def _see_other(url: str) -> RedirectResponse:
+def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
@@ -73,7 +66,7 @@ async def sign_in_with_token(
     bearer_token: Annotated[str, Form(min_length=1, max_length=8192)],
 ) -> Response:
     opened = await sessions.sign_in_with_bearer(session, app_state(request.app), bearer_token)
-    response = _see_other("/admin")
+    response = see_other("/admin")
     set_session_cookie(response, opened, secure=not app_state(request.app).settings.is_dev)
     return response
 
@@ -95,7 +88,7 @@ async def redeem_link(
     token: Annotated[str, Form(min_length=1, max_length=256)],
 ) -> Response:
     opened = await sessions.redeem_link(session, settings, token)
-    response = _see_other("/admin")
+    response = see_other("/admin")
     set_session_cookie(response, opened, secure=not settings.is_dev)
     return response
 
@@ -105,7 +98,7 @@ async def sign_out(
     request: Request, console: ConsoleDep, session: SessionDep, settings: SettingsDep
 ) -> Response:
     await sessions.close_session(session, request.cookies.get(sessions.SESSION_COOKIE, ""))
-    response = _see_other(SIGN_IN_PATH)
+    response = see_other(SIGN_IN_PATH)
     response.delete_cookie(sessions.SESSION_COOKIE, **cookie_options(not settings.is_dev))
     return response
 
@@ -262,7 +255,7 @@ def _changed(response: HTMLResponse) -> HTMLResponse:
 
 
 def _back_to_workspace(tenant_id: str, notice: str) -> RedirectResponse:
-    return _see_other(f"/admin/workspaces/{tenant_id}?notice={notice}")
+    return see_other(f"/admin/workspaces/{tenant_id}?notice={notice}")
 
 
 @router.post("/workspaces/{tenant_id}/connections/refresh")
@@ -308,167 +301,3 @@ async def change_tier(
 ) -> Response:
     await workspace_service.update_workspace(session, settings, tenant_id, name=None, tier=tier)
     return _back_to_workspace(tenant_id, "tier")
-
-
-# --- provider configurations -------------------------------------------------------------------
-
-
-TenantQuery = Annotated[str, Query(pattern=f"({TENANT_ID_PATTERN})|^$")]
-ConfigIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-
-
-@router.get("/configs")
-async def configs(
-    request: Request,
-    console: ConsoleDep,
-    session: SessionDep,
-    tenant_id: TenantQuery = "",
-) -> HTMLResponse:
-    document = None
-    if tenant_id:
-        domain = app_state(request.app).provider_configs
-        raw = await configs_reads.read_document(session, domain.defaults, tenant_id, None)
-        document = json.loads(raw.body)
-    return render(
-        request,
-        "configs.html",
-        {
-            "tenant_id": tenant_id,
-            "document": document,
-            "lists": [(kind, list_field(kind)) for kind in PROVIDER_TYPES],
-        },
-    )
-
-
-async def _history(
-    session: SessionDep, tenant_id: str, config_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    page = json.loads(
-        await configs_history.history(
-            session,
-            tenant_id,
-            provider_type=None,
-            provider_name=None,
-            config_id=config_id,
-            limit=limit,
-            cursor=cursor,
-        )
-    )
-    return page["items"], page["next_cursor"]
-
-
-@router.get("/configs/{tenant_id}/{config_id}")
-async def config_history(
-    request: Request,
-    tenant_id: TenantIdPath,
-    config_id: ConfigIdPath,
-    console: ConsoleDep,
-    session: SessionDep,
-    cursor: Cursor = None,
-) -> HTMLResponse:
-    """The history a page at a time, newest first; comparing and restoring take any version."""
-    items, next_cursor = await _history(
-        session, tenant_id, config_id, limit=PAGE_SIZE, cursor=cursor
-    )
-    newest = items
-    if cursor is not None:  # an older page: the version to roll back from is still the newest
-        newest, _ = await _history(session, tenant_id, config_id, limit=1, cursor=None)
-    return render(
-        request,
-        "config.html",
-        {
-            "tenant_id": tenant_id,
-            "config_id": config_id,
-            "items": items,
-            "current": newest[0] if newest else None,
-            "next_cursor": next_cursor,
-        },
-    )
-
-
-@router.get("/configs/{tenant_id}/{config_id}/diff")
-async def config_diff(
-    request: Request,
-    tenant_id: TenantIdPath,
-    config_id: ConfigIdPath,
-    console: ConsoleDep,
-    session: SessionDep,
-    from_version: Annotated[int, Query(alias="from", ge=0)],
-    to_version: Annotated[int, Query(alias="to", ge=0)],
-) -> HTMLResponse:
-    """Two versions side by side: the fields the domain's diff names, before and after."""
-    diff = json.loads(
-        await configs_history.diff_versions(
-            session, tenant_id, config_id, from_version=from_version, to_version=to_version
-        )
-    )
-    return render(
-        request,
-        "config_diff.html",
-        {"tenant_id": tenant_id, "config_id": config_id, "diff": diff},
-    )
-
-
-VersionField = Annotated[int, Form(ge=1)]
-ExpectedField = Annotated[int, Form(ge=0)]
-ReasonField = Annotated[str, Form(min_length=1, max_length=1000)]
-
-
-def _rollback_request(
-    config_id: str, version: int, expected_version: int, reason: str
-) -> RollbackRequest:
-    """The API's own rollback body, so the console refuses what the API refuses (a blank
-    reason, a version past the largest, a NUL): as a 422 page, not an error of the server."""
-    try:
-        return RollbackRequest(
-            config_id=config_id, version=version, expected_version=expected_version, reason=reason
-        )
-    except ValidationError as exc:
-        raise invalid_fields(exc) from None
-
-
-@router.post("/configs/{tenant_id}/{config_id}/rollback/preview")
-async def rollback_preview(
-    request: Request,
-    tenant_id: TenantIdPath,
-    config_id: ConfigIdPath,
-    console: ConsoleDep,
-    session: SessionDep,
-    version: VersionField,
-    expected_version: ExpectedField,
-    reason: ReasonField,
-) -> HTMLResponse:
-    """What the rollback would change (the domain's dry run), and the button that makes it."""
-    domain = app_state(request.app).provider_configs
-    body = _rollback_request(config_id, version, expected_version, reason)
-    preview = json.loads(await configs_service.preview_rollback(session, domain, tenant_id, body))
-    return render(
-        request,
-        "rollback_preview.html",
-        {
-            "tenant_id": tenant_id,
-            "config_id": config_id,
-            "preview": preview,
-            "expected_version": expected_version,
-            "reason": reason,
-        },
-    )
-
-
-@router.post("/configs/{tenant_id}/{config_id}/rollback")
-async def rollback(
-    request: Request,
-    tenant_id: TenantIdPath,
-    config_id: ConfigIdPath,
-    console: ConsoleDep,
-    session: SessionDep,
-    version: VersionField,
-    expected_version: ExpectedField,
-    reason: ReasonField,
-) -> Response:
-    """Roll back with the version the page showed as `expected_version`: a page left open while
-    someone else wrote gets the 409 of optimistic concurrency."""
-    domain = app_state(request.app).provider_configs
-    body = _rollback_request(config_id, version, expected_version, reason)
-    await configs_service.rollback(session, domain, tenant_id, body, changed_by=console.subject)
-    return _see_other(f"/admin/configs/{tenant_id}/{config_id}?notice=rolled_back")

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from sse_starlette import EventSourceResponse
-from starlette.background import BackgroundTask
 
 from app.core import openapi, permissions
 from app.core.conditional import none_match
@@ -37,16 +35,15 @@ from app.provider_configs.schemas import (
     RollbackPreview,
     RollbackRequest,
 )
-from app.provider_configs.stream import EVENT
 from app.state import app_state
 
 router = APIRouter(tags=["configs"])
 
 JSON = "application/json"
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)
 }
-_DOCUMENT: dict[int | str, dict[str, Any]] = {200: {"model": ConfigDocument}, **_ERRORS}
+_DOCUMENT: dict[int | str, dict[str, Any]] = {200: {"model": ConfigDocument}, **ERRORS}
 _WRITE: dict[int | str, dict[str, Any]] = {**_DOCUMENT, **openapi.errors(412)}
 
 
@@ -240,7 +237,7 @@ async def delete_config(
     "/config/{tenant_id}/history",
     summary="List configuration versions",
     response_model=HistoryPage,
-    responses=_ERRORS,
+    responses=ERRORS,
 )
 async def config_history(
     tenant_id: TenantIdPath,
@@ -280,7 +277,7 @@ async def config_history(
     "/config/{tenant_id}/diff",
     summary="Compare two versions of a configuration",
     response_model=ConfigDiff,
-    responses=_ERRORS,
+    responses=ERRORS,
 )
 async def config_diff(
     tenant_id: TenantIdPath,
@@ -330,7 +327,7 @@ async def config_diff(
     "/config/{tenant_id}/rollback",
     summary="Roll a configuration back to a version",
     response_model=None,
-    responses={200: {"model": ConfigDocument | RollbackPreview}, **_ERRORS, **openapi.errors(412)},
+    responses={200: {"model": ConfigDocument | RollbackPreview}, **ERRORS, **openapi.errors(412)},
 )
 async def rollback_config(
     tenant_id: TenantIdPath,
@@ -362,97 +359,3 @@ async def rollback_config(
         session, domain, tenant_id, body, changed_by=principal.sub, if_match=if_match
     )
     return _document(document)
-
-
-class ChangeStreamResponse(EventSourceResponse):
-    """Server-Sent Events, with the media type on the class so OpenAPI documents it."""
-
-    media_type = "text/event-stream"
-
-
-_STREAM_DOC: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": f"A Server-Sent Events stream: one `{EVENT}` event per committed change "
-        "(data: the version's history entry with its diff, as in `HistoryItem`; id: its "
-        "position), and heartbeat comments.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    },
-    **_ERRORS,
-    **openapi.errors(429),
-}
-# A position is a version row's id.
-_POSITION_PATTERN = r"^[0-9]{1,18}$"
-
-
-@router.get(
-    "/config/{tenant_id}/stream",
-    summary="Stream configuration changes",
-    response_class=ChangeStreamResponse,
-    responses=_STREAM_DOC,
-)
-async def stream_config_changes(
-    request: Request,
-    tenant_id: TenantIdPath,
-    principal: Caller,
-    domain: DomainDep,
-    last_event_id: Annotated[
-        str | None,
-        Header(
-            alias="Last-Event-ID",
-            pattern=_POSITION_PATTERN,
-            description="resume after this position (the id of the last event received)",
-        ),
-    ] = None,
-    after: Annotated[
-        int | None,
-        Query(
-            ge=0,
-            le=10**18 - 1,
-            description="resume after this position, for clients that cannot send "
-            "Last-Event-ID (the header wins); without either, the stream starts at the next "
-            "change",
-        ),
-    ] = None,
-    follow: Annotated[
-        bool,
-        Query(
-            description="keep the stream open for changes to come (false: send the changes "
-            "already committed after the position, then end)"
-        ),
-    ] = True,
-) -> ChangeStreamResponse:
-    """Each committed change of the tenant's configurations, as Server-Sent Events.
-
-    One `change` event per new version (its history entry: the version, its masked snapshot and
-    its diff), whichever replica the change was written through; the event id is a position to
-    resume from (`Last-Event-ID`), so a reconnect loses nothing. Heartbeat comments keep the
-    connection open. The stream ends when the caller's token expires or is revoked; reconnect
-    with a new token and the last event id. A tenant may hold a bounded number of streams per
-    replica (429 beyond).
-    """
-    principal.require_tenant(tenant_id)
-    changes = domain.changes
-    if last_event_id is not None:
-        position = int(last_event_id)
-    elif after is not None:
-        position = after
-    else:
-        position = await changes.latest_position(tenant_id)
-    revocations = app_state(request.app).revocations
-    jti = principal.jti
-    slot = changes.slots.take(tenant_id)
-    events = changes.events(
-        tenant_id,
-        position,
-        slot=slot,
-        still_allowed=lambda: not revocations.is_revoked(jti),
-        ends_at_s=principal.expires_at_s,
-        follow=follow,
-    )
-    return ChangeStreamResponse(
-        events,
-        ping=changes.heartbeat_s,
-        headers={"Cache-Control": "no-store"},
-        # Given back by the stream when it ends; this covers one that never started.
-        background=BackgroundTask(slot.release),
-    )
