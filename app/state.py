@@ -49,11 +49,16 @@ class AppState:
     usage_batcher: UsageBatcher | None = None  # None: USAGE_GROUP_COMMIT_MAX_EVENTS=0
 
 
+# Kept as a plain attribute of the app: every request reads it, and Starlette's `app.state` answers
+# each read through a Python `__getattr__`.
+_ATTRIBUTE = "junction_state"
+
+
 def keep_state(app: Starlette, state: AppState) -> None:
-    app.state.junction = state
+    setattr(app, _ATTRIBUTE, state)
 
 
 def app_state(app: Starlette) -> AppState:
     """The state of a started app (its lifespan is running): `app_state(request.app).cache`."""
-    state: AppState = app.state.junction
+    state: AppState = app.__dict__[_ATTRIBUTE]
     return state

@@ -48,10 +48,16 @@ class Principal:
         """The tenant a request acts for: the one named, or the caller's only tenant."""
         if explicit:
             return self.require_tenant(explicit)
+        only = self.only_tenant
+        if only is None:
+            raise BadRequest("tenant_id is required: the token names more than one tenant")
+        return only
+
+    @cached_property
+    def only_tenant(self) -> str | None:
+        """The one tenant the token names, if it names one and not all of them."""
         concrete = [t for t in self.tenants if t != ALL_TENANTS]
-        if len(concrete) == 1 and ALL_TENANTS not in self.tenants:
-            return concrete[0]
-        raise BadRequest("tenant_id is required: the token names more than one tenant")
+        return concrete[0] if len(concrete) == 1 and ALL_TENANTS not in self.tenants else None
 
 
 class TokenVerifier:
@@ -82,12 +88,19 @@ class TokenVerifier:
             return signing_key.key
         return self._public_key or self._secret
 
-    async def verify(self, token: str) -> Principal:
+    def verified_before(self, token: str) -> Principal | None:
+        """The caller of a token this process verified and that has not expired since (no
+        await: the hot reads ask this first); None: `verify` it."""
         known = self._verified.get(token)
+        if known is not None and known.expires_at_s > time.time():
+            return known
+        return None
+
+    async def verify(self, token: str) -> Principal:
+        known = self.verified_before(token)
         if known is not None:
-            if known.expires_at_s > time.time():
-                return known
-            del self._verified[token]
+            return known
+        self._verified.pop(token, None)  # expired, if there at all
         principal = await self._verify_signature_and_claims(token)
         if len(self._verified) >= self._max_verified:
             self._verified.clear()

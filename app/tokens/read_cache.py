@@ -37,6 +37,9 @@ class Entry:
     row: Any
     prepared: Any  # what the reads of the row share; the access token in it still sealed
     last_used_at: datetime | None
+    # When (time.monotonic()) a read is next to write last_used_at: compared on every cached
+    # read, without the wall clock.
+    touch_at: float
 
 
 class TokenReadCache:
@@ -86,9 +89,10 @@ class TokenReadCache:
         epoch: int,
         serve_for_s: float,
         last_used_at: datetime | None,
+        touch_at: float,
     ) -> None:
         """Keep `row` (and `prepared`) for at most `serve_for_s` seconds (capped at the TTL)."""
-        entry = Entry(row, prepared, last_used_at)
+        entry = Entry(row, prepared, last_used_at, touch_at)
         if self.enabled and self._tier.put(key, entry, epoch, serve_for_s):
             self._keys_by_id[row.id] = key
 

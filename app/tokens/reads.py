@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -51,10 +52,11 @@ _SECRET_DETAILS = {
 }
 
 # A connection's last_used_at is written at most this often, so hot reads stay read-only.
-_LAST_USED_RESOLUTION = timedelta(seconds=60)
+_LAST_USED_RESOLUTION_S = 60.0
+_LAST_USED_RESOLUTION = timedelta(seconds=_LAST_USED_RESOLUTION_S)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenView:
     """A token read's answer: the rendering of its row and the access token, decrypted for it."""
 
@@ -175,6 +177,15 @@ async def _touch(ctx: TokenContext, connection_id: str, last_used_at: datetime |
     return now
 
 
+def _next_touch(last_used_at: datetime | None) -> float:
+    """When (time.monotonic()) a cached read is next to ask `_touch` to write last_used_at: a
+    resolution after the one on record."""
+    if last_used_at is None:
+        return 0.0
+    age_s = (utcnow() - last_used_at).total_seconds()
+    return time.monotonic() + _LAST_USED_RESOLUTION_S - age_s
+
+
 async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id: str) -> TokenView:
     """A usable access token, refreshed first when it is due (`timing.should_refresh`).
 
@@ -187,7 +198,9 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
     entry = cache.get(key)
     if entry is not None:
         view = _opened(entry.prepared, entry.row.id)
-        entry.last_used_at = await _touch(ctx, entry.row.id, entry.last_used_at)
+        if time.monotonic() >= entry.touch_at:
+            entry.last_used_at = await _touch(ctx, entry.row.id, entry.last_used_at)
+            entry.touch_at = _next_touch(entry.last_used_at)
         return view
     epoch = cache.epoch
     connection = await find_token_row(ctx, tenant_id, provider, branch_id)
@@ -203,7 +216,8 @@ async def read_token(ctx: TokenContext, tenant_id: str, provider: str, branch_id
         view = _opened(prepared, connection.id)
         last_used_at = await _touch(ctx, connection.id, connection.last_used_at)
         serve_for_s = timing.serve_for_s(connection.spec, connection, now, ctx.settings)
-        cache.put(key, connection, prepared, epoch, serve_for_s, last_used_at)
+        touch_at = _next_touch(last_used_at)
+        cache.put(key, connection, prepared, epoch, serve_for_s, last_used_at, touch_at)
         return view
     outcome = await refresh_connection(ctx, connection.id, trigger="read")
     connection = await find_token_row(ctx, tenant_id, provider, branch_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -10,7 +12,7 @@ from sqlalchemy import update
 from app.core.db import utcnow
 from app.devtools.oauth_provider import LocalOAuthServer
 from app.state import app_state
-from app.tokens.models import OAuthState
+from app.tokens.models import OAuthConnection, OAuthState
 from tests.conftest import bearer
 from tests.oauth_fixtures import (
     LOCAL_PROVIDER,
@@ -287,3 +289,28 @@ async def test_a_token_read_records_when_the_connection_was_last_used(
 
     assert response.status_code == 200
     assert (await connection_row(app)).last_used_at is not None
+
+
+async def test_a_cached_read_writes_last_used_at_once_the_minute_since_the_recorded_one_passes(
+    app, client: httpx.AsyncClient, make_token, oauth_server: LocalOAuthServer
+) -> None:
+    token = make_token(roles=["service"])
+    await connect_branch(client, token, oauth_server)
+    # Recorded 59.5 s ago: the read that loads the row leaves it (under a minute) and caches
+    # the row; a cached read a second later is past the minute and writes it.
+    almost_a_minute_ago = utcnow() - timedelta(seconds=59.5)
+    async with app_state(app).sessionmaker() as session, session.begin():
+        await session.execute(update(OAuthConnection).values(last_used_at=almost_a_minute_ago))
+    assert (await read_token(client, token)).status_code == 200
+    hits = app_state(app).tokens.read_cache.hits
+    assert (await connection_row(app)).last_used_at == almost_a_minute_ago
+
+    await asyncio.sleep(1.0)
+    assert (await read_token(client, token)).status_code == 200
+
+    assert app_state(app).tokens.read_cache.hits == hits + 1  # answered from the read cache
+    written = (await connection_row(app)).last_used_at
+    assert written is not None and written >= almost_a_minute_ago + timedelta(seconds=59)
+    # ... and the next cached read, within the minute, does not write again.
+    assert (await read_token(client, token)).status_code == 200
+    assert (await connection_row(app)).last_used_at == written
