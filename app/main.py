@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -166,7 +167,7 @@ def _serve_hot_routes(app: JunctionApp, settings: Settings) -> None:
     limit = settings.request_max_header_bytes
     options = RequestLimitsMiddleware.options(settings)
     hot_routes = HotRoutes(
-        lambda scope: head_too_large(scope, limit),
+        partial(head_too_large, max_header_bytes=limit),
         lambda endpoint: RequestLimitsMiddleware(endpoint, **options),
     )
     methods = {"GET"} if settings.read_only else {"GET", "POST"}

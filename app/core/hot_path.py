@@ -161,30 +161,25 @@ class HotRoutes:
         scope["path_params"] = params
         context = RequestContext(scope, send)
         try:
-            if hot.method == "GET":
-                await self._read(scope, receive, send, context)
-            else:
+            if hot.method != "GET":
                 assert self._limited_endpoint is not None
                 await self._limited_endpoint(scope, receive, context.send)
+                return
+            # A read: its `PreparedResponse` is sent as its two messages, with the headers the
+            # context adds, and no Response call or send wrapper in between.
+            request = Request(scope, receive)
+            try:
+                response = await hot.endpoint(request)
+            except Exception as exc:
+                await self._failed(request, exc, scope, context.send)
+                return
+            if type(response) is PreparedResponse:
+                await send(context.start(response.status_code, response.raw_headers))
+                await send({"type": "http.response.body", "body": response.body})
+            else:
+                await response(scope, receive, context.send)
         finally:
             context.finish(scope)
-
-    async def _read(
-        self, scope: Scope, receive: Receive, send: Send, context: RequestContext
-    ) -> None:
-        """A hot read: the endpoint's `PreparedResponse` is sent as its two messages, with the
-        headers the context adds, and no Response call or send wrapper in between."""
-        request = Request(scope, receive)
-        try:
-            response = await scope["endpoint"](request)
-        except Exception as exc:
-            await self._failed(request, exc, scope, context.send)
-            return
-        if type(response) is PreparedResponse:
-            await send(context.start(response.status_code, response.raw_headers))
-            await send({"type": "http.response.body", "body": response.body})
-        else:
-            await response(scope, receive, context.send)
 
     async def _run_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The endpoint `serve` put in the scope, its errors answered by the app's handlers (a

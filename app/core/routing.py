@@ -93,7 +93,7 @@ class PathParam:
         object.__setattr__(self, "_regex", re.compile(self.pattern))
 
     def read(self, request: Request) -> str:
-        value: str = request.path_params[self.name]
+        value: str = request.scope["path_params"][self.name]
         if self._regex.fullmatch(value) is None:
             raise _invalid("path", self.name, f"must match {self.pattern}")
         return value
