@@ -44,10 +44,10 @@ async def get_principal(request: Request) -> Principal:
     if not header:
         raise Unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("the Authorization header must be 'Bearer <JWT>'")
     state = app_state(request.app)
-    token = token.strip()
     # A token verified before needs no await: most requests of a caller after its first.
     known = state.token_verifier.verified_before(token)
     principal = (

@@ -161,45 +161,37 @@ class HotRoutes:
         scope["path_params"] = params
         context = RequestContext(scope, send)
         try:
-            if hot.method != "GET":
+            if hot.method == "GET":
+                await self._run_endpoint(scope, receive, context.send)
+            else:
                 assert self._limited_endpoint is not None
                 await self._limited_endpoint(scope, receive, context.send)
-                return
-            # A read: its `PreparedResponse` is sent as its two messages, with the headers the
-            # context adds, and no Response call or send wrapper in between.
-            request = Request(scope, receive)
-            try:
-                response = await hot.endpoint(request)
-            except Exception as exc:
-                await self._failed(request, exc, scope, context.send)
-                return
-            if type(response) is PreparedResponse:
-                await send(context.start(response.status_code, response.raw_headers))
-                await send({"type": "http.response.body", "body": response.body})
-            else:
-                await response(scope, receive, context.send)
         finally:
             context.finish(scope)
 
     async def _run_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The endpoint `serve` put in the scope, its errors answered by the app's handlers (a
-        hot write's, behind the request limits)."""
+        """The endpoint `serve` put in the scope, its errors answered by the app's handlers."""
         request = Request(scope, receive)
         try:
             response = await scope["endpoint"](request)
         except Exception as exc:
-            await self._failed(request, exc, scope, send)
+            handler = self._handler_for(exc)
+            if handler is None:
+                await self._answer(self._handlers.get(Exception), request, exc, scope, send)
+                raise
+            await self._answer(handler, request, exc, scope, send)
+            return
+        if type(response) is PreparedResponse:
+            # Its two messages, without a Response call: its header list was built with it.
+            start = {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+            await send(start)
+            await send({"type": "http.response.body", "body": response.body})
             return
         await response(scope, receive, send)
-
-    async def _failed(self, request: Request, exc: Exception, scope: Scope, send: Send) -> None:
-        """Answer what the endpoint raised as the app's handler for it says; an unexpected error
-        as the error middleware would (the 500 handler), then raised for the server to log."""
-        handler = self._handler_for(exc)
-        if handler is None:
-            await self._answer(self._handlers.get(Exception), request, exc, scope, send)
-            raise exc
-        await self._answer(handler, request, exc, scope, send)
 
     @staticmethod
     async def _answer(

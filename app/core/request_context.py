@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,22 +60,10 @@ class RequestContext:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            message["headers"] = self._with_ours(message.get("headers", ()))
+            # A new list: the answer's own (a prepared response's) is not changed.
+            own = (REQUEST_ID_HEADER, self.request_id.encode())
+            message["headers"] = [*message.get("headers", ()), own, *SECURITY_HEADERS]
         await self._downstream(message)
-
-    def start(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> Message:
-        """The `http.response.start` message of an answer sent past `send` (a hot read's,
-        app/core/hot_path.py): what `send` would have made of it."""
-        self.status = status
-        return {
-            "type": "http.response.start",
-            "status": status,
-            "headers": self._with_ours(headers),
-        }
-
-    def _with_ours(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """The answer's headers with the request id and the security headers added."""
-        return [*headers, (REQUEST_ID_HEADER, self.request_id.encode()), *SECURITY_HEADERS]
 
     def finish(self, scope: Scope) -> None:
         route = scope.get("route")
