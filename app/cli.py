@@ -74,10 +74,8 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _admin_link(args: argparse.Namespace) -> int:
-    import asyncio
-
     from app.admin.sessions import issue_link, link_url
-    from app.operations.engine import command_app
+    from app.operations.engine import command_app, run_to_end
 
     async def issue() -> str:
         async with command_app(Settings()) as state, state.sessionmaker() as session:
@@ -85,7 +83,7 @@ def _admin_link(args: argparse.Namespace) -> int:
             await session.commit()
             return secret
 
-    print(link_url(args.base_url, asyncio.run(issue())))
+    print(link_url(args.base_url, run_to_end(issue())))
     return 0
 
 

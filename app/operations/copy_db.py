@@ -36,6 +36,7 @@ from app.core import migrations
 from app.operations import copy_writers, databases, values
 from app.operations.checksum import TableSum, sum_table
 from app.operations.databases import Database, Refused
+from app.operations.engine import run_to_end
 from app.operations.progress import Progress
 from app.operations.verify_db import print_comparison
 
@@ -331,7 +332,7 @@ def run_command(
 ) -> int:
     """The command: exit 0 when copied and verified, 1 when a table differs, 2 when refused."""
     try:
-        report = asyncio.run(
+        report = run_to_end(
             copy_database(source_url, target_url, resume=resume, batch_size=batch_size)
         )
     except Refused as exc:

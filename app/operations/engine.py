@@ -3,8 +3,11 @@ state, both with a statement timeout meant for batch work rather than for reques
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -13,9 +16,42 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.state import AppState
 
+T = TypeVar("T")
+
+# aiosqlite runs each connection on a thread of its own, named after its worker function.
+_SQLITE_WORKER_SUFFIX = "(_connection_worker_thread)"
+# How long a command's end waits for such a thread (it has only its stop left to run).
+_SQLITE_WORKER_WAIT_S = 2.0
+
 # A request's statements are bounded by DB_STATEMENT_TIMEOUT_MS (5 s); a command's batches and
 # counts over whole tables may take longer.
 COMMAND_STATEMENT_TIMEOUT_MS = 600_000
+
+
+def run_to_end(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` for a command, its event loop kept until SQLite's worker threads
+    have ended.
+
+    A connection aiosqlite could not open (a missing directory, a locked file) stops its worker
+    thread without waiting for it, and the thread then hands its last result to the event loop:
+    had `asyncio.run` closed the loop by then, the thread would print "Event loop is closed"
+    after the command's one-line error. Every engine is disposed when `main` ends, so the
+    threads left have only their stop to run.
+    """
+
+    async def settled() -> T:
+        try:
+            return await main
+        finally:
+            workers = [
+                thread
+                for thread in threading.enumerate()
+                if thread.name.endswith(_SQLITE_WORKER_SUFFIX)
+            ]
+            for thread in workers:
+                await asyncio.to_thread(thread.join, _SQLITE_WORKER_WAIT_S)
+
+    return asyncio.run(settled())
 
 
 def command_settings(settings: Settings) -> Settings:

@@ -12,7 +12,6 @@ priority, ...) is reported with its id and why, and not imported; keys are never
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -31,6 +30,7 @@ from sqlalchemy.pool import NullPool
 from app.core.config import Settings, normalize_database_url
 from app.core.crypto import Keyring
 from app.core.deps import TENANT_ID_PATTERN
+from app.operations.engine import run_to_end
 from app.operations.progress import Progress
 from app.provider_configs import service as provider_configs_service
 from app.provider_configs.models import ProviderConfig, ProviderConfigVersion
@@ -324,7 +324,7 @@ def command(args: argparse.Namespace) -> int:
         return print_report(report, sys.stdout)
 
     try:
-        return asyncio.run(run())
+        return run_to_end(run())
     except ImportSourceError as exc:
         print(f"junction import: {exc}", file=sys.stderr)
         return 2

@@ -378,7 +378,7 @@ async def rewrap_command(
 def command(args: argparse.Namespace) -> int:
     """`junction keys status|rewrap`."""
     from app.core.config import Settings
-    from app.operations.engine import command_engine
+    from app.operations.engine import command_engine, run_to_end
 
     settings = Settings()
     keyring = Keyring(settings.encryption_keys)
@@ -389,4 +389,4 @@ def command(args: argparse.Namespace) -> int:
                 return await status_command(engine, keyring, sys.stdout)
             return await rewrap_command(engine, keyring, sys.stdout, batch_size=args.batch)
 
-    return asyncio.run(run())
+    return run_to_end(run())

@@ -4,7 +4,6 @@ tiers) and the offboarding records, unless `--all`; revocations always stay."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -14,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.db import Base
-from app.operations.engine import command_app, printable_url
+from app.operations.engine import command_app, printable_url, run_to_end
 from app.state import AppState
 
 # A reset never revives a revoked bearer token (the rows leave by themselves once it expires).
@@ -95,6 +94,6 @@ def command(args: argparse.Namespace) -> int:
         async with command_app(settings) as state:
             return await reset(state, everything=args.all)
 
-    print_counts(asyncio.run(run()), sys.stdout)
+    print_counts(run_to_end(run()), sys.stdout)
     print(f"kept: {', '.join(kept_tables(everything=args.all))}")
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.operations.engine import command_app
+from app.operations.engine import command_app, run_to_end
 from app.usage import rerate, summaries
 from app.usage.exceptions import InvalidUsageInput
 
@@ -32,7 +31,7 @@ def command(args: argparse.Namespace) -> int:
                 now=utcnow(),
             )
 
-    result = asyncio.run(run())
+    result = run_to_end(run())
     print(
         f"rerated {window.start.isoformat()} .. {window.end.isoformat()}: {result.scanned} events "
         f"read, {result.changed} re-priced; {result.batches} batches, each its own transaction"

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.operations import databases
 from app.operations.checksum import TableSum, sum_table
+from app.operations.engine import run_to_end
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def print_comparison(
 def run_command(url_a: str, url_b: str, *, out: TextIO) -> int:
     """The command: exit 0 when every table matches, 1 when one differs, 2 when refused."""
     try:
-        comparisons = asyncio.run(verify_databases(url_a, url_b))
+        comparisons = run_to_end(verify_databases(url_a, url_b))
     except databases.Refused as exc:
         print(f"junction verify-db: refused: {exc}", file=sys.stderr)
         return databases.EXIT_REFUSED

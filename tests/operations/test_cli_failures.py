@@ -4,6 +4,7 @@ left" or "not confirmed"; reset with no terminal to answer from is not confirmed
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,10 @@ def test_a_command_whose_database_cannot_be_reached_exits_3_in_one_line(
     assert err.startswith(f"junction {argv[0]}: database failed: ")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "pw-not-printed" not in err
+    # aiosqlite stops the worker thread of a connection it could not open without waiting for
+    # it; the thread then hands its last result to the command's event loop, which must still
+    # be running (else "Event loop is closed" is printed from the thread after the one line).
+    assert not [t for t in threading.enumerate() if t.name.endswith("(_connection_worker_thread)")]
 
 
 def test_reset_with_no_terminal_to_answer_is_not_confirmed(
