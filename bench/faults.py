@@ -229,21 +229,20 @@ async def main(load_s: float) -> int:
                     asyncio.create_task(_reader(client, bases[i % 2], token, tally, stop))
                     for i in range(8)
                 ]
-                quiet = {"writing": writing, "quiet_s": load_s}
-                await _phase("steady load", load_s, **quiet)
+                await _phase("steady load", load_s, writing, quiet_s=load_s)
                 redis_server.kill()
-                await _phase("redis killed", load_s, **quiet)
+                await _phase("redis killed", load_s, writing, quiet_s=load_s)
                 redis_server.start()
-                await _phase("redis back", load_s, **quiet)
+                await _phase("redis back", load_s, writing, quiet_s=load_s)
                 redis_server.pause()
                 await _phase(
                     "redis stalled 1.5 s (writes during the stall)", 1.5, writing, quiet_s=0
                 )
                 redis_server.resume()
-                await _phase("redis resumed (reads only)", 0, **quiet)
+                await _phase("redis resumed (reads only)", 0, writing, quiet_s=load_s)
                 await asyncio.to_thread(postgres.stop, "fast")
                 await asyncio.to_thread(postgres.start)
-                await _phase("postgresql restarted", load_s, **quiet)
+                await _phase("postgresql restarted", load_s, writing, quiet_s=load_s)
                 stop.set()
                 await asyncio.gather(*tasks)
             lost = await _lost_writes(bases[0], token, tally)

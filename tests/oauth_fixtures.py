@@ -7,12 +7,10 @@ module can ask for it without importing it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-
-from app.devtools.oauth_provider import LocalOAuthServer
 
 LOCAL_PROVIDER = "local_oauth"
 REDIRECT_URI = "http://localhost:8000/token-management/auth/callback"
@@ -21,12 +19,22 @@ RETURN_URL = "https://app.example.com/integrations/done"
 LOCAL_REFRESH_MARGIN_S = 60
 
 
+class AuthorizationServer(Protocol):
+    """What these helpers need of the provider: the local OAuth server in this process
+    (`app.devtools.oauth_provider.LocalOAuthServer`) or in one of its own (the benchmarks')."""
+
+    client_id: str
+    client_secret: str
+
+    def provider_urls(self) -> dict[str, str]: ...
+
+
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
 def client_body(
-    server: LocalOAuthServer, *, provider: str = LOCAL_PROVIDER, **overrides: Any
+    server: AuthorizationServer, *, provider: str = LOCAL_PROVIDER, **overrides: Any
 ) -> dict[str, Any]:
     """A client registration body for `server`: as a custom provider unless `provider` is a
     built-in name (then the settings' overrides must point the built-in at the server)."""
@@ -49,7 +57,7 @@ def client_body(
 async def register_client(
     client: httpx.AsyncClient,
     token: str,
-    server: LocalOAuthServer,
+    server: AuthorizationServer,
     *,
     provider: str = LOCAL_PROVIDER,
     **overrides: Any,
@@ -102,7 +110,7 @@ def callback_params(callback_url: str) -> dict[str, str]:
 async def connect_branch(
     client: httpx.AsyncClient,
     token: str,
-    server: LocalOAuthServer,
+    server: AuthorizationServer,
     branch_id: str = "branch-1",
     *,
     provider: str = LOCAL_PROVIDER,

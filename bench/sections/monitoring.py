@@ -29,6 +29,7 @@ from app.main import create_app
 from app.monitoring import repository
 from app.monitoring.lifecycle import build_monitor
 from app.state import app_state
+from app.tokens.refresh_outcome import RefreshResult
 from bench.harness import ROOT, BenchContext
 from tests.oauth_fixtures import connect_branch
 
@@ -222,7 +223,7 @@ async def _refresh_rate(
 ) -> float:
     """Refreshes/s one loop sustains against the local provider, every connection overdue."""
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         environment="dev",
         database_url=url,
         redis_url=ctx.redis_url,
@@ -238,14 +239,14 @@ async def _refresh_rate(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             token = ctx.token(["bench-refresh"], roles=["service"])  # registers the client
-            first = await connect_branch(client, token, provider, "branch-0")  # type: ignore[arg-type]
+            first = await connect_branch(client, token, provider, "branch-0")
             for i in range(1, REFRESH_CONNECTIONS):
                 await connect_branch(
                     client,
                     token,
                     provider,
                     f"branch-{i}",
-                    client_pk=first["client_pk"],  # type: ignore[arg-type]
+                    client_pk=first["client_pk"],
                 )
         async with app_state(app).sessionmaker() as session, session.begin():
             await session.execute(
@@ -260,7 +261,7 @@ async def _refresh_rate(
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
         await monitor.stop()
-        assert monitor.totals["refreshed"] == REFRESH_CONNECTIONS, dict(monitor.totals)
+        assert monitor.totals[RefreshResult.REFRESHED] == REFRESH_CONNECTIONS, dict(monitor.totals)
         async with app_state(app).sessionmaker() as session, session.begin():
             await session.execute(text("TRUNCATE oauth_connections, oauth_clients CASCADE"))
     return REFRESH_CONNECTIONS / elapsed

@@ -32,6 +32,7 @@ from app.core.db import utcnow
 from app.main import create_app
 from app.monitoring.lifecycle import build_monitor
 from app.state import app_state
+from app.tokens.refresh_outcome import RefreshResult
 from bench.harness import BenchContext
 from bench.sections.monitoring import RemoteProvider, _provider_process
 from tests.oauth_fixtures import REDIRECT_URI, connect_branch
@@ -130,12 +131,12 @@ class RoundTripCounter:
             counts["PREPARE"] += 1
             return await prepare(conn, *args, **kwargs)
 
-        asyncpg.Connection.prepare = counted_prepare  # type: ignore[method-assign]
+        asyncpg.Connection.prepare = counted_prepare
 
     def detach(self, sync_engine: Any) -> None:
         event.remove(sync_engine, "before_cursor_execute", self._statement)
         event.remove(sync_engine, "checkout", self._checkout)
-        asyncpg.Connection.prepare = self._prepare  # type: ignore[method-assign]
+        asyncpg.Connection.prepare = self._prepare
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         self.counts[_first_word(statement)] += 1
@@ -165,7 +166,7 @@ async def _loop_refresh_rate(
     round trips to the database it made meanwhile, and this process's CPU seconds per refresh
     (the loop runs in it)."""
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         environment="dev",
         database_url=url,
         redis_url=ctx.redis_url,
@@ -181,12 +182,12 @@ async def _loop_refresh_rate(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             token = ctx.token(["bench-refresh-cost"], roles=["service"])
-            first = await connect_branch(client, token, provider, "branch-0")  # type: ignore[arg-type]
+            first = await connect_branch(client, token, provider, "branch-0")
             for i in range(1, CONNECTIONS):
                 await connect_branch(
                     client,
                     token,
-                    provider,  # type: ignore[arg-type]
+                    provider,
                     f"branch-{i}",
                     client_pk=first["client_pk"],
                 )
@@ -209,7 +210,7 @@ async def _loop_refresh_rate(
         counted = Counter(counter.counts)  # what the refreshes sent, not the shutdown
         counter.detach(state.engine.sync_engine)
         await monitor.stop()
-        assert monitor.totals["refreshed"] == CONNECTIONS, dict(monitor.totals)
+        assert monitor.totals[RefreshResult.REFRESHED] == CONNECTIONS, dict(monitor.totals)
         async with state.sessionmaker() as session, session.begin():
             await session.execute(text("TRUNCATE oauth_connections, oauth_clients CASCADE"))
     return CONNECTIONS / elapsed, counted, cpu / CONNECTIONS
