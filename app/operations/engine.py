@@ -43,15 +43,15 @@ def run_to_end(main: Coroutine[Any, Any, T]) -> T:
         try:
             return await main
         finally:
-            workers = [
-                thread
-                for thread in threading.enumerate()
-                if thread.name.endswith(_SQLITE_WORKER_SUFFIX)
-            ]
-            for thread in workers:
+            for thread in sqlite_worker_threads():
                 await asyncio.to_thread(thread.join, _SQLITE_WORKER_WAIT_S)
 
     return asyncio.run(settled())
+
+
+def sqlite_worker_threads() -> list[threading.Thread]:
+    """The aiosqlite connection threads alive in this process."""
+    return [t for t in threading.enumerate() if t.name.endswith(_SQLITE_WORKER_SUFFIX)]
 
 
 def command_settings(settings: Settings) -> Settings:

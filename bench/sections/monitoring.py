@@ -11,8 +11,8 @@ import statistics
 import sys
 import time
 from asyncio.subprocess import PIPE
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -218,10 +218,20 @@ async def _provider_round_trip_ms(provider: RemoteProvider) -> float:
     return statistics.median(times)
 
 
-async def _refresh_rate(
-    ctx: BenchContext, url: str, provider: RemoteProvider, *, per_provider: int
-) -> float:
-    """Refreshes/s one loop sustains against the local provider, every connection overdue."""
+async def overdue_loop_run(
+    ctx: BenchContext,
+    url: str,
+    provider: RemoteProvider,
+    *,
+    connections: int,
+    concurrency: int,
+    per_provider: int,
+    observe: Callable[[AsyncEngine], AbstractContextManager[None]] | None = None,
+) -> tuple[float, float]:
+    """Refreshes/s one loop sustains against `provider` with `connections` connections all
+    overdue (refreshed long enough ago for their minimum interval), and this process's CPU
+    seconds per refresh (the loop runs in it). `observe(engine)` is entered just before the
+    loop starts and left once every connection is refreshed, before the loop stops."""
     settings = Settings(
         _env_file=None,
         environment="dev",
@@ -231,40 +241,37 @@ async def _refresh_rate(
         log_level="WARNING",
         db_pool_size=20,
         monitor_batch_size=200,
-        monitor_concurrency=max(per_provider, 10),
+        monitor_concurrency=concurrency,
         monitor_per_provider_concurrency=per_provider,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            token = ctx.token(["bench-refresh"], roles=["service"])  # registers the client
+            token = ctx.token(["bench-loop"], roles=["service"])
             first = await connect_branch(client, token, provider, "branch-0")
-            for i in range(1, REFRESH_CONNECTIONS):
+            for i in range(1, connections):
                 await connect_branch(
-                    client,
-                    token,
-                    provider,
-                    f"branch-{i}",
-                    client_pk=first["client_pk"],
+                    client, token, provider, f"branch-{i}", client_pk=first["client_pk"]
                 )
-        async with app_state(app).sessionmaker() as session, session.begin():
-            await session.execute(
-                text("UPDATE oauth_connections SET refresh_due_at = :due"),
-                {"due": utcnow() - timedelta(seconds=1)},
-            )
         state = app_state(app)
+        async with state.sessionmaker() as session, session.begin():
+            await session.execute(
+                text("UPDATE oauth_connections SET refresh_due_at = :due, last_refreshed_at = :at"),
+                {"due": utcnow() - timedelta(seconds=1), "at": utcnow() - timedelta(hours=1)},
+            )
         monitor = build_monitor(state.settings, state.sessionmaker, state.tokens)
-        started = time.perf_counter()
-        await monitor.start()
-        while sum(monitor.totals.values()) < REFRESH_CONNECTIONS:
-            await asyncio.sleep(0.01)
-        elapsed = time.perf_counter() - started
+        with observe(state.engine) if observe is not None else nullcontext():
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await monitor.start()
+            while sum(monitor.totals.values()) < connections:
+                await asyncio.sleep(0.01)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         await monitor.stop()
-        assert monitor.totals[RefreshResult.REFRESHED] == REFRESH_CONNECTIONS, dict(monitor.totals)
-        async with app_state(app).sessionmaker() as session, session.begin():
+        assert monitor.totals[RefreshResult.REFRESHED] == connections, dict(monitor.totals)
+        async with state.sessionmaker() as session, session.begin():
             await session.execute(text("TRUNCATE oauth_connections, oauth_clients CASCADE"))
-    return REFRESH_CONNECTIONS / elapsed
+    return connections / elapsed, cpu / connections
 
 
 async def run(ctx: BenchContext) -> None:
@@ -280,7 +287,14 @@ async def run(ctx: BenchContext) -> None:
             latency = await _provider_round_trip_ms(provider)
             ctx.report("local provider token call round trip (median)", latency, "ms")
             for per_provider in (4, 16):
-                rate = await _refresh_rate(ctx, small_url, provider, per_provider=per_provider)
+                rate, _ = await overdue_loop_run(
+                    ctx,
+                    small_url,
+                    provider,
+                    connections=REFRESH_CONNECTIONS,
+                    concurrency=max(per_provider, 10),
+                    per_provider=per_provider,
+                )
                 ctx.report(
                     f"loop refreshes/s, one provider, {per_provider} at a time", rate, "refresh/s"
                 )

@@ -18,24 +18,20 @@ import hashlib
 import secrets
 import time
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
-from sqlalchemy import event, text
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core import migrations
-from app.core.config import Settings
-from app.core.db import utcnow
-from app.main import create_app
-from app.monitoring.lifecycle import build_monitor
-from app.state import app_state
-from app.tokens.refresh_outcome import RefreshResult
 from bench.harness import BenchContext
-from bench.sections.monitoring import RemoteProvider, _provider_process
-from tests.oauth_fixtures import REDIRECT_URI, connect_branch
+from bench.sections.monitoring import RemoteProvider, _provider_process, overdue_loop_run
+from tests.oauth_fixtures import REDIRECT_URI
 
 DATABASE = "junction_bench_refresh"
 CONNECTIONS = 200
@@ -117,26 +113,33 @@ class RoundTripCounter:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self._prepare: Any = None
+        # The query loggers stay on the connections they were added to: what they hear after
+        # `counting` ends (the loop's shutdown) is not counted.
+        self._counting = False
 
-    def attach(self, sync_engine: Any) -> None:
+    @contextmanager
+    def counting(self, engine: AsyncEngine) -> Iterator[None]:
+        """Count what `engine` sends while the block runs. Connections checked out already (none
+        is, between the bench's steps) are counted from their next checkout."""
+        sync_engine = engine.sync_engine
         event.listen(sync_engine, "before_cursor_execute", self._statement)
         event.listen(sync_engine, "checkout", self._checkout)
-        # Connections checked out already (none is, between the bench's steps) are attached on
-        # their next checkout.
         counts = self.counts
-        prepare = self._prepare = asyncpg.Connection.prepare
+        prepare = asyncpg.Connection.prepare
 
         async def counted_prepare(conn: Any, *args: Any, **kwargs: Any) -> Any:
             counts["PREPARE"] += 1
             return await prepare(conn, *args, **kwargs)
 
         asyncpg.Connection.prepare = counted_prepare
-
-    def detach(self, sync_engine: Any) -> None:
-        event.remove(sync_engine, "before_cursor_execute", self._statement)
-        event.remove(sync_engine, "checkout", self._checkout)
-        asyncpg.Connection.prepare = self._prepare
+        self._counting = True
+        try:
+            yield
+        finally:
+            self._counting = False
+            event.remove(sync_engine, "before_cursor_execute", self._statement)
+            event.remove(sync_engine, "checkout", self._checkout)
+            asyncpg.Connection.prepare = prepare
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         self.counts[_first_word(statement)] += 1
@@ -147,7 +150,7 @@ class RoundTripCounter:
 
     def _sent(self, record: Any) -> None:
         word = _first_word(record.query)
-        if word in ("BEGIN", "COMMIT", "ROLLBACK"):
+        if self._counting and word in ("BEGIN", "COMMIT", "ROLLBACK"):
             self.counts[word] += 1
 
     @property
@@ -157,63 +160,6 @@ class RoundTripCounter:
 
 def _first_word(statement: str) -> str:
     return statement.lstrip().split(None, 1)[0].rstrip(";").upper()
-
-
-async def _loop_refresh_rate(
-    ctx: BenchContext, url: str, provider: RemoteProvider, concurrency: int
-) -> tuple[float, Counter[str], float]:
-    """Refreshes/s one loop sustains against the provider, every connection overdue, the
-    round trips to the database it made meanwhile, and this process's CPU seconds per refresh
-    (the loop runs in it)."""
-    settings = Settings(
-        _env_file=None,
-        environment="dev",
-        database_url=url,
-        redis_url=ctx.redis_url,
-        monitor_enabled=False,
-        log_level="WARNING",
-        db_pool_size=20,
-        monitor_batch_size=200,
-        monitor_concurrency=concurrency,
-        monitor_per_provider_concurrency=concurrency,
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            token = ctx.token(["bench-refresh-cost"], roles=["service"])
-            first = await connect_branch(client, token, provider, "branch-0")
-            for i in range(1, CONNECTIONS):
-                await connect_branch(
-                    client,
-                    token,
-                    provider,
-                    f"branch-{i}",
-                    client_pk=first["client_pk"],
-                )
-        state = app_state(app)
-        async with state.sessionmaker() as session, session.begin():
-            # Every connection overdue, refreshed long enough ago for its minimum interval.
-            an_hour_ago = utcnow() - timedelta(hours=1)
-            await session.execute(
-                text("UPDATE oauth_connections SET refresh_due_at = :due, last_refreshed_at = :at"),
-                {"due": utcnow() - timedelta(seconds=1), "at": an_hour_ago},
-            )
-        monitor = build_monitor(state.settings, state.sessionmaker, state.tokens)
-        counter = RoundTripCounter()
-        counter.attach(state.engine.sync_engine)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        await monitor.start()
-        while sum(monitor.totals.values()) < CONNECTIONS:
-            await asyncio.sleep(0.01)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        counted = Counter(counter.counts)  # what the refreshes sent, not the shutdown
-        counter.detach(state.engine.sync_engine)
-        await monitor.stop()
-        assert monitor.totals[RefreshResult.REFRESHED] == CONNECTIONS, dict(monitor.totals)
-        async with state.sessionmaker() as session, session.begin():
-            await session.execute(text("TRUNCATE oauth_connections, oauth_clients CASCADE"))
-    return CONNECTIONS / elapsed, counted, cpu / CONNECTIONS
 
 
 async def run(ctx: BenchContext) -> None:
@@ -228,7 +174,16 @@ async def run(ctx: BenchContext) -> None:
                 # Raw grants just before and just after the loop, their mean the reference: on
                 # a machine whose load drifts, the loop is not compared with another moment's.
                 before, cpu_before = await _raw_refresh_rate(provider, concurrency)
-                rate, counter, loop_cpu = await _loop_refresh_rate(ctx, url, provider, concurrency)
+                counter = RoundTripCounter()
+                rate, loop_cpu = await overdue_loop_run(
+                    ctx,
+                    url,
+                    provider,
+                    connections=CONNECTIONS,
+                    concurrency=concurrency,
+                    per_provider=concurrency,
+                    observe=counter.counting,
+                )
                 after, cpu_after = await _raw_refresh_rate(provider, concurrency)
                 raw, raw_cpu = (before + after) / 2, (cpu_before + cpu_after) / 2
                 print(f"    raw before / after the loop: {before:.0f} / {after:.0f} call/s")
@@ -248,16 +203,15 @@ async def run(ctx: BenchContext) -> None:
                     loop_cpu / raw_cpu,
                     "ratio",
                 )
-                per_refresh = sum(counter.values()) / CONNECTIONS
+                per_refresh = counter.total / CONNECTIONS
                 ctx.report(
                     f"database round trips per refresh, {concurrency} at a time",
                     per_refresh,
                     "trip",
                     "<= 3",
                 )
-                breakdown = ", ".join(
-                    f"{word} {count / CONNECTIONS:.2f}" for word, count in counter.most_common()
-                )
+                counts = counter.counts.most_common()
+                breakdown = ", ".join(f"{word} {n / CONNECTIONS:.2f}" for word, n in counts)
                 print(f"    per refresh: {breakdown}")
     finally:
         await ctx.admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')

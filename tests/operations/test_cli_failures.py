@@ -4,7 +4,6 @@ left" or "not confirmed"; reset with no terminal to answer from is not confirmed
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from app.cli import main
 from app.core.crypto import Keyring
 from app.operations.databases import EXIT_FAILED
+from app.operations.engine import sqlite_worker_threads
 from tests.conftest import free_port
 
 
@@ -48,7 +48,7 @@ def test_a_command_whose_database_cannot_be_reached_exits_3_in_one_line(
     # aiosqlite stops the worker thread of a connection it could not open without waiting for
     # it; the thread then hands its last result to the command's event loop, which must still
     # be running (else "Event loop is closed" is printed from the thread after the one line).
-    assert not [t for t in threading.enumerate() if t.name.endswith("(_connection_worker_thread)")]
+    assert not sqlite_worker_threads()
 
 
 def test_reset_with_no_terminal_to_answer_is_not_confirmed(
